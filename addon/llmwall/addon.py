@@ -1,0 +1,421 @@
+"""The llmwall mitmproxy addon: discovery, screening, rules and actions for each flow.
+
+Modelled on mitmproxy's own addons: options are registered in ``load``, checked
+in ``configure`` (raising ``OptionsError`` with a clear message), and the work
+happens in async ``request``/``response`` hooks that never block the event loop:
+body parsing, detectors and database writes all run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from mitmproxy import ctx, exceptions, http
+
+from . import actions, discovery, extraction
+from .detectors import build_detectors
+from .detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
+from .orchestrator import Orchestrator, ScreenResult
+from .redact import RedactError, redact_body
+from .rules import RulesError, RulesWatcher
+from .store import DEFAULT_DB, Store
+from .dashboard import Dashboard
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: Options whose change means the detectors must be rebuilt.
+DETECTOR_OPTIONS = frozenset({
+    "llmwall_models", "llmwall_device", "llmwall_pii_entities", "llmwall_pii_min_score",
+    "llmwall_spacy_model", "llmwall_unsafe_threshold", "llmwall_remote_llama_guard",
+    "llmwall_remote_model",
+})
+DEVICES = ("auto", "cpu", "cuda")
+UNPARSED_MODES = ("pass", "block")
+#: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
+ALWAYS_RUN = frozenset({"tokens"})
+#: Detection fields that are recorded in analytics (never text, only outcomes).
+RECORDED_PREFIX = "cf.llm."
+
+
+@dataclass
+class Analysis:
+    """What the worker thread learnt from a request body."""
+
+    status: str  # screened | not_llm | parse_error | oversize | undecodable | empty
+    fmt: str | None = None
+    prompt: Prompt | None = None
+    body: bytes | None = None  # the decoded body, kept for redaction
+    error: str | None = None
+
+
+class LLMWall:
+    """The addon object; it owns every piece of state llmwall keeps."""
+
+    def __init__(self) -> None:
+        self.rules: RulesWatcher | None = None
+        self.detectors: list[Detector] = []
+        self.orchestrator: Orchestrator | None = None
+        self.store: Store | None = None
+        self.metrics = Metrics()
+        self.dashboard: Dashboard | None = None
+        self.known_endpoints: set[tuple[str, str, str]] = set()
+        # Body parsing and database writes get their own threads so neither waits behind detectors.
+        self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
+        self._reload_task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- options
+    def load(self, loader) -> None:
+        loader.add_option("llmwall_rules", str, "rules.yaml", "Path of the rules file (Cloudflare Rules-language expressions); hot-reloaded.")
+        loader.add_option("llmwall_deadline_ms", int, 2000, "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.")
+        loader.add_option("llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/).")
+        loader.add_option("llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable.")
+        loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
+        loader.add_option("llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize).")
+        loader.add_option("llmwall_on_unparsed", str, "pass", "What to do with a request to a known or forced LLM endpoint whose body cannot be read: pass or block.")
+        loader.add_option("llmwall_whole_conversation", bool, False, "Screen every user and assistant turn instead of only the latest user turn.")
+        loader.add_option("llmwall_include", Sequence[str], [], "Force-include endpoints: glob patterns on host+path, e.g. 'llm.internal/api/*'.")
+        loader.add_option("llmwall_exclude", Sequence[str], [], "Never screen endpoints matching these host+path glob patterns.")
+        loader.add_option("llmwall_workers", int, 8, "Detector worker threads.")
+        loader.add_option("llmwall_pii_entities", Sequence[str], [], "PII entities to detect (empty: llmwall's defaults).")
+        loader.add_option("llmwall_pii_min_score", str, "0.5", "Minimum Presidio score for a PII finding (0-1).")
+        loader.add_option("llmwall_spacy_model", Optional[str], None, "Installed spaCy model for PERSON/LOCATION/NRP, e.g. en_core_web_lg.")
+        loader.add_option("llmwall_unsafe_threshold", str, "0.5", "P(unsafe) threshold for Llama Guard (0-1).")
+        loader.add_option("llmwall_remote_llama_guard", Optional[str], None, "Base URL of an OpenAI-compatible server running Llama Guard (uses /v1/completions).")
+        loader.add_option("llmwall_remote_model", Optional[str], None, "Model name to send to the remote Llama Guard server.")
+        loader.add_option("llmwall_dashboard_port", int, 0, "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).")
+        loader.add_option("llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token.")
+        loader.add_option("llmwall_dashboard_token", Optional[str], None, "Bearer token required by the dashboard.")
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if "llmwall_deadline_ms" in updated and not 1 <= opts.llmwall_deadline_ms <= 600_000:
+            raise exceptions.OptionsError("llmwall_deadline_ms must be between 1 and 600000")
+        if "llmwall_max_body_kb" in updated and opts.llmwall_max_body_kb < 1:
+            raise exceptions.OptionsError("llmwall_max_body_kb must be at least 1")
+        if "llmwall_device" in updated and opts.llmwall_device not in DEVICES:
+            raise exceptions.OptionsError(f"llmwall_device must be one of {', '.join(DEVICES)}")
+        if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
+            raise exceptions.OptionsError("llmwall_on_unparsed must be 'pass' or 'block'")
+        if "llmwall_workers" in updated:
+            if not 1 <= opts.llmwall_workers <= 256:
+                raise exceptions.OptionsError("llmwall_workers must be between 1 and 256")
+            if self.orchestrator:
+                self.orchestrator.close()
+            self.orchestrator = Orchestrator(opts.llmwall_workers)
+        if "llmwall_rules" in updated:
+            try:
+                self.rules = RulesWatcher(opts.llmwall_rules)
+            except RulesError as exc:
+                raise exceptions.OptionsError(f"llmwall: cannot load rules: {exc}") from None
+            log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
+        if updated & DETECTOR_OPTIONS:
+            self._rebuild_detectors(_detector_config(opts))
+        if "llmwall_db" in updated:
+            self._open_store(opts.llmwall_db)
+        if updated & {"llmwall_db", "llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"}:
+            self._start_dashboard(opts)
+
+    def _rebuild_detectors(self, config: DetectorConfig) -> None:
+        old = self.detectors
+        self.detectors = build_detectors(config)
+        for det in old:
+            det.close()
+        for det in self.detectors:
+            log.info("llmwall: detector %s", det.describe())
+        provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
+        if "cf.llm.prompt.unsafe_topic_detected" not in provided:
+            log.warning("llmwall: no unsafe-topic model in %s: export Llama Guard with "
+                        "scripts/export_llama_guard.py or rebuild models/lite (see README)", config.models_dir)
+
+    def _open_store(self, path: str) -> None:
+        if self.store:
+            self.store.close()
+            self.store = None
+        if not path:
+            return
+        try:
+            self.store = Store(os.path.expanduser(path))
+            self.known_endpoints = {(e["host"], e["method"], e["path_template"]) for e in self.store.endpoints()}
+        except Exception as exc:
+            raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
+
+    def _start_dashboard(self, opts) -> None:
+        if self.dashboard:
+            self.dashboard.stop_server()
+            self.dashboard = None
+        if not self.store:
+            return
+        self.dashboard = Dashboard(self.store, self.metrics, token=opts.llmwall_dashboard_token)
+        if opts.llmwall_dashboard_port:
+            try:
+                self.dashboard.start_server(opts.llmwall_dashboard_port, opts.llmwall_dashboard_bind)
+            except (OSError, ValueError) as exc:
+                raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
+            log.info("llmwall: dashboard on http://%s:%d/", opts.llmwall_dashboard_bind, opts.llmwall_dashboard_port)
+
+    # ------------------------------------------------------------- lifecycle
+    def running(self) -> None:
+        if self._reload_task is None:
+            self._reload_task = asyncio.get_running_loop().create_task(self._watch_rules())
+
+    async def _watch_rules(self) -> None:
+        """Poll the rules file; a bad edit is reported and the last good rules stay active."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.rules is None:
+                continue
+            error = await asyncio.to_thread(self.rules.poll)
+            if error is not None:
+                log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", error)
+
+    def done(self) -> None:
+        if self._reload_task:
+            self._reload_task.cancel()
+        if self.dashboard:
+            self.dashboard.stop_server()
+        if self.orchestrator:
+            self.orchestrator.close()
+        for det in self.detectors:
+            det.close()
+        self._parse.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=True)
+        if self.store:
+            self.store.close()
+
+    # ------------------------------------------------------------------ hooks
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if self.dashboard and self.dashboard.maybe_serve(flow):
+            return
+        req = flow.request
+        if flow.response or req.method not in ("POST", "PUT") or not req.raw_content:
+            return
+        target = req.pretty_host + req.path
+        if _matches(target, ctx.options.llmwall_exclude):
+            return
+        start = time.monotonic()
+        deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
+        forced = _matches(target, ctx.options.llmwall_include)
+        loop = asyncio.get_running_loop()
+        analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
+        if analysis.status == "not_llm":
+            return
+        host, template = req.pretty_host, discovery.path_template(req.path)
+        key = (host, req.method, template)
+        known = forced or key in self.known_endpoints
+        if analysis.status != "screened":
+            if not known:
+                return  # an unreadable body on an endpoint never seen as LLM traffic
+            self._finish_unparsed(flow, analysis, template, start)
+            return
+        self.known_endpoints.add(key)
+        if self.store:
+            self._submit(self.store.upsert_endpoint, host, req.method, template, analysis.fmt, time.time())
+        await self._screen(flow, analysis, template, start, deadline)
+
+    def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
+        """Decode, parse, classify and extract; runs in a worker thread and never raises."""
+        req = flow.request
+        try:
+            body = req.get_content(strict=True)
+        except ValueError:
+            return Analysis("undecodable", error=f"content-encoding {req.headers.get('content-encoding', '?')}")
+        if body is None:
+            return Analysis("not_llm")
+        limit = ctx.options.llmwall_max_body_kb * 1024
+        if len(body) > limit:
+            looks_llm = forced or any(k in body[:65536] for k in (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"'))
+            return Analysis("oversize" if looks_llm else "not_llm", error=f"{len(body)} bytes")
+        parsed = discovery.parse_body(body, req.headers.get("content-type"), max_bytes=limit)
+        if parsed.error is not None:
+            return Analysis("parse_error", error=parsed.error)
+        fmt = discovery.classify(req.method, req.path, parsed.data)
+        if fmt is not None:
+            prompt = extraction.extract(fmt, parsed.data, ctx.options.llmwall_whole_conversation)
+        elif forced:
+            fmt = "custom"
+            prompt = extraction.extract_all_strings(parsed.data, fmt)
+        else:
+            return Analysis("not_llm")
+        return Analysis("screened", fmt=fmt, prompt=prompt, body=body)
+
+    async def _screen(self, flow: http.HTTPFlow, analysis: Analysis, template: str,
+                      start: float, deadline: float) -> None:
+        assert analysis.prompt is not None and self.rules is not None and self.orchestrator is not None
+        ruleset = self.rules.current
+        prompt = analysis.prompt
+        wanted = ruleset.fields
+        detectors = [d for d in self.detectors if d.provides & wanted or d.name in ALWAYS_RUN]
+        request = ScreenRequest(prompt=prompt, deadline=deadline, wanted=wanted,
+                                custom_topics=ruleset.custom_topics)
+        result = await self.orchestrator.screen(request, detectors)
+        values = {
+            **request_fields(flow),
+            **result.fields,
+            "cf.llm.prompt.detected": bool(prompt.text.strip()),
+            "cf.llm.request.format": analysis.fmt,
+        }
+        if prompt.model:
+            values["cf.llm.request.model"] = prompt.model
+        decision = ruleset.evaluate(values)
+        action, rule = decision.action, decision.rule
+        categories = _categories(result)
+        redacted: list[str] = []
+        if action == "block":
+            flow.response = actions.block_response(analysis.fmt, rule.id if rule else None, categories,
+                                                   rule.status if rule else None, rule.body if rule else None)
+        elif action == "redact":
+            try:
+                new_body, redacted = redact_body(analysis.body or b"", prompt, result.spans)
+            except RedactError as exc:
+                # The rule asked for the PII not to leave; if we cannot remove it, nothing leaves.
+                log.warning("llmwall: redaction failed (%s); blocking instead", type(exc).__name__)
+                action = "block"
+                flow.response = actions.block_response(analysis.fmt, rule.id if rule else None, categories)
+            else:
+                if redacted:
+                    flow.request.content = new_body  # re-encodes and fixes Content-Length
+        event = {
+            "ts": time.time(),
+            "host": flow.request.pretty_host,
+            "method": flow.request.method,
+            "path_template": template,
+            "format": analysis.fmt,
+            "model": prompt.model,
+            "action": action,
+            "rule": rule.id if rule else None,
+            "matched": list(decision.matched),
+            "fields": {k: v for k, v in values.items() if k.startswith(RECORDED_PREFIX)},
+            "timings_ms": result.timings_ms,
+            "not_scored": result.not_scored,
+            "errors": result.errors,
+            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
+            "status": "screened",
+        }
+        if redacted:
+            event["fields"]["cf.llm.prompt.redacted_categories"] = redacted
+        actions.annotate(flow, action, event["rule"], categories, event)
+        self._record(event)
+
+    def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
+        """A known LLM endpoint got a body we could not read: record it, pass or block by option."""
+        action = "block" if ctx.options.llmwall_on_unparsed == "block" else None
+        if action == "block":
+            flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
+        event = {
+            "ts": time.time(), "host": flow.request.pretty_host, "method": flow.request.method,
+            "path_template": template, "format": None, "model": None, "action": action, "rule": None,
+            "matched": [], "fields": {}, "timings_ms": {}, "not_scored": [], "errors": [],
+            "total_ms": round((time.monotonic() - start) * 1000.0, 3), "status": analysis.status,
+        }
+        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, flow.request.pretty_host, template,
+                    analysis.status, analysis.error)
+        actions.annotate(flow, action, None, [], event)
+        self._record(event)
+
+    def _record(self, event: dict) -> None:
+        self.metrics.observe(event)
+        if self.store:
+            self._submit(self.store.record_event, event)
+
+    def _submit(self, fn, *args) -> None:
+        """Run a store write off the event loop; failures are logged, never raised into a flow."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                log.error("llmwall: analytics write failed: %s", exc)
+        self._io.submit(run)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        """Confirm a discovered endpoint from the shape of its response."""
+        meta = flow.metadata.get("llmwall")
+        if not meta or meta.get("action") == "block" or not self.store or not flow.response:
+            return
+        fmt = meta.get("format")
+        if not fmt or fmt == "custom":
+            return
+        resp = flow.response
+        loop = asyncio.get_running_loop()
+        confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, ctx.options.llmwall_max_body_kb * 1024)
+        self._submit(self.store.confirm_endpoint, meta["host"], meta["method"], meta["path_template"], confirmed)
+
+
+def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
+    try:
+        body = resp.get_content(strict=True) or b""
+    except ValueError:
+        return False
+    if "event-stream" in resp.headers.get("content-type", "") or "ndjson" in resp.headers.get("content-type", ""):
+        return discovery.confirm_stream(fmt, body[:65536])
+    if len(body) > limit:
+        return False
+    parsed = discovery.parse_body(body, resp.headers.get("content-type"), max_bytes=limit)
+    return parsed.error is None and discovery.confirm_response(fmt, parsed.data)
+
+
+def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
+    """Cloudflare's ordinary request fields for a flow."""
+    req = flow.request
+    query = req.path.partition("?")[2]
+    fields: dict[str, object] = {
+        "http.host": req.pretty_host,
+        "http.request.method": req.method,
+        "http.request.uri": req.path,
+        "http.request.uri.path": req.path.partition("?")[0],
+        "http.request.uri.query": query,
+        "http.request.full_uri": req.pretty_url,
+        "http.user_agent": req.headers.get("user-agent", ""),
+    }
+    if flow.client_conn and flow.client_conn.peername:
+        fields["ip.src"] = flow.client_conn.peername[0]
+    return fields
+
+
+def _categories(result: ScreenResult) -> list[str]:
+    """Category names to show a blocked user (never values)."""
+    out: list[str] = []
+    for name in ("cf.llm.prompt.unsafe_topic_categories", "cf.llm.prompt.pii_categories",
+                 "cf.llm.prompt.secret_categories"):
+        value = result.fields.get(name)
+        if isinstance(value, list):
+            out.extend(str(v) for v in value)
+    return out
+
+
+def _matches(target: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(target, p) for p in patterns)
+
+
+def _detector_config(opts) -> DetectorConfig:
+    def unit_float(name: str) -> float:
+        try:
+            value = float(getattr(opts, name))
+        except ValueError:
+            raise exceptions.OptionsError(f"{name} must be a number between 0 and 1") from None
+        if not 0.0 <= value <= 1.0:
+            raise exceptions.OptionsError(f"{name} must be between 0 and 1")
+        return value
+
+    models = opts.llmwall_models
+    if not Path(models).is_dir():
+        log.warning("llmwall: models directory %s does not exist; only pattern detectors will run", models)
+    return DetectorConfig(
+        models_dir=models,
+        device=opts.llmwall_device,
+        pii_entities=tuple(opts.llmwall_pii_entities) or None,
+        pii_min_score=unit_float("llmwall_pii_min_score"),
+        spacy_model=opts.llmwall_spacy_model,
+        unsafe_threshold=unit_float("llmwall_unsafe_threshold"),
+        remote_llama_guard=opts.llmwall_remote_llama_guard,
+        remote_model=opts.llmwall_remote_model,
+    )

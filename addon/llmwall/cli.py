@@ -1,0 +1,151 @@
+"""The ``llmwall`` console script.
+
+``proxy`` runs mitmdump with the addon; ``scan`` screens text without a proxy.
+Other modules add their own subcommands through ``register_cli(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from importlib import import_module
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from . import discovery, extraction
+from .detectors import build_detectors
+from .detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
+from .orchestrator import Orchestrator
+
+#: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
+CLI_MODULES = ("rules", "evaluate", "store", "demo")
+ENTRY = Path(__file__).resolve().parent / "mitm_entry.py"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmwall", description="A firewall for LLM traffic.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    proxy = sub.add_parser("proxy", help="run mitmdump with llmwall loaded (any mitmdump arguments follow)",
+                           add_help=False)
+    proxy.add_argument("args", nargs=argparse.REMAINDER)
+    proxy.set_defaults(func=cmd_proxy)
+
+    scan = sub.add_parser("scan", help="screen prompts without a proxy and print the fields as JSON")
+    src = scan.add_mutually_exclusive_group(required=True)
+    src.add_argument("text", nargs="?", help="the prompt text")
+    src.add_argument("--file", help="one prompt per line, or JSONL with a 'text' key ('-' for stdin)")
+    src.add_argument("--request", help="a provider request body (JSON) to parse first")
+    scan.add_argument("--path", default="/v1/chat/completions", help="request path used with --request to tell formats apart")
+    scan.add_argument("--models", default="models", help="models directory")
+    scan.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    scan.add_argument("--deadline-ms", type=int, default=10_000, help="per-prompt deadline (default 10000)")
+    scan.add_argument("--custom-topics", help="rules.yaml whose custom_topics to score")
+    scan.set_defaults(func=cmd_scan)
+
+    for name in CLI_MODULES:
+        import_module(f"{__package__}.{name}").register_cli(sub)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    """Replace this process with mitmdump running the addon, passing every argument through."""
+    mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
+    if mitmdump is None:
+        print("llmwall: mitmdump not found; install mitmproxy 12 into this environment", file=sys.stderr)
+        return 2
+    os.execv(mitmdump, [mitmdump, "-s", str(ENTRY), *args.args])
+    return 0  # not reached
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config = DetectorConfig(models_dir=args.models, device=args.device)
+    detectors = build_detectors(config)
+    topics: dict[str, str] = {}
+    if args.custom_topics:
+        from .rules import RulesError, load_rules
+        try:
+            topics = load_rules(args.custom_topics).custom_topics
+        except RulesError as exc:
+            print(f"llmwall scan: {exc}", file=sys.stderr)
+            return 2
+    try:
+        prompts = list(_scan_inputs(args))
+    except (OSError, ValueError) as exc:
+        print(f"llmwall scan: {exc}", file=sys.stderr)
+        return 2
+    wanted = frozenset().union(*(d.provides for d in detectors)) if detectors else frozenset()
+    try:
+        asyncio.run(_scan_all(prompts, detectors, wanted, topics, args.deadline_ms))
+    finally:
+        for det in detectors:
+            det.close()
+    return 0
+
+
+async def _scan_all(prompts: Iterable[Prompt], detectors: list[Detector], wanted: frozenset[str],
+                    topics: dict[str, str], deadline_ms: int) -> None:
+    orchestrator = Orchestrator(workers=max(4, len(detectors)))
+    try:
+        for prompt in prompts:
+            start = time.monotonic()
+            request = ScreenRequest(prompt, start + deadline_ms / 1000.0, wanted, topics)
+            result = await orchestrator.screen(request, detectors)
+            out = {
+                "cf.llm.prompt.detected": bool(prompt.text.strip()),
+                "cf.llm.request.format": prompt.format,
+                **result.fields,
+                "timings_ms": result.timings_ms,
+                "total_ms": round((time.monotonic() - start) * 1000.0, 3),
+                "not_scored": result.not_scored,
+                "errors": result.errors,
+            }
+            print(json.dumps(out, sort_keys=False), flush=True)
+    finally:
+        orchestrator.close()
+
+
+def _scan_inputs(args: argparse.Namespace) -> Iterator[Prompt]:
+    if args.text is not None:
+        yield _text_prompt(args.text)
+    elif args.request:
+        raw = Path(args.request).read_bytes()
+        parsed = discovery.parse_body(raw, "application/json")
+        if parsed.error:
+            raise ValueError(f"{args.request}: cannot parse body: {parsed.error}")
+        fmt = discovery.classify("POST", args.path, parsed.data)
+        if fmt is None:
+            yield extraction.extract_all_strings(parsed.data)
+        else:
+            yield extraction.extract(fmt, parsed.data)
+    else:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        with stream:
+            for lineno, line in enumerate(stream, 1):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                if line.lstrip().startswith("{"):
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{args.file}:{lineno}: invalid JSON: {exc.msg}") from None
+                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                        raise ValueError(f"{args.file}:{lineno}: JSON line without a string 'text' key")
+                    line = record["text"]
+                yield _text_prompt(line)
+
+
+def _text_prompt(text: str) -> Prompt:
+    return Prompt(format="text", parts=(TextPart(path=(), text=text, role="user"),))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

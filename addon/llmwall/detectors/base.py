@@ -1,0 +1,107 @@
+"""The detector interface: every detector is one class with one blocking method.
+
+Detectors run in worker threads under the orchestrator's deadline, so ``detect``
+may block (onnxruntime, regexes) but must be thread-safe and should give up on
+its own when ``request.deadline`` (a ``time.monotonic()`` value) has passed.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """One string of the request body that is screened, with where it lives."""
+
+    path: tuple[str | int, ...]  # JSON path of the string value in the request body
+    text: str
+    role: str = "user"  # user / system / assistant / tool / unknown
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The text to screen, extracted from a provider body."""
+
+    format: str  # provider format name, see discovery.FORMATS
+    parts: tuple[TextPart, ...]
+    model: str | None = None
+    stream: bool = False
+
+    @property
+    def text(self) -> str:
+        """The screened text: the parts joined by a blank line."""
+        return PART_SEPARATOR.join(p.text for p in self.parts)
+
+    def part_offsets(self) -> list[tuple[int, int]]:
+        """(start, end) of each part inside ``text``, to map spans back to parts."""
+        out, pos = [], 0
+        for p in self.parts:
+            out.append((pos, pos + len(p.text)))
+            pos += len(p.text) + len(PART_SEPARATOR)
+        return out
+
+
+PART_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class ScreenRequest:
+    """What a detector gets: the prompt, the request's context, and its deadline."""
+
+    prompt: Prompt
+    deadline: float  # time.monotonic() after which the result is no longer wanted
+    wanted: frozenset[str] = frozenset()  # canonical fields the rules read
+    custom_topics: Mapping[str, str] = field(default_factory=dict)  # label -> description
+
+
+@dataclass(frozen=True)
+class Span:
+    """A detected span of ``Prompt.text``; kept in memory only, for redaction."""
+
+    start: int
+    end: int
+    category: str
+
+
+@dataclass
+class Detection:
+    """A detector's result: canonical field values, plus spans for redaction."""
+
+    fields: dict[str, object]
+    spans: list[Span] = field(default_factory=list)
+    info: dict[str, object] = field(default_factory=dict)  # non-sensitive extras (scores, device)
+
+
+class Detector(abc.ABC):
+    """One detector. Subclasses set ``name`` and ``provides`` and implement ``detect``."""
+
+    name: ClassVar[str]
+    provides: ClassVar[frozenset[str]]  # canonical field names this detector fills
+
+    @abc.abstractmethod
+    def detect(self, request: ScreenRequest) -> Detection:
+        """Score one prompt. Blocking; runs in a worker thread."""
+
+    def describe(self) -> str:
+        """One line for the start-up log: model, device, coverage."""
+        return self.name
+
+    def close(self) -> None:
+        """Release resources (sessions, threads)."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Settings every detector module's ``create(config)`` reads (from addon options)."""
+
+    models_dir: str = "models"
+    device: str = "auto"  # auto | cpu | cuda
+    pii_entities: tuple[str, ...] | None = None  # None: the module's defaults
+    pii_min_score: float = 0.5
+    spacy_model: str | None = None  # e.g. "en_core_web_lg" when installed
+    unsafe_threshold: float = 0.5
+    remote_llama_guard: str | None = None  # base URL of an OpenAI-compatible /v1/completions server
+    remote_model: str | None = None

@@ -1,0 +1,17 @@
+"""Script entry for plain mitmproxy users: ``mitmdump -s addon/llmwall/mitm_entry.py``.
+
+Works from a source checkout without installing the package: the source root
+(``addon/``) is put on ``sys.path`` when ``llmwall`` is not importable.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    import llmwall  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from llmwall.addon import LLMWall
+
+addons = [LLMWall()]

@@ -1,0 +1,189 @@
+"""Shared fixtures: a recording fake upstream and real mitmdump processes running llmwall."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRY = ROOT / "addon" / "llmwall" / "mitm_entry.py"
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeUpstream:
+    """A loopback HTTP server that records every request and answers from a table."""
+
+    port: int
+    received: list[Received] = field(default_factory=list)
+    responses: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)  # path prefix -> reply
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reply_for(self, path: str) -> tuple[int, str, bytes]:
+        for prefix in sorted(self.responses, key=len, reverse=True):
+            if path.startswith(prefix):
+                return self.responses[prefix]
+        return 200, "application/json", b'{"ok": true}'
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    state = FakeUpstream(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            state.received.append(Received(self.command, self.path, dict(self.headers), body))
+            status, ctype, payload = state.reply_for(self.path)
+            self.send_response(status)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = _handle
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Proxy:
+    """A running ``mitmdump`` with llmwall in reverse mode in front of the fake upstream."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    db_path: Path
+    rules_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if needle in self.log():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not in proxy log:\n{self.log()[-3000:]}")
+
+
+DEFAULT_TEST_RULES = """\
+rules:
+  - id: block-unsafe
+    expression: cf.llm.prompt.unsafe_topic_detected
+    action: block
+  - id: block-pii
+    expression: cf.llm.prompt.pii_detected
+    action: block
+"""
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Proxy]]:
+    """Factory: ``start_proxy(rules=..., extra_scripts=[...], **options)`` starts a real mitmdump."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(rules: str = DEFAULT_TEST_RULES, extra_scripts: tuple[Path, ...] = (),
+              models: str | Path = ROOT / "models", **options: object) -> Proxy:
+        port = free_port()
+        rules_path = tmp_path / f"rules-{port}.yaml"
+        rules_path.write_text(rules)
+        db_path = tmp_path / f"events-{port}.sqlite"
+        log_path = tmp_path / f"mitmdump-{port}.log"
+        mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
+        cmd = [mitmdump, "--mode", f"reverse:{upstream.url}", "--listen-host", "127.0.0.1",
+               "-p", str(port), "-s", str(ENTRY)]
+        for script in extra_scripts:
+            cmd += ["-s", str(script)]
+        settings = {"llmwall_rules": rules_path, "llmwall_db": db_path, "llmwall_models": models,
+                    "termlog_verbosity": "info", **options}
+        for key, value in settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        procs.append(proc)
+        proxy = Proxy(port, proc, log_path, db_path, rules_path)
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise AssertionError(f"mitmdump exited with {proc.returncode}:\n{proxy.log()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return proxy
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"mitmdump did not start:\n{proxy.log()[-3000:]}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def post(url: str, body: bytes | dict | str, headers: dict[str, str] | None = None,
+         timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """POST with the stdlib; returns (status, headers, body) also for error statuses."""
+    import urllib.error
+    import urllib.request
+
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    hdrs = {"content-type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=body, headers=hdrs, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
