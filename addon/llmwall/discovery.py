@@ -1,0 +1,651 @@
+"""Recognising LLM traffic from request bodies, on any host and any path.
+
+The body decides whether a request is LLM traffic and in which provider format; the
+path only breaks ties between formats whose bodies look alike (OpenAI legacy
+completions vs Ollama ``/api/generate``, OpenAI chat vs Cohere v2 vs Ollama chat).
+This lets llmwall find self-hosted and proxied endpoints (Azure OpenAI, vLLM,
+llama.cpp, LM Studio, OpenRouter...) without a host list.
+
+Everything here runs on every JSON request, so it stays cheap and never raises.
+See ``docs/discovery.md`` for the heuristics and their known ambiguities.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Final
+from urllib.parse import unquote
+
+#: Format name -> what it covers. Names are stable: they appear in rules
+#: (``cf.llm.request.format``), analytics and block responses.
+FORMATS: Final[dict[str, str]] = {
+    "openai.chat": "OpenAI Chat Completions (and every OpenAI-compatible server)",
+    "openai.completions": "OpenAI legacy Completions ({model, prompt})",
+    "openai.responses": "OpenAI Responses API ({model, input})",
+    "anthropic.messages": "Anthropic Messages (also via Bedrock InvokeModel / Vertex rawPredict)",
+    "gemini.generate": "Google Gemini generateContent and streamGenerateContent (AI Studio and Vertex)",
+    "ollama.generate": "Ollama /api/generate",
+    "ollama.chat": "Ollama /api/chat",
+    "cohere.chat": "Cohere Chat API v2 (/v2/chat)",
+    "bedrock.converse": "Amazon Bedrock Converse and ConverseStream",
+    "tgi.generate": "Hugging Face Text Generation Inference /generate and /generate_stream",
+}
+
+#: parse_body error codes -> meaning (documented in docs/discovery.md).
+PARSE_ERRORS: Final[dict[str, str]] = {
+    "empty": "the body is empty or only whitespace",
+    "not_json": "neither declared as JSON nor starting with '{' or '['",
+    "non_utf8": "not valid UTF-8 (or not valid UTF-16/32 where a BOM or NUL pattern announced it)",
+    "malformed_json": "declared or sniffed as JSON but does not parse (truncated, syntax error)",
+    "too_deep": "arrays/objects nested deeper than max_depth",
+    "too_large": "the body is larger than max_bytes",
+    "duplicate_key": "an object repeats a key: parsers disagree on which value wins, so it could hide text",
+}
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """Result of :func:`parse_body`: exactly one of ``data`` / ``error`` is meaningful."""
+
+    data: object | None
+    error: str | None  # a key of PARSE_ERRORS, or None on success
+
+
+# --------------------------------------------------------------------------- parsing
+
+_JSON_WS: Final = " \t\r\n"
+# A complete JSON string literal, unrolled so long strings do not backtrack.
+_STRING_OR_BRACKET: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+class _DuplicateKey(ValueError):
+    """Raised from the object hook; never escapes parse_body."""
+
+
+def _object_no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime in ("application/json", "text/json") or mime.endswith("+json")
+
+
+def _detect_encoding(raw: bytes) -> tuple[str, int]:
+    """(codec, bytes to skip) from a BOM, or from the NUL pattern of RFC 4627 section 3."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return "utf-8", 3
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return ("utf-32-le" if raw[0] == 0xFF else "utf-32-be"), 4
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ("utf-16-le" if raw[0] == 0xFF else "utf-16-be"), 2
+    if len(raw) >= 4:
+        b0, b1, b2, b3 = (raw[0] == 0, raw[1] == 0, raw[2] == 0, raw[3] == 0)
+        if b0 and b1 and b2 and not b3:
+            return "utf-32-be", 0
+        if not b0 and b1 and b2 and b3:
+            return "utf-32-le", 0
+        if b0 and not b1 and b2 and not b3:
+            return "utf-16-be", 0
+        if not b0 and b1 and not b2 and b3:
+            return "utf-16-le", 0
+    return "utf-8", 0
+
+
+def _starts_like_json(raw: bytes, codec: str) -> bool:
+    head = raw[:256].decode(codec, errors="ignore") if codec != "utf-8" else raw[:256].decode("latin-1")
+    return head.lstrip(_JSON_WS)[:1] in ("{", "[")
+
+
+def _nesting_exceeds(text: str, max_depth: int) -> bool:
+    """True when brackets outside string literals nest deeper than ``max_depth``.
+
+    Runs before json.loads so a 100k-deep body is refused without any recursion.
+    """
+    if text.count("{") + text.count("[") <= max_depth:
+        return False  # cannot possibly be deeper: skip the scan (the common case)
+    steps = (
+        1 if tok in ("{", "[") else -1
+        for tok in _STRING_OR_BRACKET.findall(text)
+        if tok in ("{", "[", "}", "]")
+    )
+    return any(depth > max_depth for depth in accumulate(steps))
+
+
+def parse_body(
+    raw: bytes,
+    content_type: str | None,
+    max_depth: int = 64,
+    max_bytes: int = 4 * 1024 * 1024,
+) -> ParsedBody:
+    """Parse a request/response body as JSON, or say precisely why not. Never raises.
+
+    The Content-Type is advisory: clients often send JSON as text/plain or as
+    ``application/x-www-form-urlencoded`` (``curl -d``), so a body that starts with
+    ``{`` or ``[`` is tried as JSON whatever its declared type.
+    """
+    if len(raw) > max_bytes:
+        return ParsedBody(None, "too_large")
+    if not raw.strip():
+        return ParsedBody(None, "empty")
+    declared = _is_json_type(content_type)
+    codec, skip = _detect_encoding(raw)
+    body = raw[skip:]
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        if declared or _starts_like_json(body, codec):
+            return ParsedBody(None, "non_utf8")
+        return ParsedBody(None, "not_json")
+    text = text.strip(_JSON_WS)
+    if not text:
+        return ParsedBody(None, "empty")
+    if not declared and text[0] not in "{[":
+        return ParsedBody(None, "not_json")
+    if _nesting_exceeds(text, max_depth):
+        return ParsedBody(None, "too_deep")
+    try:
+        return ParsedBody(json.loads(text, object_pairs_hook=_object_no_duplicates), None)
+    except _DuplicateKey:
+        return ParsedBody(None, "duplicate_key")
+    except RecursionError:
+        return ParsedBody(None, "too_deep")
+    except ValueError:
+        return ParsedBody(None, "malformed_json")
+
+
+# --------------------------------------------------------------------------- classification
+
+#: How many messages/items at each end of a list are inspected: enough to decide, cheap on 100k.
+_SAMPLE: Final = 32
+
+_CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# Keys that only one family of chat formats uses (positive evidence in the body).
+_OPENAI_KEYS: Final = frozenset({
+    "n", "response_format", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "stream_options", "max_completion_tokens", "seed", "user", "parallel_tool_calls",
+    "modalities", "audio", "reasoning_effort", "prediction", "service_tier", "functions",
+    "function_call", "web_search_options", "verbosity",
+})
+_ANTHROPIC_KEYS: Final = frozenset({
+    "anthropic_version", "stop_sequences", "top_k", "thinking", "anthropic_beta", "mcp_servers",
+    "container",
+})
+_OLLAMA_KEYS: Final = frozenset({"options", "keep_alive", "format", "think"})
+_COHERE_KEYS: Final = frozenset({
+    "documents", "citation_options", "safety_mode", "k", "p", "strict_tools", "return_prompt",
+    "tool_results", "priority",
+})
+_BEDROCK_KEYS: Final = frozenset({
+    "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
+    "additionalModelResponseFieldPaths", "promptVariables", "performanceConfig", "requestMetadata",
+})
+_BEDROCK_BLOCKS: Final = frozenset({
+    "text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
+    "reasoningContent", "cachePoint",
+})
+_ANTHROPIC_BLOCK_TYPES: Final = frozenset({
+    "tool_use", "tool_result", "document", "thinking", "redacted_thinking", "search_result",
+    "server_tool_use", "web_search_tool_result", "container_upload",
+})
+_OPENAI_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
+_COHERE_PART_TYPES: Final = frozenset({"document", "thinking"})
+
+_RESPONSES_KEYS: Final = frozenset({
+    "instructions", "previous_response_id", "reasoning", "text", "tools", "tool_choice", "store",
+    "max_output_tokens", "include", "truncation", "background", "conversation", "prompt",
+    "max_tool_calls", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
+})
+_RESPONSES_ITEM_TYPES: Final = frozenset({
+    "message", "function_call", "function_call_output", "reasoning", "item_reference",
+    "file_search_call", "web_search_call", "computer_call", "computer_call_output",
+    "code_interpreter_call", "custom_tool_call", "custom_tool_call_output", "mcp_call",
+    "mcp_approval_response", "local_shell_call", "local_shell_call_output",
+})
+
+_COMPLETION_PARAMS: Final = frozenset({
+    "max_tokens", "temperature", "top_p", "stop", "stream", "n", "echo", "best_of", "logprobs",
+    "suffix", "n_predict", "options", "raw", "template", "context", "system", "keep_alive",
+})
+_OPENAI_COMPLETION_KEYS: Final = frozenset({
+    "max_tokens", "temperature", "top_p", "stop", "n", "echo", "best_of", "logprobs",
+    "logit_bias", "presence_penalty", "frequency_penalty", "seed", "user", "stream_options",
+})
+_OLLAMA_GENERATE_KEYS: Final = frozenset({
+    "options", "keep_alive", "context", "raw", "template", "system", "images", "format", "think",
+})
+# Image/speech generation also sends {model, prompt}/{model, input}: not text generation.
+_MEDIA_KEYS: Final = frozenset({
+    "size", "quality", "style", "aspect_ratio", "negative_prompt", "width", "height",
+    "num_inference_steps", "guidance_scale", "voice", "encoding_format", "dimensions",
+})
+# Path words of non-chat endpoints whose bodies reuse {model, input} / {model, prompt}.
+_NON_GENERATION_PATH: Final = re.compile(
+    r"embed|moderation|/images/|/audio/|/speech|/transcriptions|/translations|/tokenize|"
+    r"/detokenize|:counttokens|/count_tokens|/rerank|/classify",
+    re.I,
+)
+
+
+def _sample(items: list) -> list:
+    return items if len(items) <= 2 * _SAMPLE else items[:_SAMPLE] + items[-_SAMPLE:]
+
+
+def _tail(path: str) -> str:
+    return path.split("?", 1)[0].split("#", 1)[0].rstrip("/").lower()
+
+
+def classify(method: str, path: str, data: object) -> str | None:
+    """The provider format of a request body, or None when it is not LLM traffic."""
+    if not isinstance(method, str) or method.upper() not in ("POST", "PUT"):
+        return None
+    if not isinstance(data, dict) or not isinstance(path, str):
+        return None
+    tail = _tail(path)
+    if _NON_GENERATION_PATH.search(tail):
+        return None
+    if "contents" in data:
+        return "gemini.generate" if _is_gemini(data) else None
+    if "messages" in data:
+        return _classify_messages(tail, data)
+    if "inputs" in data:
+        return "tgi.generate" if _is_tgi(tail, data) else None
+    if "input" in data:
+        return "openai.responses" if _is_responses(tail, data) else None
+    if "prompt" in data:
+        return _classify_prompt(tail, data)
+    return None
+
+
+def _is_gemini(data: dict) -> bool:
+    contents = data.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return False
+    for item in _sample(contents):
+        if not isinstance(item, dict) or not isinstance(item.get("parts"), list):
+            return False
+        role = item.get("role")
+        if role is not None and role not in ("user", "model", "function", "tool", ""):
+            return False
+    return True
+
+
+def _is_tgi(tail: str, data: dict) -> bool:
+    inputs = data.get("inputs")
+    if not (isinstance(inputs, str) or (isinstance(inputs, list) and inputs
+                                        and all(isinstance(x, str) for x in _sample(inputs)))):
+        return False
+    if isinstance(data.get("parameters"), dict) or isinstance(data.get("stream"), bool):
+        return True
+    if tail.endswith(("/generate", "/generate_stream")):
+        return True
+    return set(data) <= {"inputs", "options"}  # bare HF Inference API call
+
+
+def _is_responses(tail: str, data: dict) -> bool:
+    inp = data.get("input")
+    if data.keys() & _MEDIA_KEYS:
+        return False
+    path_says = tail.endswith("/responses")
+    if isinstance(inp, str):
+        return path_says or bool(data.keys() & _RESPONSES_KEYS)
+    if not isinstance(inp, list) or not inp:
+        return False
+    for item in _sample(inp):
+        if not isinstance(item, dict):
+            return False
+        role, kind = item.get("role"), item.get("type")
+        if role is None and kind not in _RESPONSES_ITEM_TYPES:
+            return False
+        if role is not None and role not in _CHAT_ROLES:
+            return False
+    return True
+
+
+def _classify_prompt(tail: str, data: dict) -> str | None:
+    prompt = data.get("prompt")
+    if isinstance(prompt, str):
+        pass
+    elif isinstance(prompt, list) and prompt:
+        first = prompt[0]
+        if not (isinstance(first, (str, int)) or (isinstance(first, list) and
+                                                 all(isinstance(t, int) for t in first[:_SAMPLE]))):
+            return None
+    else:
+        return None
+    if data.keys() & _MEDIA_KEYS:
+        return None
+    generate_path = tail.endswith("/api/generate")
+    completions_path = tail.endswith(("/completions", "/completion"))
+    if not (isinstance(data.get("model"), str) or generate_path or completions_path
+            or data.keys() & _COMPLETION_PARAMS):
+        return None
+    if not isinstance(prompt, str):
+        return "openai.completions"  # Ollama only takes a string prompt
+    ollama = len(data.keys() & _OLLAMA_GENERATE_KEYS)
+    openai = len(data.keys() & _OPENAI_COMPLETION_KEYS)
+    if ollama > openai:
+        return "ollama.generate"
+    if openai > ollama:
+        return "openai.completions"
+    return "ollama.generate" if generate_path else "openai.completions"
+
+
+# Chat families told apart by messages-shaped bodies, in default priority order.
+_CHAT_FORMATS: Final = ("openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat",
+                        "bedrock.converse")
+
+
+def _chat_path_format(tail: str) -> str | None:
+    if tail.endswith(("/converse", "/converse-stream")):
+        return "bedrock.converse"
+    if tail.endswith("/api/chat"):
+        return "ollama.chat"
+    if tail.endswith("/v2/chat"):
+        return "cohere.chat"
+    if tail.endswith("/messages"):
+        return "anthropic.messages"
+    if tail.endswith("/chat/completions"):
+        return "openai.chat"
+    return None
+
+
+def _classify_messages(tail: str, data: dict) -> str | None:
+    """Pick among the chat formats: rule out by incompatible shapes, score by specific keys."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    possible = set(_CHAT_FORMATS)
+    score = dict.fromkeys(_CHAT_FORMATS, 0)
+    keys = data.keys()
+    score["openai.chat"] += len(keys & _OPENAI_KEYS)
+    score["anthropic.messages"] += len(keys & _ANTHROPIC_KEYS)
+    score["ollama.chat"] += len(keys & _OLLAMA_KEYS)
+    score["cohere.chat"] += len(keys & _COHERE_KEYS)
+    score["bedrock.converse"] += 2 * len(keys & _BEDROCK_KEYS)
+    system = data.get("system")
+    if isinstance(system, str):
+        score["anthropic.messages"] += 1
+    elif isinstance(system, list) and system and isinstance(system[0], dict):
+        score["anthropic.messages" if "type" in system[0] else "bedrock.converse"] += 2
+    if isinstance(data.get("tool_choice"), dict) and data["tool_choice"].get("type") in (
+            "auto", "any", "tool", "none"):
+        score["anthropic.messages"] += 1
+    for msg in _sample(messages):
+        if not isinstance(msg, dict):
+            return None
+        role = msg.get("role")
+        if role not in _CHAT_ROLES:
+            return None
+        if role != "user" and role != "assistant":
+            possible -= {"anthropic.messages", "bedrock.converse"}
+        if role in ("developer", "function"):
+            possible -= {"ollama.chat", "cohere.chat"}
+        if "tool_calls" in msg or "tool_call_id" in msg or "name" in msg:
+            score["openai.chat"] += 1
+        if "images" in msg:
+            score["ollama.chat"] += 1
+        if "tool_plan" in msg:
+            score["cohere.chat"] += 1
+        content = msg.get("content")
+        if isinstance(content, str):
+            possible.discard("bedrock.converse")
+        elif isinstance(content, list):
+            possible.discard("ollama.chat")  # Ollama content is always a string
+            for block in content[:_SAMPLE]:
+                if not isinstance(block, dict):
+                    return None
+                kind = block.get("type")
+                if kind is None:
+                    if block.keys() & _BEDROCK_BLOCKS:
+                        score["bedrock.converse"] += 2
+                    possible -= {"openai.chat", "anthropic.messages", "cohere.chat"}
+                elif kind in _OPENAI_PART_TYPES:
+                    score["openai.chat"] += 1
+                elif kind in _ANTHROPIC_BLOCK_TYPES or (kind == "image" and "source" in block):
+                    score["anthropic.messages"] += 1
+                elif kind in _COHERE_PART_TYPES:
+                    score["cohere.chat"] += 1
+        elif content is not None:
+            return None
+    if not possible:
+        return None
+    best = max(score[f] for f in possible)
+    tied = [f for f in _CHAT_FORMATS if f in possible and score[f] == best]
+    by_path = _chat_path_format(tail)
+    return by_path if by_path in tied else tied[0]
+
+
+# --------------------------------------------------------------------------- responses
+
+def confirm_response(fmt: str, data: object) -> bool:
+    """True when a (non-streamed) response body looks like ``fmt``'s response."""
+    if fmt == "gemini.generate" and isinstance(data, list) and data:
+        data = data[0]  # streamGenerateContent without alt=sse: a JSON array of responses
+    if fmt == "tgi.generate" and isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return False
+    check = _RESPONSE_CHECKS.get(fmt)
+    return bool(check and check(data))
+
+
+def _first_choice(data: dict) -> dict:
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return {}
+
+
+_RESPONSE_CHECKS: Final = {
+    "openai.chat": lambda d: d.get("object") == "chat.completion"
+    or isinstance(_first_choice(d).get("message"), dict),
+    "openai.completions": lambda d: d.get("object") == "text_completion"
+    or isinstance(_first_choice(d).get("text"), str),
+    "openai.responses": lambda d: d.get("object") == "response" and isinstance(d.get("output"), list),
+    "anthropic.messages": lambda d: d.get("type") == "message" and isinstance(d.get("content"), list),
+    "gemini.generate": lambda d: isinstance(d.get("candidates"), list)
+    or isinstance(d.get("promptFeedback"), dict),
+    "ollama.generate": lambda d: isinstance(d.get("response"), str) and "done" in d,
+    "ollama.chat": lambda d: isinstance(d.get("message"), dict) and "done" in d,
+    "cohere.chat": lambda d: isinstance(d.get("message"), dict) and "finish_reason" in d,
+    "bedrock.converse": lambda d: isinstance(d.get("output"), dict)
+    and isinstance(d["output"].get("message"), dict),
+    "tgi.generate": lambda d: isinstance(d.get("generated_text"), str),
+}
+
+_ANTHROPIC_EVENTS: Final = frozenset({
+    "message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop",
+})
+_COHERE_EVENTS: Final = frozenset({
+    "message-start", "content-start", "content-delta", "content-end", "tool-plan-delta",
+    "tool-call-start", "tool-call-delta", "tool-call-end", "citation-start", "citation-end",
+    "message-end", "debug",
+})
+_BEDROCK_EVENTS: Final = frozenset({
+    b"messageStart", b"contentBlockStart", b"contentBlockDelta", b"contentBlockStop",
+    b"messageStop", b"metadata",
+})
+
+
+def _first_event(first_bytes: bytes) -> object:
+    """The JSON of the first SSE event or NDJSON line (or first array item), else None."""
+    text = first_bytes.decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WS)
+    decoder = json.JSONDecoder()
+    if text.startswith("["):  # Gemini streamGenerateContent without alt=sse
+        try:
+            return decoder.raw_decode(text[1:].lstrip(_JSON_WS))[0]
+        except (ValueError, RecursionError):
+            return None
+    if text.startswith("{"):  # NDJSON (Ollama)
+        line = text.split("\n", 1)[0]
+        try:
+            return json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+    data_lines: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if data_lines:
+                break  # end of the first event that had data
+            continue
+        if line.startswith("data:"):
+            data_lines.append(line[5:].removeprefix(" "))
+    if not data_lines:
+        return None
+    try:
+        return json.loads("\n".join(data_lines))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _bedrock_event_type(first_bytes: bytes) -> bytes | None:
+    """``:event-type`` of the first AWS event-stream message (binary framing)."""
+    if len(first_bytes) < 16:
+        return None
+    total, headers_len, prelude_crc = struct.unpack(">III", first_bytes[:12])
+    if zlib.crc32(first_bytes[:8]) != prelude_crc or headers_len > total:
+        return None
+    pos, end = 12, min(12 + headers_len, len(first_bytes))
+    while pos < end:
+        name_len = first_bytes[pos]
+        name = first_bytes[pos + 1:pos + 1 + name_len]
+        pos += 1 + name_len
+        if pos >= end:
+            return None
+        value_type = first_bytes[pos]
+        if value_type != 7:  # only string headers matter; others: give up rather than guess
+            return None
+        (value_len,) = struct.unpack(">H", first_bytes[pos + 1:pos + 3])
+        value = first_bytes[pos + 3:pos + 3 + value_len]
+        pos += 3 + value_len
+        if name == b":event-type":
+            return value
+    return None
+
+
+def confirm_stream(fmt: str, first_bytes: bytes) -> bool:
+    """True when the start of a streamed response (SSE, NDJSON, event-stream) looks like ``fmt``."""
+    if not isinstance(first_bytes, (bytes, bytearray)):
+        return False
+    first_bytes = bytes(first_bytes)
+    if fmt == "bedrock.converse":
+        return _bedrock_event_type(first_bytes) in _BEDROCK_EVENTS
+    event = _first_event(first_bytes)
+    if not isinstance(event, dict):
+        return False
+    kind = event.get("type")
+    if fmt == "openai.chat":
+        return event.get("object") == "chat.completion.chunk" or isinstance(
+            _first_choice(event).get("delta"), dict)
+    if fmt == "openai.completions":
+        return event.get("object") == "text_completion" or isinstance(
+            _first_choice(event).get("text"), str)
+    if fmt == "openai.responses":
+        return isinstance(kind, str) and kind.startswith("response.")
+    if fmt == "anthropic.messages":
+        return kind in _ANTHROPIC_EVENTS
+    if fmt == "cohere.chat":
+        return kind in _COHERE_EVENTS
+    if fmt == "tgi.generate":
+        return isinstance(event.get("token"), dict)
+    return confirm_response(fmt, event)  # gemini, ollama: chunks have the full-response shape
+
+
+# --------------------------------------------------------------------------- paths
+
+_UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_HEX: Final = re.compile(r"^[0-9a-fA-F]{16,}$")
+_TOKENISH: Final = re.compile(r"^[A-Za-z0-9_\-=.~+]{20,}$")
+_NUMBER: Final = re.compile(r"^\d+$")
+# Segments after which the next one names a model or deployment.
+_MODEL_PARENTS: Final = frozenset({"models", "model", "deployments", "engines", "tunedModels"})
+# Words that start the API part of a path after a Hugging Face style "org/name" model id.
+_API_WORDS: Final = frozenset({
+    "v1", "v2", "v1beta", "v1alpha", "chat", "completions", "completion", "generate",
+    "generate_stream", "invoke", "invoke-with-response-stream", "converse", "converse-stream",
+    "responses", "messages", "embeddings", "api", "openai", "pipeline",
+})
+
+
+def _is_id(segment: str) -> bool:
+    if _NUMBER.match(segment) or _UUID.match(segment) or _HEX.match(segment):
+        return True
+    return bool(_TOKENISH.match(segment)) and any(c.isdigit() for c in segment) and any(
+        c.isalpha() for c in segment)
+
+
+def path_template(path: str) -> str:
+    """Path without query, ids -> ``{id}`` and model/deployment names -> ``{model}``.
+
+    Keeps the inventory (and the analytics ``path_template``) low-cardinality and
+    free of identifiers.
+    """
+    if not isinstance(path, str):
+        return ""
+    segments = path.split("?", 1)[0].split("#", 1)[0].split("/")
+    out: list[str] = []
+    i = 0
+    while i < len(segments):
+        seg = segments[i]
+        decoded = unquote(seg)
+        parent = segments[i - 1] if i else ""
+        if parent in _MODEL_PARENTS and seg:
+            action = ""
+            if ":" in decoded and parent != "model":  # Gemini models/{model}:generateContent
+                action = ":" + decoded.rsplit(":", 1)[1]
+            elif parent == "models" and i + 1 < len(segments) and segments[i + 1] \
+                    and segments[i + 1] not in _API_WORDS:
+                i += 1  # Hugging Face "org/name": the model id spans two segments
+                nxt = unquote(segments[i])
+                if ":" in nxt:
+                    action = ":" + nxt.rsplit(":", 1)[1]
+            out.append("{model}" + action)
+        elif ":" in decoded and _is_id(decoded.split(":", 1)[0]):
+            out.append("{id}:" + decoded.split(":", 1)[1])
+        elif _is_id(decoded):
+            out.append("{id}")
+        else:
+            out.append(seg)
+        i += 1
+    return "/".join(out)
+
+
+@dataclass(frozen=True)
+class PathHints:
+    """What the URL path adds to a body: the model (Bedrock, Gemini, Azure) and streaming."""
+
+    model: str | None
+    stream: bool
+
+
+def path_hints(fmt: str, path: str) -> PathHints:
+    """Model name and stream flag that some formats carry in the path rather than the body."""
+    if not isinstance(path, str):
+        return PathHints(None, False)
+    segments = [unquote(s) for s in path.split("?", 1)[0].split("#", 1)[0].split("/")]
+    model = None
+    for parent, seg in zip(segments, segments[1:]):
+        if parent in ("model", "deployments", "models", "tunedModels") and seg:
+            model = seg.rsplit(":", 1)[0] if parent in ("models", "tunedModels") else seg
+            break
+    lower = path.split("?", 1)[0].lower()
+    query = path.split("?", 1)[1] if "?" in path else ""
+    stream = (
+        (fmt == "gemini.generate" and (":streamgeneratecontent" in lower or "alt=sse" in query))
+        or (fmt == "bedrock.converse" and lower.rstrip("/").endswith("/converse-stream"))
+        or (fmt == "tgi.generate" and lower.rstrip("/").endswith("/generate_stream"))
+    )
+    return PathHints(model, stream)
