@@ -43,7 +43,7 @@ SCHEMA_VERSION: Final = 1
 #: Event keys and the validator of each; anything else is refused.
 EVENT_KEYS: Final = frozenset(
     {"ts", "host", "method", "path_template", "format", "model", "action", "rule", "matched",
-     "fields", "timings_ms", "not_scored", "errors", "total_ms", "status"}
+     "fields", "timings_ms", "not_scored", "errors", "total_ms", "status", "redacted"}
 )
 #: Category list fields -> the ``kind`` stored in event_categories.
 CATEGORY_KINDS: Final[dict[str, str]] = {
@@ -230,6 +230,7 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
         "errors": _check_labels("errors", event.get("errors"), _WORD),
         "total_ms": _check_number("total_ms", event.get("total_ms")),
         "status": _check_word("status", event.get("status") or "screened", optional=False),
+        "redacted": _check_labels("redacted", event.get("redacted")),  # categories redacted, never values
     }
 
 
@@ -335,7 +336,7 @@ class Store:
         """Store one event; returns its id.  ValueError for unknown keys or bad values (nothing stored)."""
         ev = validate_event(event)
         data = json.dumps(
-            {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors")},
+            {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")},
             separators=(",", ":"), sort_keys=True,
         )
         with self._write() as c:

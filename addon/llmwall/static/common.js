@@ -1,0 +1,81 @@
+// Shared helpers for the dashboard pages. Every value from traffic goes into the page
+// through textContent (never innerHTML), so endpoint paths or labels cannot inject markup.
+"use strict";
+
+const LW = (() => {
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined) continue;
+      if (k === "class") node.className = v;
+      else if (k === "href") node.setAttribute("href", safeHref(v));
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  // Only same-origin relative links are ever generated; anything else becomes inert.
+  function safeHref(v) {
+    const s = String(v);
+    return s.startsWith("/") && !s.startsWith("//") ? s : "#";
+  }
+
+  async function api(path) {
+    const resp = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
+    return resp.json();
+  }
+
+  function fmtTime(ts) {
+    if (ts === null || ts === undefined) return "–";
+    const d = new Date(ts * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function fmtMs(ms) {
+    if (ms === null || ms === undefined) return "–";
+    return ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : Math.round(ms).toString();
+  }
+
+  const CUSTOM_MATCH_SCORE = 30; // same threshold as store.CUSTOM_MATCH_SCORE
+  const KIND_FIELDS = {
+    unsafe: "cf.llm.prompt.unsafe_topic_categories",
+    pii: "cf.llm.prompt.pii_categories",
+    secret: "cf.llm.prompt.secret_categories",
+  };
+
+  // [kind, category] pairs detected in an event's fields.
+  function categories(fields) {
+    const out = [];
+    for (const [kind, name] of Object.entries(KIND_FIELDS)) {
+      for (const c of fields[name] || []) out.push([kind, c]);
+    }
+    const custom = fields["cf.llm.prompt.custom_topic_categories"] || {};
+    for (const [label, score] of Object.entries(custom)) {
+      if (score < CUSTOM_MATCH_SCORE) out.push(["custom", label]);
+    }
+    return out;
+  }
+
+  function actionBadge(action) {
+    const a = action || "allow";
+    return el("span", { class: `badge ${a}` }, a);
+  }
+
+  function categoryChips(fields) {
+    const span = el("span", { class: "chips" });
+    for (const [kind, c] of categories(fields || {})) span.append(el("span", { class: `chip ${kind}`, title: kind }, c));
+    return span;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  return { el, api, fmtTime, fmtMs, categories, actionBadge, categoryChips, clear };
+})();
