@@ -1,0 +1,472 @@
+"""Type-checking an expression tree against the field schema and compiling it to closures.
+
+Compiling once at load time means evaluation per request is a chain of Python calls
+with no tree walking, no type dispatch and no regex compilation. Every type error is
+collected (not just the first), each with its position in the expression.
+
+Values at run time: a missing field is ``None``; every comparison on ``None`` is false,
+functions given ``None`` return ``None``, and ``None`` used as a condition is false
+(Cloudflare's "missing value" behaviour).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import operator
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from .. import fields as schema
+from . import nodes as n
+from .errors import ExpressionError, ExprIssue
+from .patterns import (
+    ascii_lower,
+    ascii_upper,
+    compile_regex,
+    compile_wildcard,
+    regex_search,
+    wildcard_match,
+)
+
+Values = Mapping[str, object]
+Fn = Callable[[Values], object]
+
+BOOL, INT, STRING, IP = "Bool", "Int", "String", "IP"
+ERROR = "?"  # the type of something already reported; suppresses follow-on errors
+FUNCTIONS = ("any", "all", "len", "lower", "upper", "starts_with", "ends_with", "concat")
+_LITERAL_KIND = {n.StrLit: "a string", n.IntLit: "an integer", n.BoolLit: "a boolean", n.IpLit: "an IP address"}
+_LITERAL_TYPE = {n.StrLit: STRING, n.IntLit: INT, n.BoolLit: BOOL, n.IpLit: IP}
+_ORDERING = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+
+
+def array_of(t: str) -> str:
+    return f"Array<{t}>"
+
+
+def element(t: str) -> str | None:
+    """The element type of an Array or Map type, or None."""
+    for prefix in ("Array<", "Map<"):
+        if t.startswith(prefix):
+            return t[len(prefix) : -1]
+    return None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A checked sub-expression: its type, whether it is per-element (``[*]``), and its evaluator."""
+
+    ty: str
+    fn: Fn
+    mapped: bool = False  # fn returns a list, one entry per element of the [*] array
+    literal: bool = False
+
+
+def _const(value: object) -> Fn:
+    return lambda v: value
+
+
+def _error() -> Compiled:
+    return Compiled(ERROR, _const(None))
+
+
+@dataclass(frozen=True)
+class CompiledExpression:
+    """A ready-to-run condition and the canonical fields it reads."""
+
+    expr: n.Expr
+    test: Callable[[Values], bool]
+    fields: frozenset[str]
+
+
+class _Checker:
+    def __init__(self, custom_topics: Collection[str] | None):
+        self.custom_topics = custom_topics
+        self.issues: list[ExprIssue] = []
+        self.fields: set[str] = set()
+        self.depth = 0  # function-call nesting; [*] results may not escape depth 0
+
+    def error(self, pos: n.Pos, message: str) -> Compiled:
+        self.issues.append(ExprIssue(pos[0], pos[1], message))
+        return _error()
+
+    # --- conditions ---------------------------------------------------------------------
+
+    def condition(self, node: n.Node) -> Compiled:
+        """Compile a node used as a condition: result type Bool, or Array<Bool> inside a function."""
+        if isinstance(node, n.BoolLit):
+            return Compiled(BOOL, _const(node.value), literal=True)
+        if isinstance(node, n.Truthy):
+            return self.truthy(node.value, node.pos)
+        if isinstance(node, (n.Field, n.Index, n.Call)):
+            return self.truthy(node, node.pos)
+        if isinstance(node, n.Not):
+            return self.negation(node)
+        if isinstance(node, n._Logical):
+            return self.logical(node)
+        if isinstance(node, n.Compare):
+            return self.compare(node)
+        if isinstance(node, n.InSet):
+            return self.in_set(node)
+        return self.error(getattr(node, "pos", (1, 1)), f"{node} is a literal, not a condition")
+
+    def truthy(self, value: n.Value, pos: n.Pos) -> Compiled:
+        c = self.value(value)
+        if c.ty == ERROR:
+            return c
+        if c.mapped:
+            return self._escaped_star(pos)
+        if c.ty not in (BOOL, array_of(BOOL)):
+            return self.error(pos, f"{value} is {c.ty}, not a condition; compare it with an operator (eq, lt, in, ...)")
+        return c
+
+    def _escaped_star(self, pos: n.Pos) -> Compiled:
+        return self.error(pos, "[*] is only allowed inside a function call, for example any(field[*] eq \"x\")")
+
+    def negation(self, node: n.Not) -> Compiled:
+        c = self.condition(node.item)
+        if c.ty == ERROR:
+            return c
+        f = c.fn
+        if c.ty == BOOL:
+            return Compiled(BOOL, lambda v: f(v) is not True)
+        return Compiled(c.ty, lambda v: None if (a := f(v)) is None else [x is not True for x in a])  # type: ignore[union-attr]
+
+    def logical(self, node: n._Logical) -> Compiled:
+        parts = [self.condition(item) for item in node.items]
+        if any(p.ty == ERROR for p in parts):
+            return _error()
+        for item, p in zip(node.items, parts):
+            if p.ty != BOOL:
+                return self.error(
+                    item.pos, f"'{node.KEYWORD}' combines conditions, not per-element [*] results; "
+                    "wrap each side in any(...) or all(...)"
+                )
+        fns = tuple(p.fn for p in parts)
+        if isinstance(node, n.And):
+            return Compiled(BOOL, lambda v: all(f(v) is True for f in fns))
+        if isinstance(node, n.Or):
+            return Compiled(BOOL, lambda v: any(f(v) is True for f in fns))
+        return Compiled(BOOL, lambda v: sum(f(v) is True for f in fns) % 2 == 1)
+
+    def compare(self, node: n.Compare) -> Compiled:
+        c = self.value(node.lhs)
+        if c.ty == ERROR:
+            return c
+        if c.mapped and self.depth == 0:
+            return self._escaped_star(node.pos)
+        ty, op, rhs = c.ty, node.op, node.rhs
+        if element(ty) is not None:
+            return self._collection_compare(node, ty)
+        want = _LITERAL_TYPE.get(type(rhs))
+        allowed = {
+            "eq": (BOOL, INT, STRING, IP), "ne": (BOOL, INT, STRING, IP),
+            "lt": (INT, STRING), "le": (INT, STRING), "gt": (INT, STRING), "ge": (INT, STRING),
+            "contains": (STRING,), "matches": (STRING,), "wildcard": (STRING,), "strict wildcard": (STRING,),
+        }[op]
+        if ty not in allowed:
+            return self.error(node.pos, f"operator '{op}' does not apply to {ty} ({node.lhs}); it works on "
+                              + ", ".join(allowed))
+        if want != ty:
+            hint = " (write IP addresses without quotes)" if ty == IP and want == STRING else ""
+            return self.error(rhs.pos, f"cannot compare {ty} ({node.lhs}) with {_LITERAL_KIND[type(rhs)]}{hint}")
+        test = self._test(op, rhs)
+        if test is None:
+            return _error()
+        return self._apply(c, test)
+
+    def _collection_compare(self, node: n.Compare | n.InSet, ty: str) -> Compiled:
+        op = node.op if isinstance(node, n.Compare) else "in"
+        if ty.startswith("Map<"):
+            hint = f'look up one key, for example {node.lhs}["key"]'
+        else:
+            hint = f"compare one element ({node.lhs}[0]) or every element inside any()/all(): any({node.lhs}[*] {op} ...)"
+        return self.error(node.pos, f"cannot compare {ty} ({node.lhs}) with '{op}'; {hint}")
+
+    def _test(self, op: str, rhs: n.Literal) -> Callable[[object], bool] | None:
+        """The per-value test for ``lhs op rhs``, with lhs already known to be non-missing."""
+        value = rhs.value
+        if op in ("eq", "ne"):
+            if isinstance(rhs, n.IpLit) and not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                self.error(rhs.pos, f"'{op}' compares single addresses; use 'in {{{value}}}' for a CIDR range")
+                return None
+            return (lambda x: x == value) if op == "eq" else (lambda x: x != value)
+        if op in _ORDERING:
+            compare = _ORDERING[op]
+            return lambda x: compare(x, value)
+        if op == "contains":
+            return lambda x: value in x  # type: ignore[operator]
+        if op == "matches":
+            try:
+                compiled = compile_regex(value)  # type: ignore[arg-type]
+            except ValueError as exc:
+                self.error(rhs.pos, str(exc))
+                return None
+            return lambda x: regex_search(compiled, x)  # type: ignore[arg-type]
+        strict = op == "strict wildcard"
+        try:
+            pieces = compile_wildcard(value, case_sensitive=strict)  # type: ignore[arg-type]
+        except ValueError as exc:
+            self.error(rhs.pos, str(exc))
+            return None
+        if strict:
+            return lambda x: wildcard_match(pieces, x)  # type: ignore[arg-type]
+        return lambda x: wildcard_match(pieces, ascii_lower(x))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _apply(c: Compiled, test: Callable[[object], bool]) -> Compiled:
+        f = c.fn
+        if c.mapped:
+            return Compiled(array_of(BOOL), lambda v: None if (a := f(v)) is None else [x is not None and test(x) for x in a])  # type: ignore[union-attr]
+        return Compiled(BOOL, lambda v: (x := f(v)) is not None and test(x))
+
+    def in_set(self, node: n.InSet) -> Compiled:
+        c = self.value(node.lhs)
+        if c.ty == ERROR:
+            return c
+        if c.mapped and self.depth == 0:
+            return self._escaped_star(node.pos)
+        ty = c.ty
+        if element(ty) is not None:
+            return self._collection_compare(node, ty)
+        if ty not in (STRING, INT, IP):
+            return self.error(node.pos, f"operator 'in' does not apply to {ty} ({node.lhs}); it works on String, Int, IP")
+        if not node.items:
+            return self.error(node.pos, "empty set {}: list at least one value")
+        singles: set[object] = set()
+        ranges: list[tuple[object, object]] = []
+        networks: list[object] = []
+        ok = True
+        for item in node.items:
+            if ty == STRING and isinstance(item, n.StrLit):
+                singles.add(item.value)
+            elif ty == INT and isinstance(item, n.IntLit):
+                singles.add(item.value)
+            elif ty == INT and isinstance(item, n.IntRange):
+                ranges.append((item.lo, item.hi))
+            elif ty == IP and isinstance(item, n.IpLit):
+                if isinstance(item.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                    networks.append(item.value)
+                else:
+                    singles.add(item.value)
+            elif ty == IP and isinstance(item, n.IpRange):
+                ranges.append((item.lo, item.hi))
+            else:
+                ok = False
+                kind = "a range" if isinstance(item, (n.IntRange, n.IpRange)) else _LITERAL_KIND[type(item)]
+                self.error(item.pos, f"set element {item} is {kind}, but {node.lhs} is {ty}")
+        if not ok:
+            return _error()
+        members = frozenset(singles)
+        spans, nets = tuple(ranges), tuple(networks)
+        if ty == IP:
+            def test(x: object) -> bool:
+                return (
+                    x in members
+                    or any(x in net for net in nets)  # type: ignore[operator]
+                    or any(lo.version == x.version and lo <= x <= hi for lo, hi in spans)  # type: ignore[attr-defined,operator]
+                )
+        elif spans:
+            def test(x: object) -> bool:
+                return x in members or any(lo <= x <= hi for lo, hi in spans)  # type: ignore[operator]
+        else:
+            def test(x: object) -> bool:
+                return x in members
+        return self._apply(c, test)
+
+    # --- values -------------------------------------------------------------------------
+
+    def value(self, node: n.Node) -> Compiled:
+        if isinstance(node, n.Field):
+            return self.field(node)
+        if isinstance(node, n.Index):
+            return self.index(node)
+        if isinstance(node, n.Call):
+            return self.call(node)
+        raise TypeError(f"not a value node: {node!r}")  # the grammar never produces this
+
+    def field(self, node: n.Field) -> Compiled:
+        name = schema.canonical(node.name)
+        if name is None:
+            known = list(schema.SCHEMA) + [k[3:] for k in schema.SCHEMA if k.startswith("cf.llm.")]
+            close = difflib.get_close_matches(node.name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            if node.name in FUNCTIONS:
+                hint = f"; {node.name} is a function: call it as {node.name}(...)"
+            return self.error(node.pos, f"unknown field {node.name!r}{hint}")
+        self.fields.add(name)
+        return Compiled(schema.SCHEMA[name], lambda v: v.get(name))
+
+    def index(self, node: n.Index) -> Compiled:
+        base = self.value(node.base)
+        if base.ty == ERROR:
+            return base
+        inner = element(base.ty)
+        key, f = node.key, base.fn
+        if inner is None:
+            return self.error(node.pos, f"{node.base} is {base.ty}; only arrays and maps can be indexed")
+        if isinstance(key, n.Star):
+            if base.mapped:
+                return self.error(node.pos, f"{node}: [*] can be applied only once")
+            if base.ty.startswith("Map<"):
+                return Compiled(inner, lambda v: None if (m := f(v)) is None else list(m.values()), mapped=True)  # type: ignore[union-attr]
+            return Compiled(inner, f, mapped=True)
+        if base.ty.startswith("Array<"):
+            if not isinstance(key, int) or key < 0:
+                return self.error(node.pos, f"{node}: an array index must be a non-negative integer or *")
+
+            def get(a: object) -> object:
+                return a[key] if a is not None and key < len(a) else None  # type: ignore[index,arg-type]
+        else:
+            if not isinstance(key, str):
+                return self.error(node.pos, f"{node}: a map key must be a string")
+            if (
+                self.custom_topics is not None
+                and isinstance(node.base, n.Field)
+                and schema.canonical(node.base.name) == "cf.llm.prompt.custom_topic_categories"
+                and key not in self.custom_topics
+            ):
+                declared = ", ".join(sorted(self.custom_topics)) or "none"
+                return self.error(node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared})")
+
+            def get(m: object) -> object:
+                return None if m is None else m.get(key)  # type: ignore[attr-defined]
+        if base.mapped:
+            return Compiled(inner, lambda v: None if (a := f(v)) is None else [get(x) for x in a], mapped=True)  # type: ignore[union-attr]
+        return Compiled(inner, lambda v: get(f(v)))
+
+    def argument(self, node: n.Node) -> Compiled:
+        if isinstance(node, n.StrLit):
+            return Compiled(STRING, _const(node.value), literal=True)
+        if isinstance(node, n.IntLit):
+            return Compiled(INT, _const(node.value), literal=True)
+        if isinstance(node, (n.Field, n.Index, n.Call)):
+            return self.value(node)
+        return self.condition(node)
+
+    def call(self, node: n.Call) -> Compiled:
+        if node.name not in FUNCTIONS:
+            close = difflib.get_close_matches(node.name, FUNCTIONS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return self.error(node.pos, f"unknown function {node.name}(); {hint}supported: {', '.join(FUNCTIONS)}")
+        self.depth += 1
+        try:
+            args = [self.argument(a) for a in node.args]
+        finally:
+            self.depth -= 1
+        if any(a.ty == ERROR for a in args):
+            return _error()
+        arity = {"any": (1, 1), "all": (1, 1), "len": (1, 1), "lower": (1, 1), "upper": (1, 1),
+                 "starts_with": (2, 2), "ends_with": (2, 2), "concat": (1, 64)}[node.name]
+        if not arity[0] <= len(args) <= arity[1]:
+            want = f"{arity[0]}" if arity[0] == arity[1] else f"at least {arity[0]}"
+            s = "" if arity[0] == 1 and arity[1] == 1 else "s"
+            return self.error(node.pos, f"{node.name}() takes {want} argument{s}, got {len(args)}")
+        for i, a in enumerate(args[1:], start=2):
+            if a.mapped:
+                return self.error(node.args[i - 1].pos, f"{node.name}(): [*] is only allowed in the first argument")
+        return getattr(self, f"fn_{node.name}")(node, args)
+
+    def _arg_error(self, node: n.Call, i: int, want: str, got: str) -> Compiled:
+        return self.error(node.args[i].pos, f"{node.name}() argument {i + 1} must be {want}, got {got}")
+
+    def _lift(self, args: list[Compiled], ret: str, impl: Callable[..., object]) -> Compiled:
+        """Build the call: None in -> None out, and per element when the first argument has [*]."""
+        fns = [a.fn for a in args]
+        first, rest = fns[0], fns[1:]
+        if args[0].mapped:
+            def mapped(v: Values) -> object:
+                items = first(v)
+                others = [g(v) for g in rest]
+                if items is None or any(o is None for o in others):
+                    return None
+                return [None if x is None else impl(x, *others) for x in items]  # type: ignore[union-attr]
+            return Compiled(array_of(ret), mapped)
+
+        def single(v: Values) -> object:
+            vals = [g(v) for g in fns]
+            return None if any(x is None for x in vals) else impl(*vals)
+        return Compiled(ret, single)
+
+    def fn_any(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        return self._quantifier(node, args, any)
+
+    def fn_all(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        return self._quantifier(node, args, all)
+
+    def _quantifier(self, node: n.Call, args: list[Compiled], fold: Callable[..., bool]) -> Compiled:
+        a = args[0]
+        if a.mapped and a.ty == BOOL:  # any(f(x[*])[*]) is any(f(x[*])): the same list of Bools
+            a = Compiled(array_of(BOOL), a.fn)
+        if a.ty != array_of(BOOL) or a.mapped:
+            got = f"{a.ty} with [*]" if a.mapped else a.ty
+            return self.error(
+                node.pos, f"{node.name}() needs Array<Bool>, got {got}; write {node.name}(field[*] eq \"value\")"
+            )
+        return self._lift([a], BOOL, lambda xs: fold(x is True for x in xs))
+
+    def fn_len(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        ty = args[0].ty
+        if ty == STRING:
+            return self._lift(args, INT, lambda s: len(s.encode("utf-8")))
+        if ty.startswith("Array<"):
+            return self._lift(args, INT, len)
+        return self._arg_error(node, 0, "String or Array", ty)
+
+    def fn_lower(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        if args[0].ty != STRING:
+            return self._arg_error(node, 0, "String", args[0].ty)
+        return self._lift(args, STRING, ascii_lower)
+
+    def fn_upper(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        if args[0].ty != STRING:
+            return self._arg_error(node, 0, "String", args[0].ty)
+        return self._lift(args, STRING, ascii_upper)
+
+    def fn_starts_with(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        return self._affix(node, args, str.startswith)
+
+    def fn_ends_with(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        return self._affix(node, args, str.endswith)
+
+    def _affix(self, node: n.Call, args: list[Compiled], test: Callable[[str, str], bool]) -> Compiled:
+        for i, a in enumerate(args):
+            if a.ty != STRING:
+                return self._arg_error(node, i, "String", a.ty)
+        if args[0].literal:
+            return self.error(node.args[0].pos, f"{node.name}(): the first argument must be a field, not a literal")
+        return self._lift(args, BOOL, test)
+
+    def fn_concat(self, node: n.Call, args: list[Compiled]) -> Compiled:
+        first = args[0].ty
+        if first != STRING and not first.startswith("Array<"):
+            return self._arg_error(node, 0, "String or Array", first)
+        for i, a in enumerate(args[1:], start=1):
+            if a.ty != first:
+                return self._arg_error(node, i, first, a.ty)
+        if first == STRING:
+            return self._lift(args, STRING, lambda *parts: "".join(parts))
+        return self._lift(args, first, lambda *parts: [x for p in parts for x in p])
+
+
+def compile_expression(expr: n.Expr, custom_topics: Collection[str] | None = None) -> CompiledExpression:
+    """Type-check ``expr`` against :data:`llmwall.fields.SCHEMA` and compile it.
+
+    ``custom_topics`` are the declared labels for ``custom_topic_categories["label"]``;
+    None skips that check. Raises :class:`ExpressionError` listing every problem.
+    """
+    checker = _Checker(custom_topics)
+    try:
+        c = checker.condition(expr)
+    except RecursionError:
+        raise ExpressionError([ExprIssue(1, 1, "the expression is nested too deeply")]) from None
+    if c.ty not in (BOOL, ERROR):
+        checker.error(getattr(expr, "pos", (1, 1)), f"the expression must be a condition (Bool), got {c.ty}")
+    if checker.issues:
+        raise ExpressionError(sorted(set(checker.issues), key=lambda i: (i.line, i.column)))
+    fn = c.fn
+
+    def test(values: Values) -> bool:
+        return fn(values) is True
+
+    return CompiledExpression(expr, test, frozenset(checker.fields))
