@@ -50,7 +50,13 @@ PARSE_ERRORS: Final[dict[str, str]] = {
 
 @dataclass(frozen=True)
 class ParsedBody:
-    """Result of :func:`parse_body`: exactly one of ``data`` / ``error`` is meaningful."""
+    """Result of :func:`parse_body`.
+
+    On success ``error`` is None. On failure ``data`` is None, except for
+    ``duplicate_key``: the body is valid JSON that most upstream parsers accept
+    (last value wins), so ``data`` holds that reading and the caller can still
+    classify it, e.g. to block it as evasive instead of letting it pass unscreened.
+    """
 
     data: object | None
     error: str | None  # a key of PARSE_ERRORS, or None on success
@@ -154,14 +160,18 @@ def parse_body(
         return ParsedBody(None, "not_json")
     if _nesting_exceeds(text, max_depth):
         return ParsedBody(None, "too_deep")
+    duplicate = False
     try:
-        return ParsedBody(json.loads(text, object_pairs_hook=_object_no_duplicates), None)
-    except _DuplicateKey:
-        return ParsedBody(None, "duplicate_key")
+        try:
+            data = json.loads(text, object_pairs_hook=_object_no_duplicates)
+        except _DuplicateKey:  # raised at the first duplicate: the rest may still be malformed
+            duplicate = True
+            data = json.loads(text)
     except RecursionError:
         return ParsedBody(None, "too_deep")
     except ValueError:
         return ParsedBody(None, "malformed_json")
+    return ParsedBody(data, "duplicate_key" if duplicate else None)
 
 
 # --------------------------------------------------------------------------- classification
