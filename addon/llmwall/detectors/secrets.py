@@ -1,0 +1,291 @@
+"""Credentials in prompts: provider keys, tokens, private keys, secret assignments.
+
+Pasting a key into a chatbot is the most common leak in developer traffic, so this
+runs on every prompt and returns spans that the ``redact`` action can mask.
+
+The provider patterns are detect-secrets' own (its plugin classes' public
+``denylist`` regexes, its JWT validator, its keyword list and its Shannon-entropy
+measure), so they follow that maintained project.  Its scanning entry points are not
+used: ``analyze_line`` consults detect-secrets' process-wide settings and may call
+``verify()``, which contacts the provider over the network, and ``analyze_string``
+yields matched values without offsets, which redaction needs.  Patterns
+detect-secrets lacks (Anthropic, Google API keys, GitHub fine-grained tokens,
+``Bearer`` headers) and the key=value rules are llmwall's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.keyword import DENYLIST as SECRET_KEYWORDS
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.private_key import PrivateKeyDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+from .. import fields
+from .base import Detection, Detector, DetectorConfig, ScreenRequest, Span
+
+log = logging.getLogger(__name__)
+
+SECRET_DETECTED: Final = "cf.llm.prompt.secret_detected"
+SECRET_CATEGORIES: Final = "cf.llm.prompt.secret_categories"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One pattern: the secret is its first non-empty group, else the whole match."""
+
+    category: str
+    regex: re.Pattern[str]
+    needle: str | None = None  # lower-case substring the text must contain (cheap skip)
+
+
+def _from(plugin: type, category: str, needle: str | None = None, only: int | None = None) -> list[Rule]:
+    """Rules from a detect-secrets plugin's ``denylist`` (all regexes, or one of them)."""
+    regexes = list(plugin.denylist)  # type: ignore[attr-defined]
+    picked = regexes if only is None else [regexes[only]]
+    return [Rule(category, r, needle) for r in picked]
+
+
+#: Provider and format rules, most specific first.  Categories are documented in docs/pii.md.
+RULES: Final[tuple[Rule, ...]] = (
+    *_from(AWSKeyDetector, "AWS_ACCESS_KEY", only=0),
+    *_from(AWSKeyDetector, "AWS_SECRET_KEY", "aws", only=1),
+    *_from(AzureStorageKeyDetector, "AZURE_STORAGE_KEY", "accountkey="),
+    *_from(GitHubTokenDetector, "GITHUB_TOKEN", "_"),
+    Rule("GITHUB_TOKEN", re.compile(r"github_pat_[A-Za-z0-9_]{22,255}"), "github_pat_"),
+    *_from(GitLabTokenDetector, "GITLAB_TOKEN"),
+    *_from(OpenAIDetector, "OPENAI_API_KEY", "t3blbkfj"),
+    Rule("ANTHROPIC_API_KEY", re.compile(r"sk-ant-[a-z]{2,8}\d{2}-[A-Za-z0-9_\-]{32,}"), "sk-ant-"),
+    Rule("GOOGLE_API_KEY", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), "aiza"),
+    *_from(SlackDetector, "SLACK_TOKEN"),
+    *_from(StripeDetector, "STRIPE_KEY", "k_live_"),
+    *_from(SendGridDetector, "SENDGRID_KEY", "sg."),
+    *_from(TwilioKeyDetector, "TWILIO_KEY"),
+    *_from(MailchimpDetector, "MAILCHIMP_KEY", "-us"),
+    *_from(NpmDetector, "NPM_TOKEN", "_authtoken"),
+    *_from(PypiTokenDetector, "PYPI_TOKEN", "pypi-"),
+    *_from(SquareOAuthDetector, "SQUARE_OAUTH_SECRET", "sq0csp-"),
+    *_from(DiscordBotTokenDetector, "DISCORD_TOKEN", "."),
+    *_from(TelegramBotTokenDetector, "TELEGRAM_TOKEN", ":"),
+    *_from(BasicAuthDetector, "BASIC_AUTH", "://"),
+    *_from(JwtTokenDetector, "JWT", "eyj"),
+    Rule("BEARER_TOKEN", re.compile(r"\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)", re.I), "bearer"),
+)
+
+#: Categories from key=value rules rather than a provider format.
+GENERIC_CATEGORIES: Final = frozenset({"HIGH_ENTROPY_SECRET", "PASSWORD", "BEARER_TOKEN"})
+
+#: Every category this detector can report.
+SECRET_CATEGORY_NAMES: Final = frozenset(
+    {r.category for r in RULES} | {"PRIVATE_KEY"} | GENERIC_CATEGORIES
+)
+
+# --- private key blocks: the span is the whole block, header to END line -----------
+#: detect-secrets' headers plus any "BEGIN ... PRIVATE KEY" (it misses PKCS#8
+#: "ENCRYPTED PRIVATE KEY" and "ED25519"-style names).
+_PRIVATE_KEY_HEADER: Final = re.compile(
+    r"(?:-----)?(?:"
+    + "|".join(re.escape(r.pattern) for r in PrivateKeyDetector.denylist)
+    + r"|BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)(?:-----)?"
+)
+_PRIVATE_KEY_END: Final = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|Private-MAC: *[0-9a-fA-F]+")
+_BLANK_LINE: Final = re.compile(r"\n[ \t]*\n")
+
+# --- key=value assignments ---------------------------------------------------------
+#: detect-secrets' secret-sounding names (matched on the key with separators and case
+#: folded away, so apiKey, API_KEY and api-key all read "apikey") plus a few more.
+_SECRET_KEY: Final = re.compile(
+    "|".join(k.replace("_?", "") for k in SECRET_KEYWORDS)
+    + r"|token|credential|secret|auth(?!ors?$)|accesskey|signature|sessionkey|cookie",
+)
+_PASSWORD_KEY: Final = re.compile(r"password|passwd|passphrase|pwd|contrase(?:ñ|n)a|(?<!by)(?<!com)(?<!sur)pass$")
+#: Names that hold identifiers, digests or locations, never credentials.
+_NOT_SECRET_KEY: Final = re.compile(
+    r"(?:^|[_.\-])(?:id|ids|uuid|guid|hash|sha\d*|md5|digest|checksum|etag|commit|rev|version|url|uri|"
+    r"href|src|path|file|name|model|type|count|limit|length|size|max|min|data|image|content|body|text|"
+    r"payload|blob|bytes|b64|base64|integrity)$|(?<=[a-z])(?:Id|Ids|Name|Type|Url)$",
+    re.I,
+)
+#: ``key = "value"`` (any characters but quotes and spaces) or ``key=value`` (stops at
+#: "&", ",", ";" so query strings and argument lists split into their pairs).
+_ASSIGNMENT: Final = re.compile(
+    r"""(?<![\w.\-])(?P<key>[A-Za-z_][\w.\-]{0,63})["']?\s*(?::=|=>|=|:)\s*"""
+    r"""(?:(?P<q>["'`])(?P<quoted>[^"'`\s]{6,256})(?P=q)"""
+    r"""|(?P<bare>[A-Za-z0-9+/=_\-.~!@#$%^*]{6,256})(?![A-Za-z0-9+/=_\-.~!@#$%^*(\[]))"""
+)
+_PLACEHOLDER: Final = re.compile(
+    r"^(?:x+|\*+|\.+|-+|<.*>|\$\{?.*\}?|%\w+%|\{\{.*\}\}|null|none|true|false|"
+    r"changeme|change_me|password\d*|secret|redacted|example|dummy|test|your[_\-]?\w*|\w*here)$"
+    r"|^(?:os\.|process\.env|env\.|getenv)"
+    r"|^(?:sha\d+|md5)[-:]",  # subresource-integrity and digest spellings
+    re.I,
+)
+#: An unquoted value that reads like code (``password = user_input``, ``= self.pwd``).
+_CODE_REFERENCE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[a-z]+|[A-Za-z]*_[A-Za-z_]*")
+_BASE64 = Base64HighEntropyString()
+_HEX = HexHighEntropyString()
+#: detect-secrets' default limits: 4.5 bits/char (base64 alphabet), 3.0 (hex).
+_B64_LIMIT: Final = _BASE64.entropy_limit
+_HEX_LIMIT: Final = _HEX.entropy_limit
+_HEXISH: Final = re.compile(r"[0-9a-fA-F\-]+")
+_TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9_\-]*")
+
+
+def _folded(key: str) -> str:
+    """``apiKey`` / ``API_KEY`` / ``api-key`` -> ``apikey``."""
+    return re.sub(r"[^0-9a-zñ]", "", key.lower())
+
+
+def _value_is_secret(key: str, value: str, quoted: bool) -> str | None:
+    """Category for ``key=value``, or None: the key=value rules, in one place."""
+    if _PLACEHOLDER.search(value) or _NOT_SECRET_KEY.search(key):
+        return None
+    if not quoted and _CODE_REFERENCE.fullmatch(value):
+        return None
+    folded = _folded(key)
+    if _PASSWORD_KEY.search(folded):
+        return "PASSWORD"
+    secretish = _SECRET_KEY.search(folded) is not None
+    if _HEXISH.fullmatch(value):
+        # digests, UUIDs and SHAs are hex too: only under a secret-sounding key
+        if secretish and len(value) >= 16 and _HEX.calculate_shannon_entropy(value) >= _HEX_LIMIT:
+            return "HIGH_ENTROPY_SECRET"
+        return None
+    entropy = _BASE64.calculate_shannon_entropy(value)
+    if secretish and len(value) >= 12 and entropy >= 3.5:
+        return "HIGH_ENTROPY_SECRET"
+    has_mix = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+    if len(value) >= 32 and has_mix and entropy >= _B64_LIMIT:
+        return "HIGH_ENTROPY_SECRET"
+    return None
+
+
+def _is_data_url(text: str, start: int) -> bool:
+    """A value inside a ``data:...;base64,`` URL is file content, not a credential."""
+    head = text[max(0, start - 64) : start].lower()
+    return "base64," in head or "data:" in head
+
+
+def _extend(text: str, start: int, end: int) -> tuple[int, int]:
+    """Grow a match to the whole token: some patterns match a fixed-length prefix
+    (Stripe ``{24}``) or stop early (detect-secrets' JWT signature is lazy), and a
+    half-masked key is still a leak."""
+    m = _TOKEN_CHARS.match(text, end)
+    return start, m.end() if m else end
+
+
+def _find(text: str) -> Iterator[Span]:
+    """Every raw finding; overlaps are resolved by the caller."""
+    lower = text.lower()
+    for rule in RULES:
+        if rule.needle is not None and rule.needle not in lower:
+            continue
+        for m in rule.regex.finditer(text):
+            group = next((g for g in range(1, (m.lastindex or 0) + 1) if m.group(g)), 0)
+            start, end = m.span(group)
+            if rule.category == "JWT" and not JwtTokenDetector.is_formally_valid(
+                text[slice(*_extend(text, start, end))]
+            ):
+                continue
+            if rule.category in ("BEARER_TOKEN", "BASIC_AUTH") and _PLACEHOLDER.search(m.group(group)):
+                continue
+            start, end = _extend(text, start, end)
+            yield Span(start, end, rule.category)
+    if "private key" in lower or "putty-user-key" in lower:
+        yield from _private_keys(text)
+    for m in _ASSIGNMENT.finditer(text):
+        group = "quoted" if m.group("quoted") is not None else "bare"
+        category = _value_is_secret(m.group("key"), m.group(group), group == "quoted")
+        if category and not _is_data_url(text, m.start(group)):
+            yield Span(m.start(group), m.end(group), category)
+
+
+def _private_keys(text: str) -> Iterator[Span]:
+    """Header to END line; a block pasted without its END runs to the next blank line."""
+    pos = 0
+    while (head := _PRIVATE_KEY_HEADER.search(text, pos)) is not None:
+        end_marker = _PRIVATE_KEY_END.search(text, head.end())
+        if end_marker is not None:
+            end = end_marker.end()
+        else:
+            blank = _BLANK_LINE.search(text, head.end())
+            end = blank.start() if blank else len(text)
+        yield Span(head.start(), end, "PRIVATE_KEY")
+        pos = end
+
+
+def _resolve(spans: Iterable[Span]) -> list[Span]:
+    """Drop generic findings that overlap a specific one (a Stripe key in ``api_key=``
+    is STRIPE_KEY, not also HIGH_ENTROPY_SECRET); keep the rest sorted."""
+    unique = sorted(set(spans), key=lambda s: (s.start, -s.end, s.category))
+    specific = [s for s in unique if s.category not in GENERIC_CATEGORIES]
+    return [
+        s
+        for s in unique
+        if s.category not in GENERIC_CATEGORIES
+        or not any(o.start < s.end and s.start < o.end for o in specific)
+    ]
+
+
+class SecretsDetector(Detector):
+    """Fills ``cf.llm.prompt.secret_detected`` / ``secret_categories`` with spans."""
+
+    name = "secrets"
+    provides = fields.SECRET_FIELDS
+
+    def __init__(self, categories: Iterable[str] | None = None) -> None:
+        wanted = SECRET_CATEGORY_NAMES if categories is None else frozenset(categories)
+        unknown = wanted - SECRET_CATEGORY_NAMES
+        if unknown:
+            raise ValueError(
+                f"unknown secret categories {sorted(unknown)}; known: {', '.join(sorted(SECRET_CATEGORY_NAMES))}"
+            )
+        self.categories = wanted
+        log.info("secrets detector: %s", self.describe())
+
+    def detect(self, request: ScreenRequest) -> Detection:
+        """Scan the whole prompt text; spans index ``request.prompt.text``."""
+        if time.monotonic() >= request.deadline:
+            raise TimeoutError("secrets: deadline passed before scanning started")
+        spans = [s for s in _resolve(_find(request.prompt.text)) if s.category in self.categories]
+        categories = sorted({s.category for s in spans})
+        return Detection(
+            fields={SECRET_DETECTED: bool(categories), SECRET_CATEGORIES: categories}, spans=spans
+        )
+
+    def describe(self) -> str:
+        """Coverage for the start-up log."""
+        return f"secrets: detect-secrets patterns + llmwall rules, {len(self.categories)} categories: " + ", ".join(
+            sorted(self.categories)
+        )
+
+
+def create(config: DetectorConfig) -> SecretsDetector:
+    """Build the detector; it has no options in ``DetectorConfig`` and no model."""
+    del config  # nothing to read: every category is on
+    return SecretsDetector()
+
+
+__all__ = ["GENERIC_CATEGORIES", "RULES", "SECRET_CATEGORY_NAMES", "SecretsDetector", "create"]
