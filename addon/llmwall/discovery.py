@@ -17,9 +17,10 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Final
 from urllib.parse import unquote
+
+import numpy as np
 
 #: Format name -> what it covers. Names are stable: they appear in rules
 #: (``cf.llm.request.format``), analytics and block responses.
@@ -65,8 +66,7 @@ class ParsedBody:
 # --------------------------------------------------------------------------- parsing
 
 _JSON_WS: Final = " \t\r\n"
-# A complete JSON string literal, unrolled so long strings do not backtrack.
-_STRING_OR_BRACKET: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
 
 
 class _DuplicateKey(ValueError):
@@ -116,16 +116,20 @@ def _starts_like_json(raw: bytes, codec: str) -> bool:
 def _nesting_exceeds(text: str, max_depth: int) -> bool:
     """True when brackets outside string literals nest deeper than ``max_depth``.
 
-    Runs before json.loads so a 100k-deep body is refused without any recursion.
+    Runs before json.loads so a 100k-deep body is refused without any recursion;
+    the work is done by C string methods and numpy, not a Python loop per character.
     """
     if text.count("{") + text.count("[") <= max_depth:
         return False  # cannot possibly be deeper: skip the scan (the common case)
-    steps = (
-        1 if tok in ("{", "[") else -1
-        for tok in _STRING_OR_BRACKET.findall(text)
-        if tok in ("{", "[", "}", "]")
-    )
-    return any(depth > max_depth for depth in accumulate(steps))
+    # Drop escaped backslashes, then escaped quotes: every '"' left opens or closes a
+    # string, so the even-numbered pieces of a split on '"' are everything outside strings.
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    outside = "".join(text.split('"')[::2])
+    brackets = _NOT_BRACKET.sub("", outside).encode("ascii")
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+    return bool(steps.size) and int(np.cumsum(steps, dtype=np.int32).max()) > max_depth
 
 
 def parse_body(
@@ -337,7 +341,7 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
     if data.keys() & _MEDIA_KEYS:
         return None
     generate_path = tail.endswith("/api/generate")
-    completions_path = tail.endswith(("/completions", "/completion"))
+    completions_path = tail.endswith(("/completions", "/completion")) or "/ai/run/@" in tail
     if not (isinstance(data.get("model"), str) or generate_path or completions_path
             or data.keys() & _COMPLETION_PARAMS):
         return None
@@ -582,11 +586,14 @@ _TOKENISH: Final = re.compile(r"^[A-Za-z0-9_\-=.~+]{20,}$")
 _NUMBER: Final = re.compile(r"^\d+$")
 # Segments after which the next one names a model or deployment.
 _MODEL_PARENTS: Final = frozenset({"models", "model", "deployments", "engines", "tunedModels"})
-# Words that start the API part of a path after a Hugging Face style "org/name" model id.
+# Segments after which the next one is an account/project identifier.
+_ID_PARENTS: Final = frozenset({"projects", "accounts"})
+# Path words that are API structure, never a model name (Azure AI Inference uses
+# /models/chat/completions; Hugging Face model ids span "org/name").
 _API_WORDS: Final = frozenset({
     "v1", "v2", "v1beta", "v1alpha", "chat", "completions", "completion", "generate",
     "generate_stream", "invoke", "invoke-with-response-stream", "converse", "converse-stream",
-    "responses", "messages", "embeddings", "api", "openai", "pipeline",
+    "responses", "messages", "embeddings", "api", "openai", "pipeline", "info", "images", "audio",
 })
 
 
@@ -597,32 +604,43 @@ def _is_id(segment: str) -> bool:
         c.isalpha() for c in segment)
 
 
-def path_template(path: str) -> str:
-    """Path without query, ids -> ``{id}`` and model/deployment names -> ``{model}``.
+def _split_action(segment: str) -> tuple[str, str]:
+    """Gemini/Vertex ``gemini-1.5-pro:generateContent`` -> (model, ":generateContent")."""
+    if ":" in segment:
+        name, action = segment.rsplit(":", 1)
+        return name, ":" + action
+    return segment, ""
 
-    Keeps the inventory (and the analytics ``path_template``) low-cardinality and
-    free of identifiers.
-    """
-    if not isinstance(path, str):
-        return ""
+
+def _analyse_path(path: str) -> tuple[str, str | None]:
+    """(template, model name found in the path or None); see path_template."""
     segments = path.split("?", 1)[0].split("#", 1)[0].split("/")
     out: list[str] = []
+    model: str | None = None
     i = 0
     while i < len(segments):
         seg = segments[i]
         decoded = unquote(seg)
         parent = segments[i - 1] if i else ""
-        if parent in _MODEL_PARENTS and seg:
-            action = ""
-            if ":" in decoded and parent != "model":  # Gemini models/{model}:generateContent
-                action = ":" + decoded.rsplit(":", 1)[1]
-            elif parent == "models" and i + 1 < len(segments) and segments[i + 1] \
-                    and segments[i + 1] not in _API_WORDS:
-                i += 1  # Hugging Face "org/name": the model id spans two segments
-                nxt = unquote(segments[i])
-                if ":" in nxt:
-                    action = ":" + nxt.rsplit(":", 1)[1]
+        if parent in _MODEL_PARENTS and seg and decoded not in _API_WORDS:
+            if parent == "model":  # Bedrock: the whole (URL-encoded) segment is the model id or ARN
+                name, action = decoded, ""
+            else:
+                name, action = _split_action(decoded)
+                following = unquote(segments[i + 1]) if i + 1 < len(segments) else ""
+                if parent == "models" and not action and following and \
+                        _split_action(following)[0] not in _API_WORDS:
+                    i += 1  # Hugging Face "org/name": the model id spans two segments
+                    second, action = _split_action(following)
+                    name = f"{name}/{second}"
             out.append("{model}" + action)
+            model = model or name
+        elif parent == "run" and decoded.startswith("@"):  # Workers AI: /ai/run/@cf/meta/llama-3-8b
+            out.append("{model}")
+            model = model or "/".join(unquote(s) for s in segments[i:])
+            break
+        elif parent in _ID_PARENTS and seg:
+            out.append("{id}")
         elif ":" in decoded and _is_id(decoded.split(":", 1)[0]):
             out.append("{id}:" + decoded.split(":", 1)[1])
         elif _is_id(decoded):
@@ -630,7 +648,18 @@ def path_template(path: str) -> str:
         else:
             out.append(seg)
         i += 1
-    return "/".join(out)
+    return "/".join(out), model
+
+
+def path_template(path: str) -> str:
+    """Path without query, ids -> ``{id}`` and model/deployment names -> ``{model}``.
+
+    Keeps the endpoint inventory (and analytics' ``path_template``) low-cardinality
+    and free of identifiers.
+    """
+    if not isinstance(path, str):
+        return ""
+    return _analyse_path(path)[0]
 
 
 @dataclass(frozen=True)
@@ -642,20 +671,19 @@ class PathHints:
 
 
 def path_hints(fmt: str, path: str) -> PathHints:
-    """Model name and stream flag that some formats carry in the path rather than the body."""
+    """Model name and stream flag that some formats carry in the path rather than the body.
+
+    ``Prompt.model`` stays None for Bedrock and Gemini (the body has no model); the
+    caller can fill ``cf.llm.request.model`` from here.
+    """
     if not isinstance(path, str):
         return PathHints(None, False)
-    segments = [unquote(s) for s in path.split("?", 1)[0].split("#", 1)[0].split("/")]
-    model = None
-    for parent, seg in zip(segments, segments[1:]):
-        if parent in ("model", "deployments", "models", "tunedModels") and seg:
-            model = seg.rsplit(":", 1)[0] if parent in ("models", "tunedModels") else seg
-            break
-    lower = path.split("?", 1)[0].lower()
-    query = path.split("?", 1)[1] if "?" in path else ""
+    model = _analyse_path(path)[1]
+    route, _, query = path.partition("?")
+    route = route.lower().rstrip("/")
     stream = (
-        (fmt == "gemini.generate" and (":streamgeneratecontent" in lower or "alt=sse" in query))
-        or (fmt == "bedrock.converse" and lower.rstrip("/").endswith("/converse-stream"))
-        or (fmt == "tgi.generate" and lower.rstrip("/").endswith("/generate_stream"))
+        (fmt == "gemini.generate" and (route.endswith(":streamgeneratecontent") or "alt=sse" in query))
+        or (fmt == "bedrock.converse" and route.endswith("/converse-stream"))
+        or (fmt == "tgi.generate" and route.endswith("/generate_stream"))
     )
     return PathHints(model, stream)

@@ -174,10 +174,18 @@ def _gemini_parts(parts: object, path: Path, role: str) -> Turn:
 # --------------------------------------------------------------------------- turn selection
 
 def _messages(items: object, base: Path, role_of: Callable[[dict], str | None],
-              content_key: str, reader: Callable[[object, Path, str], Turn]) -> list[Turn]:
-    """One Turn per message with a kept role (system messages are dropped here)."""
+              content_key: str, reader: Callable[[object, Path, str], Turn],
+              latest_only: bool) -> list[Turn]:
+    """One Turn per message with a kept role (system messages are dropped here).
+
+    ``latest_only`` walks backwards and stops at the first turn with user text, so
+    the default mode costs the same on a 100k-message history as on a short one.
+    """
+    if not isinstance(items, list):
+        return []
     turns: list[Turn] = []
-    for i, msg in enumerate(items if isinstance(items, list) else []):
+    for i in reversed(range(len(items))) if latest_only else range(len(items)):
+        msg = items[i]
         if not isinstance(msg, dict):
             continue
         role = role_of(msg)
@@ -186,8 +194,10 @@ def _messages(items: object, base: Path, role_of: Callable[[dict], str | None],
         turn = reader(msg.get(content_key), base + (i, content_key), role)
         if role == "tool":
             turn = [(p, t, "tool") for p, t, _ in turn]
+        if latest_only and any(r == "user" and t for _, t, r in turn):
+            return [turn]
         turns.append(turn)
-    return turns
+    return [] if latest_only else turns
 
 
 def _select(turns: list[Turn], whole_conversation: bool) -> list[TextPart]:
@@ -248,8 +258,9 @@ def _prompt_turns(data: dict, key: str) -> list[Turn]:
     return [turn]
 
 
-def _cohere_turns(data: dict) -> list[Turn]:
-    turns = _messages(data.get("messages"), ("messages",), _role_key, "content", _cohere_content)
+def _cohere_turns(data: dict, latest_only: bool) -> list[Turn]:
+    turns = _messages(data.get("messages"), ("messages",), _role_key, "content", _cohere_content,
+                      latest_only)
     docs = data.get("documents")
     if isinstance(docs, list):  # RAG documents: untrusted retrieved text, like tool results
         turns.insert(0, [(p, s, "tool") for p, s in _strings(docs, ("documents",))
@@ -257,17 +268,15 @@ def _cohere_turns(data: dict) -> list[Turn]:
     return turns
 
 
-def _turns(fmt: str, data: dict) -> list[Turn]:
-    if fmt in ("openai.chat", "ollama.chat"):
-        return _messages(data.get("messages"), ("messages",), _role_key, "content", _openai_content)
-    if fmt == "anthropic.messages":
-        return _messages(data.get("messages"), ("messages",), _role_key, "content", _anthropic_content)
-    if fmt == "bedrock.converse":
-        return _messages(data.get("messages"), ("messages",), _role_key, "content", _bedrock_content)
+def _turns(fmt: str, data: dict, latest_only: bool) -> list[Turn]:
+    reader = _CHAT_READERS.get(fmt)
+    if reader is not None:
+        key = "contents" if fmt == "gemini.generate" else "messages"
+        role_of = _gemini_role if fmt == "gemini.generate" else _role_key
+        content_key = "parts" if fmt == "gemini.generate" else "content"
+        return _messages(data.get(key), (key,), role_of, content_key, reader, latest_only)
     if fmt == "cohere.chat":
-        return _cohere_turns(data)
-    if fmt == "gemini.generate":
-        return _messages(data.get("contents"), ("contents",), _gemini_role, "parts", _gemini_parts)
+        return _cohere_turns(data, latest_only)
     if fmt == "openai.responses":
         return _responses_turns(data)
     if fmt in ("openai.completions", "ollama.generate"):
@@ -277,11 +286,20 @@ def _turns(fmt: str, data: dict) -> list[Turn]:
     return []
 
 
+_CHAT_READERS: Final[dict[str, Callable[[object, Path, str], Turn]]] = {
+    "openai.chat": _openai_content,
+    "ollama.chat": _openai_content,
+    "anthropic.messages": _anthropic_content,
+    "bedrock.converse": _bedrock_content,
+    "gemini.generate": _gemini_parts,
+}
+
+
 def extract(fmt: str, data: object, whole_conversation: bool = False) -> Prompt:
     """The screened text of a classified request body (see the module docstring)."""
     if not isinstance(data, dict):
         return Prompt(format=fmt, parts=())
-    parts = _select(_turns(fmt, data), whole_conversation)
+    parts = _select(_turns(fmt, data, not whole_conversation), whole_conversation)
     model = data.get("model")
     stream = data.get("stream")
     if fmt in ("ollama.chat", "ollama.generate"):
