@@ -360,7 +360,7 @@ class _Checker:
                  "starts_with": (2, 2), "ends_with": (2, 2), "concat": (1, 64)}[node.name]
         if not arity[0] <= len(args) <= arity[1]:
             want = f"{arity[0]}" if arity[0] == arity[1] else f"at least {arity[0]}"
-            s = "" if arity[0] == 1 and arity[1] == 1 else "s"
+            s = "" if arity[0] == 1 else "s"
             return self.error(node.pos, f"{node.name}() takes {want} argument{s}, got {len(args)}")
         for i, a in enumerate(args[1:], start=2):
             if a.mapped:

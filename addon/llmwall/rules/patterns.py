@@ -44,6 +44,9 @@ def _unsupported(pattern: str) -> str | None:
             if not in_class and nxt and nxt in "123456789gk":
                 return "backreferences (\\1, \\g, \\k) are not supported"
             i += 2
+            if nxt in ("p", "P", "x", "N") and pattern[i : i + 1] == "{":  # \p{Greek}, \x{263a}
+                close = pattern.find("}", i)
+                i = len(pattern) if close < 0 else close + 1
             after_quantifier = False
             continue
         if in_class:

@@ -304,7 +304,12 @@ class _Loader:
         if not isinstance(node, yaml.MappingNode):
             self.issue(node, "each rule must be a mapping with id, expression and action")
             return None
-        keys = self.pairs(node, "a rule")
+        rid = next(
+            (v.value for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "id"
+             and isinstance(v, yaml.ScalarNode) and v.tag == "tag:yaml.org,2002:str"),
+            None,
+        )
+        keys = self.pairs(node, "a rule", rid)
         values = {}
         for key, (_, value_node) in keys.items():
             try:
@@ -312,7 +317,6 @@ class _Loader:
             except yaml.YAMLError as exc:
                 self.issue(value_node, f"{key}: {exc}")
         rule_id = values.get("id")
-        rid = rule_id if isinstance(rule_id, str) else None
         before = len(self.issues)
         self.unknown_keys(keys, RULE_KEYS, "a rule", rid)
         for required in ("id", "expression", "action"):
