@@ -1,0 +1,182 @@
+"""Llama Guard 3's own prompt, split so that the policy header can be cached, and its output parser.
+
+The text follows the chat templates that ship with the weights
+(``tokenizer_config.json`` of meta-llama/Llama-Guard-3-1B and -8B on Hugging Face,
+the format the model card at llama.com/docs/model-cards-and-prompt-formats/llama-guard-3
+describes): category names as in those templates ("S3: Sex Crimes.", the 1B model
+without S14), `` - `` bullet lines, and the 1B template's space before ``<|eot_id|>``.
+The prompt ends at the assistant header; the model then writes ``"\\n\\n"`` before its
+verdict, which is why scoring appends that token and reads the next distribution.
+
+Why the split lands after ``"User:"``: Llama 3's pre-tokenizer always cuts between
+``":"`` and the ``" "`` that starts the message, so ``tokens(header) + tokens(tail)``
+equals ``tokens(header + tail)`` and the header's key/value cache is reusable.
+
+Stdlib only: the export and fixture scripts (another Python) import this file too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+BOS = "<|begin_of_text|>"
+START_HEADER = "<|start_header_id|>"
+END_HEADER = "<|end_header_id|>"
+EOT = "<|eot_id|>"
+SPECIAL_TOKENS = (BOS, "<|end_of_text|>", START_HEADER, END_HEADER, EOT)
+
+#: Category names exactly as the Llama Guard 3 chat templates write them.
+CATEGORIES_8B: tuple[tuple[str, str], ...] = (
+    ("S1", "Violent Crimes"),
+    ("S2", "Non-Violent Crimes"),
+    ("S3", "Sex Crimes"),
+    ("S4", "Child Exploitation"),
+    ("S5", "Defamation"),
+    ("S6", "Specialized Advice"),
+    ("S7", "Privacy"),
+    ("S8", "Intellectual Property"),
+    ("S9", "Indiscriminate Weapons"),
+    ("S10", "Hate"),
+    ("S11", "Self-Harm"),
+    ("S12", "Sexual Content"),
+    ("S13", "Elections"),
+    ("S14", "Code Interpreter Abuse"),
+)
+CATEGORIES_1B = CATEGORIES_8B[:13]
+
+#: The MLCommons hazard names of the model card, for documentation and dashboards.
+HAZARD_NAMES: Mapping[str, str] = {
+    "S1": "Violent Crimes",
+    "S2": "Non-Violent Crimes",
+    "S3": "Sex-Related Crimes",
+    "S4": "Child Sexual Exploitation",
+    "S5": "Defamation",
+    "S6": "Specialized Advice",
+    "S7": "Privacy",
+    "S8": "Intellectual Property",
+    "S9": "Indiscriminate Weapons",
+    "S10": "Hate",
+    "S11": "Suicide & Self-Harm",
+    "S12": "Sexual Content",
+    "S13": "Elections",
+    "S14": "Code Interpreter Abuse",
+}
+
+#: Template names recorded in the export manifest.
+TEMPLATE_1B = "llama-guard-3-1b"
+TEMPLATE_8B = "llama-guard-3-8b"
+
+_MAX_LABEL = 80
+_MAX_DESCRIPTION = 400
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One Llama Guard 3 prompt: a category list and the model's template quirks."""
+
+    categories: tuple[tuple[str, str], ...]
+    eot_space: bool  # the 1B template writes "categories. <|eot_id|>", the 8B one "categories.<|eot_id|>"
+
+    def header(self) -> str:
+        """Everything before the user's message; identical for every request (the cached prefix)."""
+        cats = "".join(f"{code}: {_category_text(name)}\n" for code, name in self.categories)
+        return (
+            f"{BOS}{START_HEADER}user{END_HEADER}\n\n"
+            "Task: Check if there is unsafe content in 'User' messages in conversations "
+            "according our safety policy with the below categories.\n\n"
+            f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}<END UNSAFE CONTENT CATEGORIES>\n\n"
+            "<BEGIN CONVERSATION>\n\nUser:"
+        )
+
+    def tail(self, user_text: str) -> str:
+        """The per-request part: the message (trimmed, as the template does) and the instructions."""
+        eot = f" {EOT}" if self.eot_space else EOT
+        return (
+            f" {user_text.strip()}\n\n<END CONVERSATION>\n\n"
+            "Provide your safety assessment for ONLY THE LAST User message in the above conversation:\n"
+            " - First line must read 'safe' or 'unsafe'.\n"
+            " - If unsafe, a second line must include a comma-separated list of violated categories."
+            f"{eot}{START_HEADER}assistant{END_HEADER}"
+        )
+
+    def full(self, user_text: str) -> str:
+        """The whole prompt, as the model's chat template renders one user turn."""
+        return self.header() + self.tail(user_text)
+
+
+def _category_text(name: str) -> str:
+    """A category line's text: the template writes every name with a final period."""
+    return name if name.endswith(".") else name + "."
+
+
+def template_for(name: str, categories: Iterable[tuple[str, str]] | None = None) -> PromptTemplate:
+    """The template of ``name`` (a manifest's ``template``), optionally with other categories."""
+    if name == TEMPLATE_1B:
+        default, eot_space = CATEGORIES_1B, True
+    elif name == TEMPLATE_8B:
+        default, eot_space = CATEGORIES_8B, False
+    else:
+        raise ValueError(f"unknown Llama Guard template {name!r}")
+    cats = tuple(categories) if categories is not None else default
+    return PromptTemplate(categories=cats, eot_space=eot_space)
+
+
+def _clean(text: str, limit: int) -> str:
+    """One line of policy text: no newlines or control characters, bounded length."""
+    return re.sub(r"\s+", " ", text).strip()[:limit]
+
+
+def custom_categories(topics: Mapping[str, str]) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """Custom topics (label -> description) as a Llama Guard category list.
+
+    Returns (categories, code -> label). Each topic becomes ``S<i>: <label>. <description>``,
+    the zero-shot form the model card shows for custom categories; labels are sorted so the
+    same topic set always yields the same prompt (and the same cached prefix).
+    """
+    cats: list[tuple[str, str]] = []
+    codes: dict[str, str] = {}
+    for i, label in enumerate(sorted(topics), start=1):
+        code = f"S{i}"
+        clean_label = _clean(label, _MAX_LABEL)
+        desc = _clean(topics[label] or "", _MAX_DESCRIPTION)
+        text = clean_label if not desc or desc == clean_label else f"{_category_text(clean_label)} {desc}"
+        cats.append((code, text))
+        codes[code] = label
+    return tuple(cats), codes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A parsed Llama Guard answer."""
+
+    unsafe: bool | None  # None: the text was neither verdict (junk)
+    categories: tuple[str, ...]
+
+
+_CODE = re.compile(r"^S(\d{1,2})$")
+
+
+def parse_verdict(text: str, allowed: Iterable[str] | None = None) -> Verdict:
+    """Parse ``safe`` / ``unsafe\\nS1,S10`` (with the leading blank line the model writes first).
+
+    Unknown or malformed category codes are dropped rather than trusted; ``allowed``
+    restricts codes to the prompt's category list.
+    """
+    allowed_set = set(allowed) if allowed is not None else None
+    lines = [ln.strip() for ln in text.replace(EOT, "\n").strip().splitlines() if ln.strip()]
+    if not lines:
+        return Verdict(None, ())
+    first = lines[0].lower()
+    if first == "safe":
+        return Verdict(False, ())
+    if first != "unsafe":
+        return Verdict(None, ())
+    cats: list[str] = []
+    for line in lines[1:2]:
+        for part in line.split(","):
+            code = part.strip().upper()
+            if _CODE.match(code) and (allowed_set is None or code in allowed_set) and code not in cats:
+                cats.append(code)
+    return Verdict(True, tuple(cats))

