@@ -29,7 +29,10 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     ("ip.src in {10.0.0.0/8..10.0.0.1}", 1, 12, "takes two addresses, not CIDR networks"),
     ("ip.src eq 300.1.1.1", 1, 11, "invalid IP address '300.1.1.1'"),
     ("x" * 4097, 1, 1, "the limit is 4096"),
+    ("ip.src in $office_network", 1, 11, "named lists ($office_network) are not supported"),
     # fields and types
+    ("cf.bot_management.score lt 10", 1, 1, "it may be a Cloudflare field, but llmwall cannot compute it"),
+    ('url_decode(http.request.uri.path) eq "a"', 1, 1, "url_decode() is a Cloudflare function that llmwall does not"),
     (f"{P}pii_detectd", 1, 1, "unknown field 'cf.llm.prompt.pii_detectd'; did you mean cf.llm.prompt.pii_detected?"),
     ("llm.prompt.injection_scor lt 20", 1, 1, "did you mean llm.prompt.injection_score?"),
     ("any", 1, 1, "any is a function: call it as any(...)"),
@@ -177,6 +180,8 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
      [(5, 5, "a", "body only applies to action 'block'")]),
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    description: [1]\n",
      [(5, 18, "a", "description must be a string")]),
+    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: 42\n",
+     [(5, 11, "a", "body must be a string or a JSON object or array")]),
     ("rules:\n  - id: a\n    expression: 42\n    action: log\n", [(3, 17, "a", "expression must be a string")]),
     # expression errors land on the exact file position for plain, quoted and literal-block scalars
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n",
@@ -258,3 +263,23 @@ def test_unreadable_and_non_utf8_files(tmp_path) -> None:
     bad.write_bytes(b"rules: []\n# caf\xe9\n")
     with pytest.raises(RulesError, match="cannot read the rules file"):
         load_rules(bad)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "not " * 1000 + "true",
+        "any(" * 300 + "true" + ")" * 300,
+        "lower(" * 100 + "http.host" + ")" * 100 + ' eq "a"',
+    ],
+    ids=["not-chain", "nested-calls", "nested-lower"],
+)
+def test_deeply_nested_expressions_are_rejected_cleanly(expression: str) -> None:
+    with pytest.raises(RulesError, match="nested more than 64 levels deep"):
+        parse_expression(expression)
+
+
+def test_long_flat_and_moderately_nested_expressions_work() -> None:
+    parse_expression(" and ".join(["cf.llm.prompt.pii_detected"] * 130))
+    parse_expression("not " * 60 + "true")
+    parse_expression("(" * 500 + "true" + ")" * 500)  # parentheses add no depth

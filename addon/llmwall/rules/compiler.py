@@ -35,6 +35,13 @@ Fn = Callable[[Values], object]
 BOOL, INT, STRING, IP = "Bool", "Int", "String", "IP"
 ERROR = "?"  # the type of something already reported; suppresses follow-on errors
 FUNCTIONS = ("any", "all", "len", "lower", "upper", "starts_with", "ends_with", "concat")
+#: Cloudflare functions llmwall does not implement, named so the error can say so.
+CLOUDFLARE_ONLY_FUNCTIONS = frozenset({
+    "bit_slice", "cidr", "cidr6", "decode_base64", "encode_base64", "has_key", "has_value", "is_timed_hmac_valid_v0",
+    "join", "lookup_json_integer", "lookup_json_string", "regex_replace", "remove_bytes", "remove_query_args",
+    "sha256", "split", "substring", "to_string", "url_decode", "uuidv4", "wildcard_replace", "is_jwt_valid",
+    "is_jwt_present",
+})
 _LITERAL_KIND = {n.StrLit: "a string", n.IntLit: "an integer", n.BoolLit: "a boolean", n.IpLit: "an IP address"}
 _LITERAL_TYPE = {n.StrLit: STRING, n.IntLit: INT, n.BoolLit: BOOL, n.IpLit: IP}
 _ORDERING = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
@@ -62,12 +69,31 @@ class Compiled:
     literal: bool = False
 
 
+def _binary(kind: type, a: Fn, b: Fn) -> Fn:
+    """``a kind b`` on conditions, where anything but ``True`` (false, missing) counts as false."""
+    if kind is n.And:
+        return lambda v: a(v) is True and b(v) is True
+    if kind is n.Or:
+        return lambda v: a(v) is True or b(v) is True
+    return lambda v: (a(v) is True) is not (b(v) is True)
+
+
 def _const(value: object) -> Fn:
     return lambda v: value
 
 
 def _error() -> Compiled:
     return Compiled(ERROR, _const(None))
+
+
+#: Deepest nesting of operators, functions and indexes an expression may have. Real rules
+#: stay far below it; the bound keeps compiled evaluation far from Python's recursion limit.
+MAX_NESTING = 64
+
+
+class _TooDeep(Exception):
+    def __init__(self, pos: n.Pos):
+        self.pos = pos
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,7 @@ class _Checker:
         self.issues: list[ExprIssue] = []
         self.fields: set[str] = set()
         self.depth = 0  # function-call nesting; [*] results may not escape depth 0
+        self.nesting = 0  # tree depth, bounded so evaluation never nears the recursion limit
 
     def error(self, pos: n.Pos, message: str) -> Compiled:
         self.issues.append(ExprIssue(pos[0], pos[1], message))
@@ -94,6 +121,15 @@ class _Checker:
 
     def condition(self, node: n.Node) -> Compiled:
         """Compile a node used as a condition: result type Bool, or Array<Bool> inside a function."""
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise _TooDeep(getattr(node, "pos", (1, 1)))
+            return self._condition(node)
+        finally:
+            self.nesting -= 1
+
+    def _condition(self, node: n.Node) -> Compiled:
         if isinstance(node, n.BoolLit):
             return Compiled(BOOL, _const(node.value), literal=True)
         if isinstance(node, n.Truthy):
@@ -142,12 +178,11 @@ class _Checker:
                     item.pos, f"'{node.KEYWORD}' combines conditions, not per-element [*] results; "
                     "wrap each side in any(...) or all(...)"
                 )
-        fns = tuple(p.fn for p in parts)
-        if isinstance(node, n.And):
-            return Compiled(BOOL, lambda v: all(f(v) is True for f in fns))
-        if isinstance(node, n.Or):
-            return Compiled(BOOL, lambda v: any(f(v) is True for f in fns))
-        return Compiled(BOOL, lambda v: sum(f(v) is True for f in fns) % 2 == 1)
+        # Fold into binary closures: a chain of plain calls is faster per request than a generator.
+        fn = parts[0].fn
+        for p in parts[1:]:
+            fn = _binary(type(node), fn, p.fn)
+        return Compiled(BOOL, fn)
 
     def compare(self, node: n.Compare) -> Compiled:
         c = self.value(node.lhs)
@@ -277,6 +312,15 @@ class _Checker:
     # --- values -------------------------------------------------------------------------
 
     def value(self, node: n.Node) -> Compiled:
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise _TooDeep(node.pos)  # type: ignore[union-attr]
+            return self._value(node)
+        finally:
+            self.nesting -= 1
+
+    def _value(self, node: n.Node) -> Compiled:
         if isinstance(node, n.Field):
             return self.field(node)
         if isinstance(node, n.Index):
@@ -293,6 +337,8 @@ class _Checker:
             hint = f"; did you mean {close[0]}?" if close else ""
             if node.name in FUNCTIONS:
                 hint = f"; {node.name} is a function: call it as {node.name}(...)"
+            elif not close and node.name.split(".")[0] in ("cf", "http", "ip", "ssl", "raw", "cf.llm"):
+                hint = "; it may be a Cloudflare field, but llmwall cannot compute it (see docs/rules.md for the fields)"
             return self.error(node.pos, f"unknown field {node.name!r}{hint}")
         self.fields.add(name)
         return Compiled(schema.SCHEMA[name], lambda v: v.get(name))
@@ -345,6 +391,11 @@ class _Checker:
         return self.condition(node)
 
     def call(self, node: n.Call) -> Compiled:
+        if node.name in CLOUDFLARE_ONLY_FUNCTIONS:
+            return self.error(
+                node.pos, f"{node.name}() is a Cloudflare function that llmwall does not support; "
+                f"supported: {', '.join(FUNCTIONS)}"
+            )
         if node.name not in FUNCTIONS:
             close = difflib.get_close_matches(node.name, FUNCTIONS, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
@@ -383,18 +434,32 @@ class _Checker:
                 return [None if x is None else impl(x, *others) for x in items]  # type: ignore[union-attr]
             return Compiled(array_of(ret), mapped)
 
-        def single(v: Values) -> object:
-            vals = [g(v) for g in fns]
-            return None if any(x is None for x in vals) else impl(*vals)
-        return Compiled(ret, single)
+        if len(fns) == 1:
+            def one(v: Values) -> object:
+                x = first(v)
+                return None if x is None else impl(x)
+            return Compiled(ret, one)
+        if len(fns) == 2:
+            second = fns[1]
 
+            def two(v: Values) -> object:
+                x, y = first(v), second(v)
+                return None if x is None or y is None else impl(x, y)
+            return Compiled(ret, two)
+
+        def many(v: Values) -> object:
+            vals = [g(v) for g in fns]
+            return None if None in vals else impl(*vals)
+        return Compiled(ret, many)
+
+    # Array<Bool> elements are True, False or None (missing), so membership tests are exact.
     def fn_any(self, node: n.Call, args: list[Compiled]) -> Compiled:
-        return self._quantifier(node, args, any)
+        return self._quantifier(node, args, lambda xs: True in xs)
 
     def fn_all(self, node: n.Call, args: list[Compiled]) -> Compiled:
-        return self._quantifier(node, args, all)
+        return self._quantifier(node, args, lambda xs: False not in xs and None not in xs)
 
-    def _quantifier(self, node: n.Call, args: list[Compiled], fold: Callable[..., bool]) -> Compiled:
+    def _quantifier(self, node: n.Call, args: list[Compiled], fold: Callable[[list], bool]) -> Compiled:
         a = args[0]
         if a.mapped and a.ty == BOOL:  # any(f(x[*])[*]) is any(f(x[*])): the same list of Bools
             a = Compiled(array_of(BOOL), a.fn)
@@ -403,7 +468,7 @@ class _Checker:
             return self.error(
                 node.pos, f"{node.name}() needs Array<Bool>, got {got}; write {node.name}(field[*] eq \"value\")"
             )
-        return self._lift([a], BOOL, lambda xs: fold(x is True for x in xs))
+        return self._lift([a], BOOL, fold)
 
     def fn_len(self, node: n.Call, args: list[Compiled]) -> Compiled:
         ty = args[0].ty
@@ -458,8 +523,9 @@ def compile_expression(expr: n.Expr, custom_topics: Collection[str] | None = Non
     checker = _Checker(custom_topics)
     try:
         c = checker.condition(expr)
-    except RecursionError:
-        raise ExpressionError([ExprIssue(1, 1, "the expression is nested too deeply")]) from None
+    except _TooDeep as exc:
+        message = f"the expression is nested more than {MAX_NESTING} levels deep"
+        raise ExpressionError([ExprIssue(exc.pos[0], exc.pos[1], message)]) from None
     if c.ty not in (BOOL, ERROR):
         checker.error(getattr(expr, "pos", (1, 1)), f"the expression must be a condition (Bool), got {c.ty}")
     if checker.issues:

@@ -32,6 +32,7 @@ _TERMINAL_NAMES = {
     "IP": "an IP address",
     "STRING": 'a string "..."',
     "RAW_STRING": 'a raw string r"..."',
+    "LIST_NAME": "a list name $name",
     "$END": "the end of the expression",
 }
 _DISPLAY = {
@@ -208,6 +209,13 @@ class _ToNodes(Transformer_NonRecursive):
     @v_args(meta=True)
     def in_set(self, meta, items):
         return n.InSet(items[0], tuple(_plain(i) for i in items[1:]), _mpos(meta))
+
+    def in_list(self, items):
+        tok = items[1]
+        raise _Issue(
+            _tpos(tok),
+            f"named lists ({tok}) are not supported in llmwall; write the values inline: in {{\"a\" \"b\"}}",
+        )
 
     @v_args(meta=True)
     def not_(self, meta, items):

@@ -344,6 +344,8 @@ class _Loader:
                 self.issue(keys["status"][1], f"status must be an HTTP status code between 100 and 599, got {status!r}", rid)
             if action in ACTIONS and action != "block":
                 self.issue(keys["status"][0], f"status only applies to action 'block' (this rule's action is {action!r})", rid)
+        if "body" in keys and not isinstance(values.get("body"), (str, dict, list)):
+            self.issue(keys["body"][1], "body must be a string or a JSON object or array", rid)
         if "body" in keys and action in ACTIONS and action != "block":
             self.issue(keys["body"][0], f"body only applies to action 'block' (this rule's action is {action!r})", rid)
         expression = values.get("expression")
