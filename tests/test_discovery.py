@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from llmwall.discovery import (
     FORMATS,
     PARSE_ERRORS,
+    SUSPICIOUS,
     ParsedBody,
     classify,
     confirm_response,
@@ -355,6 +356,10 @@ BAD_INPUTS = [
     ("65 deep", _nested(65), JSON, "too_deep"),
     ("too large", b'{"a": "' + b"x" * (4 * 1024 * 1024) + b'"}', JSON, "too_large"),
     ("duplicate key", b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}', JSON, "duplicate_key"),
+    ("lone high surrogate", b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}', JSON,
+     "lone_surrogate"),
+    ("lone low surrogate in key", b'{"\\udc00": "x"}', JSON, "lone_surrogate"),
+    ("reversed pair", b'{"a": "\\ude00\\ud83d"}', JSON, "lone_surrogate"),
 ]
 
 
@@ -363,8 +368,7 @@ def test_bad_input(raw: bytes, ctype: str | None, error: str) -> None:
     parsed = parse_body(raw, ctype)
     assert parsed.error == error
     assert error in PARSE_ERRORS
-    if error != "duplicate_key":
-        assert parsed.data is None
+    assert (parsed.data is not None) == (error in SUSPICIOUS)
 
 
 def test_duplicate_key_still_exposes_last_wins_reading() -> None:
@@ -374,6 +378,14 @@ def test_duplicate_key_still_exposes_last_wins_reading() -> None:
     assert classify("POST", "/v1/chat/completions", parsed.data) == "openai.chat"
     # a duplicate followed by broken JSON is malformed, not duplicate
     assert parse_body(b'{"a": {"k": 1, "k": 2}, "b": [', JSON).error == "malformed_json"
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    assert parse_body(b'{"a": "\\ud83d\\ude00"}', JSON) == ParsedBody({"a": "\U0001F600"}, None)
+    assert parse_body(b'{"a": "\\\\ud800"}', JSON) == ParsedBody({"a": "\\ud800"}, None)
+    parsed = parse_body(b'{"model": "m", "messages": [{"role": "user", "content": "\\udfff"}]}', JSON)
+    assert parsed.error == "lone_surrogate"
+    assert classify("POST", "/v1/chat/completions", parsed.data) == "openai.chat"
 
 
 def test_depth_limit_is_exact_and_ignores_brackets_in_strings() -> None:
@@ -450,7 +462,7 @@ json_values = st.recursive(
 def test_parse_body_never_raises_on_bytes(raw: bytes, ctype: str | None) -> None:
     parsed = parse_body(raw, ctype, max_depth=8, max_bytes=200)
     assert (parsed.error is None) or parsed.error in PARSE_ERRORS
-    if parsed.error is not None and parsed.error != "duplicate_key":
+    if parsed.error is not None and parsed.error not in SUSPICIOUS:
         assert parsed.data is None
 
 
@@ -473,3 +485,50 @@ def test_confirm_stream_never_raises(raw: bytes, fmt: str) -> None:
     assert confirm_stream(fmt, raw) in (True, False)
     assert confirm_stream(fmt, b"data: " + raw) in (True, False)
     assert confirm_stream(fmt, aws_event("messageStart", {})[:12] + raw) in (True, False)
+
+
+tricky_text = st.text(alphabet=st.sampled_from('ab"\\[]{}:,é\n'), max_size=12)
+tricky_json = st.recursive(
+    st.none() | st.integers() | tricky_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(tricky_text, children, max_size=4),
+    max_leaves=30,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=tricky_json, limit=st.integers(min_value=1, max_value=8), indent=st.sampled_from([None, 1]))
+def test_depth_scan_agrees_with_the_real_depth(data: object, limit: int, indent: int | None) -> None:
+    """Brackets, quotes and backslashes inside strings must not fool the depth scan."""
+    raw = json.dumps(data, indent=indent, ensure_ascii=False).encode()
+    parsed = parse_body(raw, JSON, max_depth=limit)
+    if _depth(data) > limit:
+        assert parsed == ParsedBody(None, "too_deep")
+    else:
+        assert parsed == ParsedBody(data, None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(sorted(ALL_SAMPLES)), data=st.data())
+def test_mutated_samples_classify_without_raising(name: str, data: st.DataObject) -> None:
+    body = copy.deepcopy(ALL_SAMPLES[name].body)
+    nodes: list[tuple[object, object]] = []
+    stack: list[object] = [body]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            nodes.append((node, key))
+            stack.append(child)
+    parent, key = data.draw(st.sampled_from(nodes))
+    parent[key] = data.draw(json_values)  # type: ignore[index]
+    fmt = classify("POST", ALL_SAMPLES[name].path, body)
+    assert fmt is None or fmt in FORMATS
+    assert parse_body(json.dumps(body).encode(), JSON).data == body

@@ -46,17 +46,24 @@ PARSE_ERRORS: Final[dict[str, str]] = {
     "too_deep": "arrays/objects nested deeper than max_depth",
     "too_large": "the body is larger than max_bytes",
     "duplicate_key": "an object repeats a key: parsers disagree on which value wins, so it could hide text",
+    "lone_surrogate": "a \\uD800-\\uDFFF escape that is not half of a pair: not valid Unicode text, "
+    "so detectors (tokenizers) would fail on it",
 }
+
+#: Errors that still come with ``data``: valid JSON an upstream would accept, but
+#: ambiguous or unscreenable, so the caller decides (block as evasive, or screen anyway).
+SUSPICIOUS: Final = frozenset({"duplicate_key", "lone_surrogate"})
 
 
 @dataclass(frozen=True)
 class ParsedBody:
     """Result of :func:`parse_body`.
 
-    On success ``error`` is None. On failure ``data`` is None, except for
-    ``duplicate_key``: the body is valid JSON that most upstream parsers accept
-    (last value wins), so ``data`` holds that reading and the caller can still
-    classify it, e.g. to block it as evasive instead of letting it pass unscreened.
+    On success ``error`` is None. On failure ``data`` is None, except for the
+    SUSPICIOUS errors (``duplicate_key``, ``lone_surrogate``): the body is valid JSON
+    that upstream parsers accept (duplicates: last value wins), so ``data`` holds that
+    reading and the caller can still classify it, e.g. to block it as evasive rather
+    than let it pass unscreened.
     """
 
     data: object | None
@@ -67,6 +74,8 @@ class ParsedBody:
 
 _JSON_WS: Final = " \t\r\n"
 _NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 class _DuplicateKey(ValueError):
@@ -175,7 +184,27 @@ def parse_body(
         return ParsedBody(None, "too_deep")
     except ValueError:
         return ParsedBody(None, "malformed_json")
-    return ParsedBody(data, "duplicate_key" if duplicate else None)
+    if duplicate:
+        return ParsedBody(data, "duplicate_key")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        return ParsedBody(data, "lone_surrogate")
+    return ParsedBody(data, None)
+
+
+def _has_lone_surrogate(data: object) -> bool:
+    """True when a string (or key) holds a surrogate code point: not encodable text."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 # --------------------------------------------------------------------------- classification
@@ -252,6 +281,11 @@ _NON_GENERATION_PATH: Final = re.compile(
 )
 
 
+def _str(value: object) -> str | None:
+    """``value`` if it is a string: body values are used as set members, so no lists."""
+    return value if isinstance(value, str) else None
+
+
 def _sample(items: list) -> list:
     return items if len(items) <= 2 * _SAMPLE else items[:_SAMPLE] + items[-_SAMPLE:]
 
@@ -319,7 +353,9 @@ def _is_responses(tail: str, data: dict) -> bool:
     for item in _sample(inp):
         if not isinstance(item, dict):
             return False
-        role, kind = item.get("role"), item.get("type")
+        role, kind = _str(item.get("role")), _str(item.get("type"))
+        if role is None and "role" in item:
+            return False
         if role is None and kind not in _RESPONSES_ITEM_TYPES:
             return False
         if role is not None and role not in _CHAT_ROLES:
@@ -399,7 +435,7 @@ def _classify_messages(tail: str, data: dict) -> str | None:
     for msg in _sample(messages):
         if not isinstance(msg, dict):
             return None
-        role = msg.get("role")
+        role = _str(msg.get("role"))
         if role not in _CHAT_ROLES:
             return None
         if role != "user" and role != "assistant":
@@ -421,6 +457,8 @@ def _classify_messages(tail: str, data: dict) -> str | None:
                 if not isinstance(block, dict):
                     return None
                 kind = block.get("type")
+                if kind is not None and not isinstance(kind, str):
+                    return None
                 if kind is None:
                     if block.keys() & _BEDROCK_BLOCKS:
                         score["bedrock.converse"] += 2
@@ -540,7 +578,7 @@ def _bedrock_event_type(first_bytes: bytes) -> bytes | None:
         if pos >= end:
             return None
         value_type = first_bytes[pos]
-        if value_type != 7:  # only string headers matter; others: give up rather than guess
+        if value_type != 7 or pos + 3 > end:  # only string headers matter; others: give up rather than guess
             return None
         (value_len,) = struct.unpack(">H", first_bytes[pos + 1:pos + 3])
         value = first_bytes[pos + 3:pos + 3 + value_len]
@@ -560,7 +598,7 @@ def confirm_stream(fmt: str, first_bytes: bytes) -> bool:
     event = _first_event(first_bytes)
     if not isinstance(event, dict):
         return False
-    kind = event.get("type")
+    kind = _str(event.get("type"))
     if fmt == "openai.chat":
         return event.get("object") == "chat.completion.chunk" or isinstance(
             _first_choice(event).get("delta"), dict)
