@@ -540,7 +540,8 @@ class Store:
                 f"{where} GROUP BY c.kind, c.category ORDER BY n DESC, c.kind, c.category LIMIT 10", params,
             )
         ]
-        start = since if since is not None else t["first_ts"]
+        # The chart starts at the first event in range: a fresh install's first minutes are not a sliver.
+        start = t["first_ts"] if since is None or (t["first_ts"] or since) > since else since
         end = until if until is not None else (max(time.time(), t["last_ts"] or 0) if t["events"] else None)
         series: dict[str, Any] = {"bucket_s": None, "buckets": [], "by_action": {}, "by_category": {}}
         if start is not None and end is not None and t["events"]:
