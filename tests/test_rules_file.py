@@ -256,3 +256,16 @@ def test_watcher_poll_is_cheap_when_unchanged(tmp_path: Path) -> None:
     for _ in range(100):
         assert watcher.poll() is None
     assert watcher.current is before  # never re-parsed
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "rules").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_rule_files_load(path: Path) -> None:
+    assert load_rules(path).rules
+
+
+def test_strict_example_blocks_card_numbers_before_redacting() -> None:
+    rs = load_rules(ROOT / "examples" / "rules" / "strict.yaml")
+    decision = rs.evaluate({f"{P}pii_categories": ["EMAIL_ADDRESS", "CREDIT_CARD"]})
+    assert (decision.action, decision.rule.id) == ("block", "block-financial-pii")
+    assert rs.evaluate({f"{P}pii_categories": ["EMAIL_ADDRESS"]}).action == "redact"
+    assert rs.custom_topics["competitors"] == "seeking info on competitors"
