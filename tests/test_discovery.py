@@ -138,6 +138,9 @@ TIE_BREAKS = [
     ("/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-haiku@20240307:rawPredict",
      {"anthropic_version": "vertex-2023-10-16", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
      "anthropic.messages"),
+    ("/embedded-assistant/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+     "openai.chat"),
+    ("/classifyer/v1/completions", {"model": "m", "prompt": "hi"}, "openai.completions"),
     ("/generate", {"inputs": "hi"}, "tgi.generate"),
     ("/", {"inputs": "hi"}, "tgi.generate"),
     ("/x", {"inputs": "hi", "parameters": {"max_new_tokens": 3}}, "tgi.generate"),
@@ -186,6 +189,10 @@ NEAR_MISSES = [
     ("/x", {"inputs": {"image": "AA=="}}),
     ("/x", {"inputs": "hi", "labels": ["a"]}),
     ("/v1beta/models/gemini-pro:countTokens", {"contents": [{"parts": [{"text": "hi"}]}]}),
+    ("/v1/messages/count_tokens", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/embed", {"model": "nomic-embed-text", "input": "hi"}),
+    ("/v1/audio/transcriptions", {"model": "whisper-1", "prompt": "names: Ada"}),
+    ("/v2/rerank", {"model": "rerank-v3.5", "query": "q", "documents": ["a"]}),
     ("/x", ["not", "a", "dict"]),
 ]
 

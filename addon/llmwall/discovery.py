@@ -155,7 +155,7 @@ def parse_body(
     """
     if len(raw) > max_bytes:
         return ParsedBody(None, "too_large")
-    if not raw.strip():
+    if not raw or raw.isspace():
         return ParsedBody(None, "empty")
     declared = _is_json_type(content_type)
     codec, skip = _detect_encoding(raw)
@@ -186,7 +186,7 @@ def parse_body(
         return ParsedBody(None, "malformed_json")
     if duplicate:
         return ParsedBody(data, "duplicate_key")
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+    if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
         return ParsedBody(data, "lone_surrogate")
     return ParsedBody(data, None)
 
@@ -273,11 +273,12 @@ _MEDIA_KEYS: Final = frozenset({
     "size", "quality", "style", "aspect_ratio", "negative_prompt", "width", "height",
     "num_inference_steps", "guidance_scale", "voice", "encoding_format", "dimensions",
 })
-# Path words of non-chat endpoints whose bodies reuse {model, input} / {model, prompt}.
+# Non-generation endpoints whose bodies reuse {model, input} / {model, prompt} / contents:
+# matched on whole path segments so "/embedded-assistant/chat" is not caught.
 _NON_GENERATION_PATH: Final = re.compile(
-    r"embed|moderation|/images/|/audio/|/speech|/transcriptions|/translations|/tokenize|"
-    r"/detokenize|:counttokens|/count_tokens|/rerank|/classify",
-    re.I,
+    r"(?:^|/)(?:embed|embeddings|moderations|tokenize|detokenize|rerank|classify|count_tokens|speech|"
+    r"transcriptions|translations)(?:/|$)|(?:^|/)(?:images|audio)/|"
+    r":(?:counttokens|embedcontent|batchembedcontents)$"
 )
 
 
