@@ -1,6 +1,6 @@
 """End to end in a real headless Chromium: the demo's chat page, block messages, the dashboard.
 
-Starts ``llmwall demo --no-browser`` as a subprocess (mock LLM + mitmdump with llmwall +
+Starts ``llmwall demo --no-browser`` (``python -m llmwall.cli demo``) as a subprocess (mock LLM + mitmdump with llmwall +
 dashboard), drives Debian's ``chromium`` through Playwright, and saves screenshots into
 ``test-artifacts/demo-browser/``.  The last test greps everything the demo wrote (event
 database, WAL, the demo's whole terminal output) for the prompts and PII values it sent.
@@ -67,7 +67,7 @@ class DemoProc:
                "PYTHONPATH": os.pathsep.join([str(ROOT / "addon"), os.environ.get("PYTHONPATH", "")])}
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmwall.demo", "--no-browser", "--port", str(self.port), "--db", str(self.db)],
+                [sys.executable, "-m", "llmwall.cli", "demo", "--no-browser", "--port", str(self.port), "--db", str(self.db)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         deadline = time.monotonic() + START_TIMEOUT
         while "is running" not in self.log():

@@ -82,6 +82,7 @@ def test_roundtrip_keeps_everything_but_text(db: Store) -> None:
     {"not_scored": ["some detector text"]},
     {"timings_ms": {"pii": "fast"}},
     {"ts": float("nan")},
+    {"path_template": "/v1/chat/completions?key=sk-123"},            # queries may carry keys
 ])
 def test_refuses_unknown_keys_and_bad_values(db: Store, bad: dict) -> None:
     with pytest.raises(ValueError):

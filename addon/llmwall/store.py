@@ -137,6 +137,15 @@ def _check_word(name: str, value: object, optional: bool = True) -> str | None:
     return value
 
 
+def _check_path(value: object) -> str:
+    """A path template: no query string (queries can carry keys and user text)."""
+    path = _check_str("path_template", value, 2048, optional=False)
+    assert path is not None
+    if "?" in path or "#" in path:
+        raise ValueError("event key 'path_template': must not contain a query or fragment")
+    return path
+
+
 def _check_number(name: str, value: object, optional: bool = True) -> float | None:
     if value is None and optional:
         return None
@@ -218,7 +227,7 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
         "ts": _check_number("ts", event["ts"], optional=False),
         "host": _check_str("host", event["host"], 255, optional=False),
         "method": _check_word("method", event.get("method") or "POST", optional=False),
-        "path_template": _check_str("path_template", event.get("path_template") or "/", 2048, optional=False),
+        "path_template": _check_path(event.get("path_template") or "/"),
         "format": _check_word("format", event.get("format")),
         "model": _check_str("model", event.get("model"), 256),
         "action": _check_word("action", event.get("action")),
@@ -371,7 +380,7 @@ class Store:
         """
         _check_str("host", host, 255, optional=False)
         _check_word("method", method, optional=False)
-        _check_str("path_template", path_template, 2048, optional=False)
+        _check_path(path_template)
         _check_word("format", fmt)
         _check_number("ts", ts, optional=False)
         n = (1 if confirmed is None else 0) if count is None else int(count)
