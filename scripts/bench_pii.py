@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Latency of the PII and secrets detectors per prompt, on one core.
+
+Prompts are built from a fixed pool of realistic sentences (support mail, code,
+logs, a few PII values and one key), cut to about 50, 100, 500 and 5,000 tokens
+(tokens estimated as characters / 4).  Each detector's ``detect`` is timed on the
+whole prompt after a warm-up; the process is pinned to one CPU.
+
+    .venv/bin/python scripts/bench_pii.py            # markdown table
+    .venv/bin/python scripts/bench_pii.py --json     # machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
+
+from llmwall.detectors import pii, secrets  # noqa: E402
+from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart  # noqa: E402
+
+POOL = [
+    "Hi team, the customer Jane wrote again about order #112-3456789-1234567 which has not arrived.",
+    "She asked us to call her back on +44 20 7946 0958 or to email jane.doe@example.com before Friday.",
+    "Can you summarise the thread below and draft a polite reply that explains the shipping delay?",
+    "def retry(fn, attempts=3):\n    for i in range(attempts):\n        time.sleep(2 ** i)\n",
+    "2024-03-15T10:30:00Z INFO worker-7 started pid=48213 version=1.2.3 build=20240315",
+    "The request id is 123e4567-e89b-12d3-a456-426614174000 and the trace shows a timeout after 3600 ms.",
+    "Our refund policy allows returns within 30 days; shipping fees are not refundable.",
+    "SELECT id, total FROM orders WHERE customer_id = 987654 AND created_at > '2024-01-01';",
+    "Please charge the Visa 4111 1111 1111 1111 again and confirm the new invoice 9876543210.",
+    "export OPENAI_BASE_URL=https://api.example.com/v1 and set the timeout to 30 seconds.",
+    "The meeting notes mention the Q3 roadmap, the hiring plan and the office move in September.",
+    "Traceback (most recent call last): File \"main.py\", line 42, in <module> KeyError: 'total'",
+]
+SIZES = (50, 100, 500, 5000)
+
+
+def make_prompt(tokens: int) -> str:
+    """About ``tokens`` tokens of text from the pool (4 characters per token)."""
+    out, i = [], 0
+    while sum(len(s) + 1 for s in out) < tokens * 4:
+        out.append(POOL[i % len(POOL)])
+        i += 1
+    return " ".join(out)[: tokens * 4]
+
+
+def _request(text: str) -> ScreenRequest:
+    prompt = Prompt(format="openai.chat", parts=(TextPart(path=("messages", 0, "content"), text=text),))
+    return ScreenRequest(prompt=prompt, deadline=time.monotonic() + 3600)
+
+
+def measure(detector, text: str, runs: int) -> dict[str, float]:
+    req = _request(text)
+    for _ in range(5):
+        detector.detect(req)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        detector.detect(req)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "runs": runs,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    parser.add_argument("--runs", type=int, default=300, help="timed runs for the smallest prompt")
+    args = parser.parse_args()
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    start = time.perf_counter()
+    pii_det = pii.create(DetectorConfig())
+    build_s = time.perf_counter() - start
+    detectors = {"pii (default)": pii_det, "secrets": secrets.create(DetectorConfig())}
+
+    rows = []
+    for tokens in SIZES:
+        text = make_prompt(tokens)
+        runs = max(30, args.runs * 50 // max(tokens, 50))
+        for name, det in detectors.items():
+            rows.append({"detector": name, "tokens": tokens, "chars": len(text), **measure(det, text, runs)})
+
+    meta = {
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "pii_build_s": round(build_s, 3),
+        "pii_categories": len(pii_det.categories),
+    }
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        return 0
+    print(f"PII engine build: {build_s:.2f} s, {len(pii_det.categories)} categories; one core pinned\n")
+    print("| detector | tokens (≈chars/4) | p50 ms | p99 ms | runs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['detector']} | {r['tokens']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['runs']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
