@@ -346,6 +346,7 @@ class LlamaGuardEngine:
         self.max_user_tokens = max_user_tokens
         self.max_new_tokens = max_new_tokens
         self._prefixes: OrderedDict[tuple, KV] = OrderedDict()  # model thread only
+        self.stats = {"batches": 0, "rows": 0, "expired": 0}  # written by the model thread only
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="llama-guard", daemon=True)
         self._thread.start()
@@ -418,8 +419,10 @@ class LlamaGuardEngine:
         live: list[_Job] = []
         for j in jobs:
             if not j.future.set_running_or_notify_cancel():
-                continue  # its caller gave up
+                self.stats["expired"] += 1  # its caller gave up at its deadline
+                continue
             if j.deadline <= now:
+                self.stats["expired"] += 1
                 j.future.set_exception(TimeoutError("deadline passed in the queue"))
             else:
                 live.append(j)
@@ -429,6 +432,8 @@ class LlamaGuardEngine:
         for group in groups.values():
             group.sort(key=lambda j: len(j.tail_ids))
             for batch in self._split(group):
+                self.stats["batches"] += 1
+                self.stats["rows"] += len(batch)
                 try:
                     results = self._score(batch)
                 except Exception as exc:  # one bad batch must not kill the model thread

