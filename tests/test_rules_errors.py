@@ -56,6 +56,8 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     (f'{P}token_count in {{1 "2"}}', 1, 33, "set element \"2\" is a string"),
     ('ip.src in {10.0.0.1 "x"}', 1, 21, 'set element "x" is a string, but ip.src is IP'),
     (f"{P}token_count in {{1 2.3.4.5}}", 1, 33, "set element 2.3.4.5 is an IP address"),
+    ("http.host in {1..2}", 1, 15, "set element 1..2 is a range, but http.host is String"),
+    (f'starts_with({P}pii_categories[*], "US")', 1, 1, "the expression must be a condition (Bool), got Array<Bool>"),
     (f"{P}token_count", 1, 1, "is Int, not a condition"),
     ("http.host", 1, 1, "is String, not a condition"),
     (f"len({P}pii_categories)", 1, 1, "len(cf.llm.prompt.pii_categories) is Int, not a condition"),
@@ -182,6 +184,10 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
      [(5, 18, "a", "description must be a string")]),
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: 42\n",
      [(5, 11, "a", "body must be a string or a JSON object or array")]),
+    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: {when: 2020-01-01}\n",
+     [(5, 11, "a", "body must be plain JSON (quote dates and times)")]),
+    ("rules:\n  - id: a\n    expression: true\n    action: log\n",
+     [(3, 17, "a", 'expression must be a string (quote it: expression: "true")')]),
     ("rules:\n  - id: a\n    expression: 42\n    action: log\n", [(3, 17, "a", "expression must be a string")]),
     # expression errors land on the exact file position for plain, quoted and literal-block scalars
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n",
@@ -207,6 +213,14 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
     ("custom_topics:\n  - {label: ok, topic: talk}\n  - {label: ok, topic: more}\nrules: []\n",
      [(3, 13, None, "duplicate custom topic label 'ok' (first on line 2)")]),
     ("custom_topics:\n  - {label: ok}\nrules: []\n", [(2, 5, None, "each custom topic needs 'label' and 'topic'")]),
+    ("custom_topics:\n  - foo\nrules: []\n", [(2, 5, None, "each custom topic must be a mapping with 'label' and 'topic'")]),
+    ("custom_topics:\n  - {label: ab, topic: cd, x: 1}\nrules: []\n",
+     [(2, 28, None, "unknown key 'x' in a custom topic; allowed: label, topic")]),
+    ("rules:\n  - {[x]: 1, id: a, expression: cf.llm.prompt.pii_detected, action: log}\n",
+     [(2, 6, "a", "keys in a rule must be strings")]),
+    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: !!int abc\n",
+     [(5, 13, "a", "invalid value: invalid literal for int()")]),
+    ("rules: [\x00]\n", [(1, 1, None, "YAML error")]),
     ("custom_topics: 5\nrules: []\n", [(1, 16, None, "custom_topics must be a mapping")]),
     ("custom_topics:\n" + "".join(f"  t{i:02d}: topic number {i}\n" for i in range(21)) + "rules: []\n",
      [(2, 3, None, "21 custom topics; Cloudflare allows at most 20")]),
@@ -283,3 +297,8 @@ def test_long_flat_and_moderately_nested_expressions_work() -> None:
     parse_expression(" and ".join(["cf.llm.prompt.pii_detected"] * 130))
     parse_expression("not " * 60 + "true")
     parse_expression("(" * 500 + "true" + ")" * 500)  # parentheses add no depth
+
+
+def test_non_string_expression_is_rejected() -> None:
+    with pytest.raises(RulesError, match="the expression must be a string"):
+        parse_expression(123)  # type: ignore[arg-type]

@@ -237,6 +237,16 @@ def test_watcher_reports_a_deleted_file_and_keeps_rules(tmp_path: Path) -> None:
     assert [r.id for r in watcher.current.rules] == ["two"]
 
 
+def test_watcher_reports_non_utf8_edit(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    _write(path, GOOD_1)
+    watcher = RulesWatcher(path)
+    path.write_bytes(GOOD_2.encode() + b"# caf\xe9\n")
+    error = watcher.poll()
+    assert isinstance(error, RulesError) and "not UTF-8" in str(error)
+    assert [r.id for r in watcher.current.rules] == ["one"]
+
+
 def test_watcher_first_load_must_succeed(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     _write(path, BAD)

@@ -56,7 +56,9 @@ def test_rules_loader_raises_only_its_own_error(text: str) -> None:
 @given(
     st.lists(st.sampled_from(["rules:", "  - id: a", "    expression: ", "cf.llm.prompt.pii_detected", "    action: log",
                               "    action: block", "    status: 403", "    body: x", "    enabled: false", "custom_topics:",
-                              "  ab: cd ef", "  - ", "{", "}", "'", '"', ":", "-", "\t"]), max_size=12),
+                              "  ab: cd ef", "  - ", "{", "}", "'", '"', ":", "-", "\t", "    status: !!int x", "    body: !!binary AA",
+                              "!!python/object:os.system", "&a x", "*a", "    id: !!timestamp 2020-13-45", "? [k]"]),
+             max_size=12),
 )
 def test_rules_loader_raises_only_its_own_error_on_yaml_soup(lines: list[str]) -> None:
     try:

@@ -144,7 +144,7 @@ class _Checker:
             return self.compare(node)
         if isinstance(node, n.InSet):
             return self.in_set(node)
-        return self.error(getattr(node, "pos", (1, 1)), f"{node} is a literal, not a condition")
+        raise TypeError(f"not a condition node: {node!r}")  # the grammar never produces this
 
     def truthy(self, value: n.Value, pos: n.Pos) -> Compiled:
         c = self.value(value)
@@ -352,8 +352,6 @@ class _Checker:
         if inner is None:
             return self.error(node.pos, f"{node.base} is {base.ty}; only arrays and maps can be indexed")
         if isinstance(key, n.Star):
-            if base.mapped:
-                return self.error(node.pos, f"{node}: [*] can be applied only once")
             if base.ty.startswith("Map<"):
                 return Compiled(inner, lambda v: None if (m := f(v)) is None else list(m.values()), mapped=True)  # type: ignore[union-attr]
             return Compiled(inner, f, mapped=True)

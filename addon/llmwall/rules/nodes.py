@@ -113,12 +113,13 @@ SetItem = Union[StrLit, IntLit, BoolLit, IpLit, IntRange, IpRange]
 class Star:
     """The ``[*]`` index: apply the enclosing comparison or function to every element."""
 
-    _instance: "Star | None" = None
+    __slots__ = ()
 
-    def __new__(cls) -> "Star":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Star)
+
+    def __hash__(self) -> int:
+        return hash(Star)
 
     def __repr__(self) -> str:
         return "STAR"

@@ -172,8 +172,7 @@ class _ToNodes(Transformer_NonRecursive):
     def field(self, items):
         return n.Field(str(items[0]), _tpos(items[0]))
 
-    @v_args(meta=True)
-    def star(self, meta, items):
+    def star(self, items):
         return n.STAR
 
     @v_args(meta=True)

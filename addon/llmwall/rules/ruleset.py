@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -184,8 +185,13 @@ class _Loader:
         column = getattr(mark, "column", 0) + 1
         self.issues.append(RuleIssue(self.source, rule_id, line, column, message))
 
-    def construct(self, node: yaml.Node) -> object:
-        return self._constructor.construct_object(node, deep=True)
+    def construct(self, node: yaml.Node, rule_id: str | None = None) -> object:
+        """The Python value of a node; a value YAML cannot build (``!!int abc``) is reported, giving None."""
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except Exception as exc:  # PyYAML raises ValueError, TypeError, ... for bad tagged values
+            self.issue(node, f"invalid value: {exc}", rule_id)
+            return None
 
     def pairs(self, node: yaml.MappingNode, where: str, rule_id: str | None = None) -> dict[str, tuple]:
         """Key -> (key node, value node), reporting duplicate and non-string keys."""
@@ -312,10 +318,7 @@ class _Loader:
         keys = self.pairs(node, "a rule", rid)
         values = {}
         for key, (_, value_node) in keys.items():
-            try:
-                values[key] = self.construct(value_node)
-            except yaml.YAMLError as exc:
-                self.issue(value_node, f"{key}: {exc}")
+            values[key] = self.construct(value_node, rid)
         rule_id = values.get("id")
         before = len(self.issues)
         self.unknown_keys(keys, RULE_KEYS, "a rule", rid)
@@ -344,14 +347,22 @@ class _Loader:
                 self.issue(keys["status"][1], f"status must be an HTTP status code between 100 and 599, got {status!r}", rid)
             if action in ACTIONS and action != "block":
                 self.issue(keys["status"][0], f"status only applies to action 'block' (this rule's action is {action!r})", rid)
-        if "body" in keys and not isinstance(values.get("body"), (str, dict, list)):
-            self.issue(keys["body"][1], "body must be a string or a JSON object or array", rid)
+        if "body" in keys:
+            body = values.get("body")
+            if not isinstance(body, (str, dict, list)):
+                self.issue(keys["body"][1], "body must be a string or a JSON object or array", rid)
+            else:
+                try:
+                    json.dumps(body, allow_nan=False)
+                except (TypeError, ValueError) as exc:
+                    self.issue(keys["body"][1], f"body must be plain JSON (quote dates and times): {exc}", rid)
         if "body" in keys and action in ACTIONS and action != "block":
             self.issue(keys["body"][0], f"body only applies to action 'block' (this rule's action is {action!r})", rid)
         expression = values.get("expression")
         if "expression" in keys:
             if not isinstance(expression, str):
-                self.issue(keys["expression"][1], "expression must be a string", rid)
+                hint = f' (quote it: expression: "{str(expression).lower()}")' if isinstance(expression, bool) else ""
+                self.issue(keys["expression"][1], f"expression must be a string{hint}", rid)
             else:
                 try:
                     compiled_expr = compile_expression(parse(expression), topics)
