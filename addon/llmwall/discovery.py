@@ -13,6 +13,7 @@ See ``docs/discovery.md`` for the heuristics and their known ambiguities.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import struct
 import zlib
@@ -282,6 +283,10 @@ _NON_GENERATION_PATH: Final = re.compile(
 )
 
 
+# Endpoints that take a chat body but generate nothing (Anthropic count_tokens, vLLM /tokenize).
+_COUNTING_PATH: Final = re.compile(r"(?:^|/)(?:count_tokens|tokenize|detokenize)(?:/|$)|:counttokens$")
+
+
 def _str(value: object) -> str | None:
     """``value`` if it is a string: body values are used as set members, so no lists."""
     return value if isinstance(value, str) else None
@@ -292,26 +297,38 @@ def _sample(items: list) -> list:
 
 
 def _tail(path: str) -> str:
-    return path.split("?", 1)[0].split("#", 1)[0].rstrip("/").lower()
+    """The route, decoded, dot-segments resolved, lower case, no trailing slash.
+
+    Normalised so that ``/embeddings/../v1/chat/completions`` cannot dodge screening
+    on a server that resolves dot-segments.
+    """
+    route = unquote(path.split("?", 1)[0].split("#", 1)[0]).lower()
+    return posixpath.normpath(route).rstrip("/") if route else ""
 
 
 def classify(method: str, path: str, data: object) -> str | None:
-    """The provider format of a request body, or None when it is not LLM traffic."""
+    """The provider format of a request body, or None when it is not LLM traffic.
+
+    Every signature is tried in turn, so a decoy key (``"contents": 1`` next to a
+    real ``messages`` list) cannot make a body look unrecognised.
+    """
     if not isinstance(method, str) or method.upper() not in ("POST", "PUT"):
         return None
     if not isinstance(data, dict) or not isinstance(path, str):
         return None
     tail = _tail(path)
+    if "messages" in data and not _COUNTING_PATH.search(tail):
+        fmt = _classify_messages(tail, data)
+        if fmt is not None:
+            return fmt
     if _NON_GENERATION_PATH.search(tail):
         return None
-    if "contents" in data:
-        return "gemini.generate" if _is_gemini(data) else None
-    if "messages" in data:
-        return _classify_messages(tail, data)
-    if "inputs" in data:
-        return "tgi.generate" if _is_tgi(tail, data) else None
-    if "input" in data:
-        return "openai.responses" if _is_responses(tail, data) else None
+    if "contents" in data and _is_gemini(data):
+        return "gemini.generate"
+    if "inputs" in data and _is_tgi(tail, data):
+        return "tgi.generate"
+    if "input" in data and _is_responses(tail, data):
+        return "openai.responses"
     if "prompt" in data:
         return _classify_prompt(tail, data)
     return None

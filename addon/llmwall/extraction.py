@@ -262,7 +262,7 @@ def _cohere_turns(data: dict, latest_only: bool) -> list[Turn]:
     turns = _messages(data.get("messages"), ("messages",), _role_key, "content", _cohere_content,
                       latest_only)
     docs = data.get("documents")
-    if isinstance(docs, list):  # RAG documents: untrusted retrieved text, like tool results
+    if isinstance(docs, list) and not latest_only:  # RAG documents: untrusted, like tool results
         turns.insert(0, [(p, s, "tool") for p, s in _strings(docs, ("documents",))
                          if not (len(p) == 3 and p[2] == "id")])
     return turns
