@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,3 +115,38 @@ def test_eval_with_broken_rules_exits_1(tmp_path, capsys) -> None:
     fields = write(tmp_path, "f.json", "{}")
     code, _, err = run(["rules", "eval", rules, "--fields", fields], capsys)
     assert code == 1 and "missing required key 'expression'" in err
+
+
+# --- through the installed console script, as a user runs it -------------------------------------
+
+LLMWALL = str(Path(sys.executable).with_name("llmwall"))
+
+
+def llmwall(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LLMWALL, *args], input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_console_script_check_ok_and_errors(tmp_path) -> None:
+    ok = llmwall("rules", "check", "rules.yaml")
+    assert ok.returncode == 0, ok.stderr
+    assert "OK, 5 rules" in ok.stdout
+    bad = write(tmp_path, "bad.yaml", "rules:\n  - id: x\n    expression: any(cf.llm.prompt.pii_categories)\n    action: log\n")
+    res = llmwall("rules", "check", bad)
+    assert res.returncode == 1
+    assert f"{bad}:3:17: rule 'x': any() needs Array<Bool>, got Array<String>" in res.stderr
+
+
+def test_console_script_eval_matches_documented_example() -> None:
+    res = llmwall("rules", "eval", "rules.yaml", "--fields", "-",
+                  stdin='{"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": true}')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == (
+        '{"matched": ["log-hate-and-sexual-content", "block-unsafe-prompts"], "action": "block", '
+        '"rule": "block-unsafe-prompts"}'
+    )
+    assert res.stdout.strip() in (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+
+
+def test_console_script_eval_rejects_unknown_field() -> None:
+    res = llmwall("rules", "eval", "rules.yaml", "--fields", "-", stdin='{"cf.llm.prompt.nope": 1}')
+    assert res.returncode == 2 and "unknown field 'cf.llm.prompt.nope'" in res.stderr

@@ -101,6 +101,8 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     ("ip.src ne 203.0.113.0", {"ip.src": "203.0.113.1"}, True),
     ("ip.src == ::1", {"ip.src": "0:0:0:0:0:0:0:1"}, True),
     ("ip.src eq 203.0.113.0", {"ip.src": "not an ip"}, False),  # invalid value = missing
+    ("ip.src in {127.0.0.0/8}", {"ip.src": "::ffff:127.0.0.1"}, True),  # IPv4-mapped client address
+    ("ip.src eq 10.1.2.3", {"ip.src": "::ffff:10.1.2.3"}, True),
     # --- arrays and maps
     (f'{P}pii_categories[0] == "EMAIL_ADDRESS"', {f"{P}pii_categories": ["EMAIL_ADDRESS", "PHONE_NUMBER"]}, True),
     (f'{P}pii_categories[1] == "EMAIL_ADDRESS"', {f"{P}pii_categories": ["EMAIL_ADDRESS", "PHONE_NUMBER"]}, False),

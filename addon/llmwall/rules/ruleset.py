@@ -82,14 +82,16 @@ def _str(x: object) -> object:
 
 
 def _ip(x: object) -> object:
-    if isinstance(x, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return x
+    """An address; IPv4-mapped IPv6 (``::ffff:10.0.0.1``, as dual-stack sockets report IPv4
+    clients) becomes the IPv4 address, so ``ip.src in {10.0.0.0/8}`` matches it."""
     if isinstance(x, str):
         try:
-            return ipaddress.ip_address(x)
+            x = ipaddress.ip_address(x)
         except ValueError:
             return None
-    return None
+    if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped is not None:
+        return x.ipv4_mapped
+    return x if isinstance(x, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else None
 
 
 def _str_array(x: object) -> object:
