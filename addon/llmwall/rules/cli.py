@@ -44,7 +44,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_errors(exc)
         return 1
     enabled = sum(r.enabled for r in rs.rules)
-    print(f"{args.file}: OK, {len(rs.rules)} rules ({enabled} enabled)")
+    count = len(rs.rules)
+    print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")
     print(f"fields read: {', '.join(sorted(rs.fields)) or 'none'}")
     return 0
 
