@@ -215,26 +215,28 @@ _SAMPLE: Final = 32
 
 _CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-# Keys that only one family of chat formats uses (positive evidence in the body).
-_OPENAI_KEYS: Final = frozenset({
-    "n", "response_format", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs",
-    "top_logprobs", "stream_options", "max_completion_tokens", "seed", "user", "parallel_tool_calls",
-    "modalities", "audio", "reasoning_effort", "prediction", "service_tier", "functions",
-    "function_call", "web_search_options", "verbosity",
-})
-_ANTHROPIC_KEYS: Final = frozenset({
-    "anthropic_version", "stop_sequences", "top_k", "thinking", "anthropic_beta", "mcp_servers",
-    "container",
-})
-_OLLAMA_KEYS: Final = frozenset({"options", "keep_alive", "format", "think"})
-_COHERE_KEYS: Final = frozenset({
-    "documents", "citation_options", "safety_mode", "k", "p", "strict_tools", "return_prompt",
-    "tool_results", "priority",
-})
-_BEDROCK_KEYS: Final = frozenset({
-    "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-    "additionalModelResponseFieldPaths", "promptVariables", "performanceConfig", "requestMetadata",
-})
+# Top-level keys as evidence: each key counts for every chat format that accepts it
+# (Cohere v2 shares seed/response_format/penalties with OpenAI, stop_sequences with Anthropic).
+_OPENAI, _ANTHROPIC, _OLLAMA, _COHERE, _BEDROCK = (
+    "openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat", "bedrock.converse")
+_KEY_EVIDENCE: Final[dict[str, tuple[str, ...]]] = {
+    **dict.fromkeys((
+        "n", "logit_bias", "top_logprobs", "stream_options", "max_completion_tokens", "user",
+        "parallel_tool_calls", "modalities", "audio", "reasoning_effort", "prediction", "service_tier",
+        "functions", "function_call", "web_search_options", "verbosity", "store",
+    ), (_OPENAI,)),
+    **dict.fromkeys(("seed", "response_format", "frequency_penalty", "presence_penalty", "logprobs"),
+                    (_OPENAI, _COHERE)),
+    **dict.fromkeys(("anthropic_version", "top_k", "thinking", "anthropic_beta", "mcp_servers",
+                     "container"), (_ANTHROPIC,)),
+    "stop_sequences": (_ANTHROPIC, _COHERE),
+    **dict.fromkeys(("options", "keep_alive", "format", "think"), (_OLLAMA,)),
+    **dict.fromkeys(("documents", "citation_options", "safety_mode", "k", "p", "strict_tools",
+                     "return_prompt", "tool_results", "priority"), (_COHERE,)),
+    **dict.fromkeys(("inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
+                     "additionalModelResponseFieldPaths", "promptVariables", "performanceConfig",
+                     "requestMetadata"), (_BEDROCK,)),
+}
 _BEDROCK_BLOCKS: Final = frozenset({
     "text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
     "reasoningContent", "cachePoint",
@@ -436,12 +438,9 @@ def _classify_messages(tail: str, data: dict) -> str | None:
         return None
     possible = set(_CHAT_FORMATS)
     score = dict.fromkeys(_CHAT_FORMATS, 0)
-    keys = data.keys()
-    score["openai.chat"] += len(keys & _OPENAI_KEYS)
-    score["anthropic.messages"] += len(keys & _ANTHROPIC_KEYS)
-    score["ollama.chat"] += len(keys & _OLLAMA_KEYS)
-    score["cohere.chat"] += len(keys & _COHERE_KEYS)
-    score["bedrock.converse"] += 2 * len(keys & _BEDROCK_KEYS)
+    for key in data.keys() & _KEY_EVIDENCE.keys():
+        for fmt in _KEY_EVIDENCE[key]:
+            score[fmt] += 1
     system = data.get("system")
     if isinstance(system, str):
         score["anthropic.messages"] += 1
