@@ -305,3 +305,36 @@ def test_no_network_is_attempted(tmp_path) -> None:
     assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "URL"} <= set(result["categories"])
     assert result["written"] == []  # no suffix-list cache either
     assert result["control"] > 0
+
+
+def test_windowed_recognizers_match_whole_text_analysis(every) -> None:
+    """Digit windows and "@" windows are a speed-up only: same results as scanning the
+    whole text with Presidio's recognizers (the engine falls back to the whole text
+    when the artifacts carry no windows)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_pii import make_prompt  # realistic, number-dense prose, code and logs
+
+    engine = every._engine
+    texts = [t for _, t, _, _ in CASES] + [t for *_, t in CASES] + CLEAN + [make_prompt(n) for n in (100, 2000)]
+    texts.append("x" * 300 + " 4111 1111 1111 1111 " + "word " * 200 + "a@example.com")
+    for text in texts:
+        windowed = engine.nlp_engine.process_text(text, "en")
+        whole = engine.nlp_engine.process_text(text, "en")
+        del whole.digit_windows
+
+        def run(artifacts):
+            results = engine.analyze(text, language="en", entities=every._entities, nlp_artifacts=artifacts)
+            return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in results)
+
+        assert run(windowed) == run(whole), text[:80]
+
+
+def test_digit_windows_cover_digits_with_margin() -> None:
+    text = "alpha beta " * 30 + "id 12345 end" + " gamma" * 40
+    windows = pii.digit_windows(text, 16)
+    assert len(windows) == 1
+    lo, hi = windows[0]
+    pos = text.index("12345")
+    assert lo <= pos - 16 and hi >= pos + 5 + 16
+    assert (lo == 0 or text[lo - 1].isspace()) and (hi == len(text) or text[hi].isspace())
+    assert pii.digit_windows("no digits here", 16) == []

@@ -97,6 +97,12 @@ _CARD_GROUPS: Final = re.compile(r"\d{12,19}|\d{4}([ -])\d{6}\1\d{4,5}|\d{4}([ -
 #: Presidio's phone context minus "number", which sits next to every order number.
 PHONE_CONTEXT: Final = frozenset({"phone", "telephone", "tel", "cell", "cellphone", "mobile", "call"})
 
+#: Longest e-mail address looked for on each side of its "@" (RFC 5321: 64 + 255).
+_EMAIL_SPAN: Final = 320
+_DIGITS: Final = re.compile(r"\d+")
+#: Characters kept on each side of a digit run for the digit-windowed recognizers.
+_DIGIT_MARGIN: Final = 64
+
 #: Where a phone number may be: 7+ digits with the separators phone formats use.
 _PHONE_CANDIDATE: Final = re.compile(r"[+(]?\d(?:[ \t\-./()]{0,3}\d){6,}")
 #: Characters kept around a candidate so libphonenumber's leniency checks (letters or
@@ -126,14 +132,58 @@ class OfflineEmailRecognizer(pr.EmailRecognizer):
         self._tld("warm.example.com")  # build the suffix trie now, not on the first request
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None) -> list[RecognizerResult]:
-        """Skip the (costly) e-mail pattern on text without an "@"."""
-        if "@" not in text:
-            return []
-        return super().analyze(text, entities, nlp_artifacts, regex_flags)
+        """Run the (costly) e-mail pattern only on the words around each "@"."""
+        out: list[RecognizerResult] = []
+        for lo, hi in _at_windows(text):
+            for result in super().analyze(text[lo:hi], entities, nlp_artifacts, regex_flags):
+                result.start += lo
+                result.end += lo
+                out.append(result)
+        return out
 
     def validate_result(self, pattern_text: str) -> bool:
         """A match counts only when its domain ends in a public suffix."""
         return self._tld(pattern_text).fqdn != ""
+
+
+def _at_windows(text: str) -> list[tuple[int, int]]:
+    """Whitespace-delimited runs around each "@" (an address has no whitespace), merged."""
+    out: list[tuple[int, int]] = []
+    pos = text.find("@")
+    while pos != -1:
+        lo = max(text.rfind(c, max(0, pos - _EMAIL_SPAN), pos) for c in " \t\r\n") + 1
+        lo = max(lo, pos - _EMAIL_SPAN)
+        ends = [e for e in (text.find(c, pos, pos + _EMAIL_SPAN) for c in " \t\r\n") if e != -1]
+        hi = min(ends) if ends else min(len(text), pos + _EMAIL_SPAN)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+        pos = text.find("@", pos + 1)
+    return out
+
+
+def digit_windows(text: str, margin: int) -> list[tuple[int, int]]:
+    """Whitespace-aligned windows reaching ``margin`` characters around each digit run."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    for m in _DIGITS.finditer(text):
+        lo, hi = max(0, m.start() - margin), min(n, m.end() + margin)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], hi)
+            continue
+        out.append((lo, hi))
+    aligned: list[tuple[int, int]] = []
+    for lo, hi in out:
+        while lo > 0 and not text[lo - 1].isspace():
+            lo -= 1
+        while hi < n and not text[hi].isspace():
+            hi += 1
+        if aligned and lo <= aligned[-1][1]:
+            aligned[-1] = (aligned[-1][0], max(hi, aligned[-1][1]))
+        else:
+            aligned.append((lo, hi))
+    return aligned
 
 
 class WindowedPhoneRecognizer(pr.PhoneRecognizer):
@@ -193,42 +243,67 @@ def _windows(text: str, candidates: Iterable[re.Match[str]]) -> list[tuple[int, 
     return out
 
 
-def _in_pan() -> EntityRecognizer:
-    """IN_PAN without Presidio's "PAN (Low)" pattern: any 10-character word with a letter
-    and four digits, whose unbounded look-aheads (``(?=.*?[0-9]{4})``) also rescan the
-    rest of the text at every word start (30 ms on a 750-word prompt)."""
-    patterns = [p for p in pr.InPanRecognizer.PATTERNS if p.name != "PAN (Low)"]
-    return pr.InPanRecognizer(patterns=patterns, supported_language="en")
+class DigitWindowed:
+    """Mixin: run a pattern recognizer only on the windows around digits.
+
+    Every pattern of these recognizers needs a digit, and a long prompt is mostly
+    prose; the windows (whitespace-aligned, ``_DIGIT_MARGIN`` characters around each
+    digit run, so a 42-character IBAN fits) are computed once per prompt by
+    ``OfflineNlpEngine``.  Results are the same as on the whole text
+    (tests/test_pii.py compares both).
+    """
+
+    def analyze(  # type: ignore[no-untyped-def]
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags=None
+    ) -> list[RecognizerResult]:
+        windows = getattr(nlp_artifacts, "digit_windows", None)
+        if windows is None:
+            return super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[misc]
+        out: list[RecognizerResult] = []
+        for lo, hi in windows:
+            for result in super().analyze(text[lo:hi], entities, nlp_artifacts, regex_flags):  # type: ignore[misc]
+                result.start += lo
+                result.end += lo
+                out.append(result)
+        return out
 
 
-def _en(cls: type[EntityRecognizer]) -> Callable[[], EntityRecognizer]:
-    """Factory for a recognizer declared for another language (es, it, pl, fi), run on 'en'."""
-    return lambda: cls(supported_language="en")
+class StrictValidation:
+    """Mixin for recognizers whose validator answers None ("no opinion") on a failed
+    check: there a failed check character or an unknown state code rejects the match."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return super().validate_result(pattern_text) is True  # type: ignore[misc]
+
+
+def _en(cls: type[EntityRecognizer], *mixins: type, **kwargs: object) -> Callable[[], EntityRecognizer]:
+    """Factory for a digit-windowed recognizer, run on 'en' (some are declared for
+    es, it, pl or fi: their patterns and context words apply to any prompt)."""
+    windowed = type(cls.__name__, (*mixins, DigitWindowed, cls), {})
+    return lambda: windowed(supported_language="en", **kwargs)
 
 
 def _strict(cls: type[EntityRecognizer]) -> Callable[[], EntityRecognizer]:
-    """Factory for a recognizer whose validator answers None ("no opinion") on a failed
-    check: there a failed check character or an unknown state code rejects the match."""
+    return _en(cls, StrictValidation)
 
-    class Strict(cls):  # type: ignore[misc, valid-type]
-        def validate_result(self, pattern_text: str) -> bool:
-            return super().validate_result(pattern_text) is True
 
-    Strict.__name__ = Strict.__qualname__ = f"Strict{cls.__name__}"
-    return lambda: Strict(supported_language="en")
+#: IN_PAN without Presidio's "PAN (Low)" pattern: any 10-character word with a letter
+#: and four digits, whose unbounded look-aheads (``(?=.*?[0-9]{4})``) also rescan the
+#: rest of the text at every word start (30 ms on a 750-word prompt).
+_IN_PAN_PATTERNS: Final = [p for p in pr.InPanRecognizer.PATTERNS if p.name != "PAN (Low)"]
 
 
 #: Category -> factory of the Presidio recognizer that finds it without a model.
 PATTERN_RECOGNIZERS: Final[dict[str, Callable[[], EntityRecognizer]]] = {
     "CREDIT_CARD": _en(pr.CreditCardRecognizer),
-    "CRYPTO": _en(pr.CryptoRecognizer),
+    "CRYPTO": lambda: pr.CryptoRecognizer(),  # base58/bech32 addresses need not hold a digit
     "DATE_TIME": _en(pr.DateRecognizer),
     "EMAIL_ADDRESS": OfflineEmailRecognizer,
     "IBAN_CODE": _en(pr.IbanRecognizer),
     "IP_ADDRESS": _en(pr.IpRecognizer),
     "PHONE_NUMBER": WindowedPhoneRecognizer,
     "MEDICAL_LICENSE": _en(pr.MedicalLicenseRecognizer),
-    "URL": _en(pr.UrlRecognizer),
+    "URL": lambda: pr.UrlRecognizer(),
     "US_BANK_NUMBER": _en(pr.UsBankRecognizer),
     "US_DRIVER_LICENSE": _en(pr.UsLicenseRecognizer),
     "US_ITIN": _en(pr.UsItinRecognizer),
@@ -250,7 +325,7 @@ PATTERN_RECOGNIZERS: Final[dict[str, Callable[[], EntityRecognizer]]] = {
     "AU_ACN": _en(pr.AuAcnRecognizer),
     "AU_TFN": _en(pr.AuTfnRecognizer),
     "AU_MEDICARE": _en(pr.AuMedicareRecognizer),
-    "IN_PAN": _in_pan,
+    "IN_PAN": _en(pr.InPanRecognizer, patterns=_IN_PAN_PATTERNS),
     "IN_AADHAAR": _en(pr.InAadhaarRecognizer),
     "IN_VEHICLE_REGISTRATION": _strict(pr.InVehicleRegistrationRecognizer),
     "IN_VOTER": _en(pr.InVoterRecognizer),
@@ -308,6 +383,7 @@ class OfflineNlpEngine(NlpEngine):
     def __init__(self, nlp: Language | None = None, keep_words: Iterable[str] = ()) -> None:
         self._nlp = nlp
         self._stop = frozenset(w.lower() for w in STOP_WORDS) - {w.lower() for w in keep_words}
+        self._stop |= {"-pron-", "be"}  # Presidio's two extra non-keywords
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -345,13 +421,19 @@ class OfflineNlpEngine(NlpEngine):
             scores=[NER_SCORE] * len(entities),
         )
         artifacts.nlp_engine = self
-        # Presidio's keyword rule (no stop words, no punctuation, split at ":"), in one pass
-        artifacts.keywords = [
-            part
-            for lemma in lemmas
-            if lemma not in self._stop and lemma not in ("-pron-", "be") and any(c.isalnum() for c in lemma)
-            for part in lemma.split(":")
-        ]
+        artifacts.digit_windows = digit_windows(text, _DIGIT_MARGIN)  # type: ignore[attr-defined]
+        # Presidio's keyword rule (no stop words, no punctuation, split at ":"), in one pass;
+        # regex tokens are word characters only, so just "_" runs are "punctuation"
+        stop = self._stop
+        if self._nlp is None:
+            artifacts.keywords = [w for w in lemmas if w not in stop and w.strip("_")]
+        else:
+            artifacts.keywords = [
+                part
+                for w in lemmas
+                if w not in stop and any(c.isalnum() for c in w)
+                for part in w.split(":")
+            ]
         return artifacts
 
     def process_batch(self, texts, language, batch_size=1, n_process=1, as_tuples=False, **kwargs):  # type: ignore[no-untyped-def]
