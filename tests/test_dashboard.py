@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -76,6 +77,15 @@ def test_other_hosts_are_not_touched(dash: Dashboard) -> None:
     f = tflow.tflow(req=tutils.treq(host="api.openai.com", headers=http.Headers(host="api.openai.com")))
     assert dash.maybe_serve(f) is False
     assert f.response is None
+
+
+def test_async_variant_serves_off_the_loop(dash: Dashboard) -> None:
+    f = tflow.tflow(req=tutils.treq(host="llmwall.localhost", port=80, path=b"/api/endpoints",
+                                    headers=http.Headers(host="llmwall.localhost"), content=b""))
+    assert asyncio.run(dash.maybe_serve_async(f)) is True
+    assert f.response is not None and len(json.loads(f.response.content)["endpoints"]) == 2
+    other = tflow.tflow(req=tutils.treq(host="x.example", headers=http.Headers(host="x.example")))
+    assert asyncio.run(dash.maybe_serve_async(other)) is False and other.response is None
 
 
 def test_pages_static_and_host_with_port(dash: Dashboard) -> None:

@@ -9,6 +9,7 @@ Content-Security-Policy (scripts from 'self' only) backs that up.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -85,9 +86,13 @@ class Dashboard:
 
     # ------------------------------------------------------------------ mitmproxy
 
+    def handles(self, flow: http.HTTPFlow) -> bool:
+        """Whether ``flow`` is for the dashboard's reserved host (any port)."""
+        return flow.request.pretty_host.lower() == self.host
+
     def maybe_serve(self, flow: http.HTTPFlow) -> bool:
         """Answer ``flow`` locally when it is for the dashboard host; True when it did."""
-        if flow.request.pretty_host.lower() != self.host:
+        if not self.handles(flow):
             return False
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
         try:
@@ -97,6 +102,16 @@ class Dashboard:
         body = b"" if flow.request.method == "HEAD" else reply.body
         flow.response = http.Response.make(reply.status, body, {**SECURITY_HEADERS, **reply.headers})
         return True
+
+    async def maybe_serve_async(self, flow: http.HTTPFlow) -> bool:
+        """``maybe_serve`` with the database work in a thread, for mitmproxy's async hooks.
+
+        Stats over a large database take tens to hundreds of milliseconds; run on the
+        event loop they would stall every other flow for that long.
+        """
+        if not self.handles(flow):
+            return False
+        return await asyncio.to_thread(self.maybe_serve, flow)
 
     # ------------------------------------------------------------------ router
 

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS events (
     n_errors INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+-- covering index: totals and the by-action series read only the index
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts, action, status, n_not_scored, n_errors);
 CREATE INDEX IF NOT EXISTS events_action_ts ON events(action, ts);
 CREATE INDEX IF NOT EXISTS events_endpoint_ts ON events(endpoint, ts);
 CREATE TABLE IF NOT EXISTS event_categories (
@@ -545,7 +546,7 @@ class Store:
         top = [
             {"kind": r["kind"], "category": r["category"], "count": r["n"]}
             for r in self._query(
-                "SELECT c.kind, c.category, count(*) AS n FROM event_categories c JOIN events e ON e.id = c.event_id"
+                "SELECT c.kind, c.category, count(*) AS n FROM events e CROSS JOIN event_categories c ON c.event_id = e.id"
                 f"{where} GROUP BY c.kind, c.category ORDER BY n DESC, c.kind, c.category LIMIT 10", params,
             )
         ]
@@ -570,7 +571,7 @@ class Store:
             top_keys = {(c["kind"], c["category"]) for c in top}
             for r in self._query(
                 "SELECT CAST(e.ts / ? AS INTEGER) * ? AS bk, c.kind, c.category, count(*) AS n"
-                f" FROM event_categories c JOIN events e ON e.id = c.event_id{where}"
+                f" FROM events e CROSS JOIN event_categories c ON c.event_id = e.id{where}"
                 " GROUP BY bk, c.kind, c.category", [b, b, *params],
             ):
                 if (r["kind"], r["category"]) not in top_keys:
