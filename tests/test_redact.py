@@ -206,3 +206,33 @@ def test_property_only_the_span_changes(before, secret, after, other, ascii_only
     assert out["other"] == other
     start, end = locate_string(raw, ("messages", 0, "content"))
     _outside(raw, new, start, end, len(new) - (len(raw) - end))
+
+
+def test_detect_then_redact_real_bodies() -> None:
+    """extraction.extract -> PII and secrets detectors -> redact_body, on provider bodies."""
+    import time
+
+    from llmwall.detectors import pii, secrets
+    from llmwall.detectors.base import DetectorConfig, ScreenRequest
+    from llmwall.extraction import extract
+
+    key = "AKIA" + "7QK2M4XR9TZB3WPA"
+    bodies = {
+        "openai.chat": OPENAI_RAW,
+        "anthropic.messages": ANTHROPIC_RAW.replace(b"merci", b"cl\\u00e9 " + key.encode()),
+    }
+    detectors = [pii.create(DetectorConfig()), secrets.create(DetectorConfig())]
+    for fmt, raw in bodies.items():
+        prompt = extract(fmt, json.loads(raw))
+        request = ScreenRequest(prompt=prompt, deadline=time.monotonic() + 30)
+        spans = [s for d in detectors for s in d.detect(request).spans]
+        new, cats = redact_body(raw, prompt, spans)
+        assert cats, fmt
+        for part in prompt.parts:
+            start, end = locate_string(raw, part.path)
+            new_end = len(new) - (len(raw) - end)
+            _outside(raw, new, start, end, new_end)
+            after = json.loads(new[start:new_end])
+            for s in spans:
+                assert prompt.text[s.start : s.end] not in after
+    assert cats == ["AWS_ACCESS_KEY", "IBAN_CODE"]
