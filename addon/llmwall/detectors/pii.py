@@ -131,7 +131,9 @@ class OfflineEmailRecognizer(pr.EmailRecognizer):
         self._tld = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
         self._tld("warm.example.com")  # build the suffix trie now, not on the first request
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
         """Run the (costly) e-mail pattern only on the words around each "@"."""
         out: list[RecognizerResult] = []
         for lo, hi in _at_windows(text):
@@ -214,8 +216,7 @@ class WindowedPhoneRecognizer(pr.PhoneRecognizer):
             candidates = (
                 m
                 for m in candidates
-                if not keywords.isdisjoint(PHONE_CONTEXT)
-                and not PHONE_CONTEXT.isdisjoint(context_words(nlp_artifacts, keywords, m.start(), phrase_window=0))
+                if not PHONE_CONTEXT.isdisjoint(context_words(nlp_artifacts, keywords, m.start(), phrase_window=0))
             )
         for lo, hi, international in _windows(text, candidates):
             window = text[lo:hi]
@@ -604,10 +605,10 @@ def _engine(categories: frozenset[str], spacy_model: str | None, phone_needs_con
         recognizers.append(
             pr.SpacyRecognizer(supported_language="en", supported_entities=sorted(categories & NER_CATEGORIES))
         )
-    context_words = {w for r in recognizers for w in (r.context or [])}
+    vocabulary = {w for r in recognizers for w in (r.context or [])}
     engine = AnalyzerEngine(
         registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
-        nlp_engine=OfflineNlpEngine(_load_spacy(spacy_model), keep_words=context_words),
+        nlp_engine=OfflineNlpEngine(_load_spacy(spacy_model), keep_words=vocabulary),
         supported_languages=["en"],
         context_aware_enhancer=FastContextEnhancer(
             min_score_with_context_similarity=CONTEXT_CONFIRMED_SCORE,
@@ -676,7 +677,7 @@ class PiiDetector(Detector):
 
     def describe(self) -> str:
         """Coverage for the start-up log."""
-        ner = self.spacy_model or "none (blank spaCy tokenizer)"
+        ner = self.spacy_model or "none (pattern recognizers only)"
         return (
             f"pii: presidio, offline, NER model {ner}, min score {self.min_score}, "
             f"{len(self.categories)} categories: {', '.join(sorted(self.categories))}"
