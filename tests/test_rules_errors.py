@@ -302,3 +302,38 @@ def test_long_flat_and_moderately_nested_expressions_work() -> None:
 def test_non_string_expression_is_rejected() -> None:
     with pytest.raises(RulesError, match="the expression must be a string"):
         parse_expression(123)  # type: ignore[arg-type]
+
+
+# --- warnings: the file loads, but a category value can never match --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "literal", "message"),
+    [
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "'s12' never matches"),
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "did you mean 'S12'?"),
+        ('cf.llm.prompt.unsafe_topic_categories[0] eq "S15"', '"S15"', "'S15' never matches"),
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"VIOLENCE_AND_WEAPONS"})', '"VIOLENCE',
+         "llmwall reports Llama Guard 3 hazard codes S1-S14"),
+    ],
+)
+def test_unknown_category_values_warn(expression: str, literal: str, message: str) -> None:
+    text = f"rules:\n  - id: a\n    expression: '{expression}'\n    action: log\n"
+    column = len("    expression: '") + expression.index(literal) + 1
+    rs = parse_rules(text, "w.yaml")
+    assert [r.id for r in rs.rules] == ["a"]  # still loaded
+    assert any(message in w.message and (w.line, w.column, w.rule_id) == (3, column, "a") for w in rs.warnings), rs.warnings
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'any(cf.llm.prompt.unsafe_topic_categories[*] in {"S1" "S14"})',
+        'cf.llm.prompt.unsafe_topic_categories[0] ne "S3"',
+        'any(cf.llm.prompt.pii_categories[*] in {"ANYTHING"})',  # no known list for PII here
+        'any(cf.llm.prompt.unsafe_topic_categories[*] contains "1")',
+    ],
+)
+def test_known_category_values_do_not_warn(expression: str) -> None:
+    rs = parse_rules(f"rules:\n  - id: a\n    expression: '{expression}'\n    action: log\n")
+    assert rs.warnings == ()

@@ -86,6 +86,16 @@ def _error() -> Compiled:
     return Compiled(ERROR, _const(None))
 
 
+#: Values the detectors can report for a category field. A literal outside this set can never
+#: match, which is almost always a typo ("S01", "s10") or a name from another taxonomy, so the
+#: loader warns about it (without refusing the rule).
+KNOWN_VALUES: dict[str, tuple[frozenset[str], str]] = {
+    "cf.llm.prompt.unsafe_topic_categories": (
+        frozenset(f"S{i}" for i in range(1, 15)),
+        "llmwall reports Llama Guard 3 hazard codes S1-S14",
+    ),
+}
+
 #: Deepest nesting of operators, functions and indexes an expression may have. Real rules
 #: stay far below it; the bound keeps compiled evaluation far from Python's recursion limit.
 MAX_NESTING = 64
@@ -103,12 +113,14 @@ class CompiledExpression:
     expr: n.Expr
     test: Callable[[Values], bool]
     fields: frozenset[str]
+    warnings: tuple[ExprIssue, ...] = ()
 
 
 class _Checker:
     def __init__(self, custom_topics: Collection[str] | None):
         self.custom_topics = custom_topics
         self.issues: list[ExprIssue] = []
+        self.warnings: list[ExprIssue] = []
         self.fields: set[str] = set()
         self.depth = 0  # function-call nesting; [*] results may not escape depth 0
         self.nesting = 0  # tree depth, bounded so evaluation never nears the recursion limit
@@ -155,6 +167,20 @@ class _Checker:
         if c.ty not in (BOOL, array_of(BOOL)):
             return self.error(pos, f"{value} is {c.ty}, not a condition; compare it with an operator (eq, lt, in, ...)")
         return c
+
+    def _check_values(self, lhs: n.Value, literals: list[n.StrLit]) -> None:
+        """Warn about string literals a category field can never hold."""
+        if not (isinstance(lhs, n.Index) and isinstance(lhs.base, n.Field)):
+            return
+        known = KNOWN_VALUES.get(schema.canonical(lhs.base.name) or "")
+        if known is None:
+            return
+        values, why = known
+        for lit in literals:
+            if lit.value not in values:
+                close = difflib.get_close_matches(lit.value, sorted(values), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.warnings.append(ExprIssue(*lit.pos, f"{lit.value!r} never matches {lhs}: {why}{hint}"))
 
     def _escaped_star(self, pos: n.Pos) -> Compiled:
         return self.error(pos, "[*] is only allowed inside a function call, for example any(field[*] eq \"x\")")
@@ -205,6 +231,8 @@ class _Checker:
         if want != ty:
             hint = " (write IP addresses without quotes)" if ty == IP and want == STRING else ""
             return self.error(rhs.pos, f"cannot compare {ty} ({node.lhs}) with {_LITERAL_KIND[type(rhs)]}{hint}")
+        if op in ("eq", "ne") and isinstance(rhs, n.StrLit):
+            self._check_values(node.lhs, [rhs])
         test = self._test(op, rhs)
         if test is None:
             return _error()
@@ -292,6 +320,8 @@ class _Checker:
                 self.error(item.pos, f"set element {item} is {kind}, but {node.lhs} is {ty}")
         if not ok:
             return _error()
+        if ty == STRING:
+            self._check_values(node.lhs, [i for i in node.items if isinstance(i, n.StrLit)])
         members = frozenset(singles)
         spans, nets = tuple(ranges), tuple(networks)
         if ty == IP:
@@ -533,4 +563,4 @@ def compile_expression(expr: n.Expr, custom_topics: Collection[str] | None = Non
     def test(values: Values) -> bool:
         return fn(values) is True
 
-    return CompiledExpression(expr, test, frozenset(checker.fields))
+    return CompiledExpression(expr, test, frozenset(checker.fields), tuple(checker.warnings))

@@ -132,10 +132,13 @@ class RuleSet:
         compiled: Mapping[str, CompiledExpression],
         custom_topics: Mapping[str, str],
         source: str = "<string>",
+        warnings: tuple[RuleIssue, ...] = (),
     ):
         self.rules = rules
         self.custom_topics = dict(custom_topics)
         self.source = source
+        #: Problems that do not stop the rules from loading (a category value that never matches).
+        self.warnings = warnings
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
         self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
 
@@ -179,6 +182,7 @@ class _Loader:
     def __init__(self, text: str, source: str):
         self.text, self.source = text, source
         self.issues: list[RuleIssue] = []
+        self.warnings: list[RuleIssue] = []
         self._constructor = yaml.SafeLoader("")
 
     def issue(self, node_or_mark: object, message: str, rule_id: str | None = None) -> None:
@@ -242,7 +246,7 @@ class _Loader:
             rules, compiled = self.rules(top["rules"][1], topics)
         if self.issues:
             raise RulesError(sorted(self.issues, key=lambda i: (i.line, i.column)))
-        return RuleSet(tuple(rules), compiled, topics, self.source)
+        return RuleSet(tuple(rules), compiled, topics, self.source, tuple(self.warnings))
 
     def custom_topics(self, node: yaml.Node) -> dict[str, str]:
         """``custom_topics:`` as ``label: description``, or Cloudflare's API list of {label, topic}."""
@@ -370,6 +374,8 @@ class _Loader:
                     compiled_expr = compile_expression(parse(expression), topics)
                     if rid is not None:
                         compiled[rid] = compiled_expr
+                    for warning in compiled_expr.warnings:
+                        self.expression_issue(keys["expression"][1], warning, rid, self.warnings)
                 except ExpressionError as exc:
                     for issue in exc.issues:
                         self.expression_issue(keys["expression"][1], issue, rid)
@@ -386,7 +392,9 @@ class _Loader:
             line=node.start_mark.line + 1,
         )
 
-    def expression_issue(self, node: yaml.ScalarNode, issue: ExprIssue, rule_id: str | None) -> None:
+    def expression_issue(
+        self, node: yaml.ScalarNode, issue: ExprIssue, rule_id: str | None, into: list[RuleIssue] | None = None
+    ) -> None:
         """Place an expression issue in the file: exactly where the scalar's layout allows."""
         located = self._locate(node, issue.line, issue.column)
         if located is None:
@@ -394,7 +402,7 @@ class _Loader:
             message = f"expression line {issue.line}, column {issue.column}: {issue.message}"
         else:
             (line, column), message = located, issue.message
-        self.issues.append(RuleIssue(self.source, rule_id, line, column, message))
+        (self.issues if into is None else into).append(RuleIssue(self.source, rule_id, line, column, message))
 
     def _locate(self, node: yaml.ScalarNode, line: int, column: int) -> tuple[int, int] | None:
         start, value = node.start_mark, node.value
