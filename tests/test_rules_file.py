@@ -279,3 +279,14 @@ def test_strict_example_blocks_card_numbers_before_redacting() -> None:
     assert (decision.action, decision.rule.id) == ("block", "block-financial-pii")
     assert rs.evaluate({f"{P}pii_categories": ["EMAIL_ADDRESS"]}).action == "redact"
     assert rs.custom_topics["competitors"] == "seeking info on competitors"
+
+
+def test_watcher_logs_warnings_on_load(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "rules.yaml"
+    _write(path, GOOD_1)
+    watcher = RulesWatcher(path)
+    _write(path, 'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n    action: log\n')
+    with caplog.at_level("WARNING", logger="llmwall.rules.watcher"):
+        assert watcher.poll() is None
+    assert [r.id for r in watcher.current.rules] == ["w"]
+    assert any("'S99' never matches" in rec.getMessage() for rec in caplog.records)

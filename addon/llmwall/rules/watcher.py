@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 
 from .errors import RuleIssue, RulesError
 from .ruleset import RuleSet, parse_rules
+
+log = logging.getLogger(__name__)
 
 #: A file modified this recently is re-read even if its stat looks unchanged, because two
 #: writes within one timestamp tick can leave mtime and size identical.
@@ -39,7 +42,10 @@ class RulesWatcher:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RulesError([RuleIssue(self.path, None, 1, 1, f"the rules file is not UTF-8: {exc}")]) from None
-        return parse_rules(text, self.path)
+        ruleset = parse_rules(text, self.path)
+        for warning in ruleset.warnings:  # rule text and positions only, never request data
+            log.warning("rules: warning: %s", warning)
+        return ruleset
 
     def poll(self) -> RulesError | None:
         """Reload if the file changed. Returns the load error (once per change), else None."""
