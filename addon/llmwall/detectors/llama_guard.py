@@ -346,6 +346,7 @@ class LlamaGuardEngine:
         self.max_user_tokens = max_user_tokens
         self.max_new_tokens = max_new_tokens
         self._prefixes: OrderedDict[tuple, KV] = OrderedDict()  # model thread only
+        self._header_ids: OrderedDict[tuple, list[int]] = OrderedDict()  # model thread only
         self.stats = {"batches": 0, "rows": 0, "expired": 0}  # written by the model thread only
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="llama-guard", daemon=True)
@@ -449,7 +450,7 @@ class LlamaGuardEngine:
         out: list[list[_Job]] = []
         current: list[_Job] = []
         for j in group:
-            width = len(j.tail_ids) + (0 if self.prefix_cache else len(self.encode(j.header)))
+            width = len(j.tail_ids) + (0 if self.prefix_cache else len(self._header(j)))
             if current and (len(current) >= self.max_batch or width * (len(current) + 1) > self.max_batch_tokens):
                 out.append(current)
                 current = []
@@ -457,6 +458,15 @@ class LlamaGuardEngine:
         if current:
             out.append(current)
         return out
+
+    def _header(self, job: _Job) -> list[int]:
+        """The policy header's token ids (cached like the prefix, for runs without the KV cache)."""
+        ids = self._header_ids.get(job.key)
+        if ids is None:
+            ids = self._header_ids[job.key] = self.encode(job.header)
+            while len(self._header_ids) > 8:
+                self._header_ids.popitem(last=False)
+        return ids
 
     def _prefix(self, key: tuple, header: str) -> KV:
         """The header's cache, computed once per policy (a few custom-topic policies kept, LRU)."""
@@ -477,7 +487,7 @@ class LlamaGuardEngine:
             rows = [j.tail_ids for j in batch]
         else:
             past = model.empty(n)
-            rows = [self.encode(j.header) + j.tail_ids for j in batch]
+            rows = [self._header(j) + j.tail_ids for j in batch]
         logits, kv = model.run(rows, past, self.eot_id)
         probs = p_unsafe(logits, self.safe_id, self.unsafe_id)
         if batch[0].custom_codes is not None:
