@@ -130,6 +130,8 @@ def test_stats_totals_top_and_series(db: Store) -> None:
     assert sum(series["by_category"]["unsafe:S1"]) == 3
     assert sum(sum(v) for v in series["by_action"].values()) == 11
     assert db.stats(since=t0 + 10_000)["totals"]["events"] == 0
+    coarse = db.stats(since=t0, until=t0 + 600, bucket_s=0)["series"]  # nonsense bucket: still every event
+    assert coarse["bucket_s"] >= 1 and sum(sum(v) for v in coarse["by_action"].values()) == 11
 
 
 def test_upsert_endpoint_counts_confirms_and_survives_restart(tmp_path: Path) -> None:

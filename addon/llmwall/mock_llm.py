@@ -17,7 +17,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final, Iterator
+from types import MappingProxyType
+from typing import Any, Final, Iterator, Mapping
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 MODEL: Final = "llmwall-demo"
@@ -63,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "llmwall-mock"
     sys_version = ""
-    config: dict[str, Any] = {}  # replaced per server by serve()
+    config: Mapping[str, Any] = MappingProxyType({})  # replaced per server by serve()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the demo terminal shows mitmdump's flow lines instead."""

@@ -555,7 +555,9 @@ class Store:
         end = until if until is not None else (max(time.time(), t["last_ts"] or 0) if t["events"] else None)
         series: dict[str, Any] = {"bucket_s": None, "buckets": [], "by_action": {}, "by_category": {}}
         if start is not None and end is not None and t["events"]:
-            b = int(bucket_s) if bucket_s else _pick_bucket(end - start)
+            b = max(1, int(bucket_s)) if bucket_s else _pick_bucket(end - start)
+            if (end - start) / b > 10 * _MAX_BUCKETS:  # a tiny bucket over a long range: coarsen, lose nothing
+                b = _pick_bucket(end - start)
             first = int(start // b) * b
             n = min(int((end - first) // b) + 1, 10 * _MAX_BUCKETS)
             buckets = [first + i * b for i in range(n)]
