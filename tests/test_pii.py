@@ -150,6 +150,8 @@ CLEAN = [
     "Colour #ff5733, rgba(255, 87, 51, 0.5), pi is 3.14159265358979.",
     "Card ids 4111111111111112, 1234567812345678 and 9999999999999999 fail Luhn.",
     "Compute 13812345678 modulo 97 and print the result.",
+    "Please send us the logs for ticket 912803456 today.",
+    "Apache License 2.0 covers the library; see the NOTICE file.",
 ]
 
 

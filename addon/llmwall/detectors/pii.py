@@ -374,8 +374,9 @@ class OfflineNlpEngine(NlpEngine):
     (spaCy pipelines are not documented as thread-safe); entities are copied out of
     the zone as ``NerEntity`` values.
 
-    Stop words are spaCy's English list minus the recognizers' own context words
-    (spaCy lists "call", Presidio's phone context word).
+    Stop words are spaCy's English list minus the phone context words (spaCy lists
+    "call"); other context words that are stop words ("us" for US_PASSPORT) stay
+    filtered, as in Presidio.
     """
 
     engine_name = "llmwall-offline"
@@ -605,10 +606,9 @@ def _engine(categories: frozenset[str], spacy_model: str | None, phone_needs_con
         recognizers.append(
             pr.SpacyRecognizer(supported_language="en", supported_entities=sorted(categories & NER_CATEGORIES))
         )
-    vocabulary = {w for r in recognizers for w in (r.context or [])}
     engine = AnalyzerEngine(
         registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
-        nlp_engine=OfflineNlpEngine(_load_spacy(spacy_model), keep_words=vocabulary),
+        nlp_engine=OfflineNlpEngine(_load_spacy(spacy_model), keep_words=PHONE_CONTEXT),
         supported_languages=["en"],
         context_aware_enhancer=FastContextEnhancer(
             min_score_with_context_similarity=CONTEXT_CONFIRMED_SCORE,
