@@ -66,6 +66,10 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     (f'{PATH} matches r#"a"b"#', {PATH: 'xa"by'}, True),
     (f'{PATH} matches r##"a"#b"##', {PATH: 'a"#b'}, True),
     (f'{PATH} matches "(?i)^/ADMIN"', {PATH: "/admin/x"}, True),
+    (f'{PATH} matches "(?u)\\p{{Hangul}}+"', {PATH: "/한국어"}, True),  # Cloudflare's url_decode() example, minus url_decode
+    (f'{PATH} matches "(?u)\\p{{Hangul}}+"', {PATH: "/abc"}, False),
+    (f'{PATH} matches r"^/x\\z"', {PATH: "/x\n"}, False),  # \z: the very end, as Rust's $
+    (f'{PATH} matches r"^/x\\z"', {PATH: "/x"}, True),
     # --- wildcard (case-insensitive, whole value) and strict wildcard (case-sensitive)
     (f'{FULL} wildcard "https://example.com/a/*"', {FULL: "https://example.com/a/"}, True),
     (f'{FULL} wildcard "https://example.com/a/*"', {FULL: "https://example.com/a/sub/folder/?name=value"}, True),
