@@ -68,8 +68,13 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     (f'{PATH} matches "(?i)^/ADMIN"', {PATH: "/admin/x"}, True),
     (f'{PATH} matches "(?u)\\p{{Hangul}}+"', {PATH: "/한국어"}, True),  # Cloudflare's url_decode() example, minus url_decode
     (f'{PATH} matches "(?u)\\p{{Hangul}}+"', {PATH: "/abc"}, False),
-    (f'{PATH} matches r"^/x\\z"', {PATH: "/x\n"}, False),  # \z: the very end, as Rust's $
-    (f'{PATH} matches r"^/x\\z"', {PATH: "/x"}, True),
+    # $ is the end of the text, as in Rust's engine (Python's own $ also matches before a final newline)
+    (f'{PATH} matches "^/x$"', {PATH: "/x\n"}, False),
+    (f'{PATH} matches "^/x$"', {PATH: "/x"}, True),
+    (f'{PATH} matches r"^/x\$"', {PATH: "/x$"}, True),  # an escaped $ stays a literal
+    (f'{PATH} matches "^/x[$]"', {PATH: "/x$"}, True),  # so does $ in a class
+    (f'{PATH} matches "(?m)^/x$"', {PATH: "/x\n/y"}, True),  # multi-line mode: end of line
+    (f'{PATH} matches "^/x$"', {PATH: "/x\n/y"}, False),
     # --- wildcard (case-insensitive, whole value) and strict wildcard (case-sensitive)
     (f'{FULL} wildcard "https://example.com/a/*"', {FULL: "https://example.com/a/"}, True),
     (f'{FULL} wildcard "https://example.com/a/*"', {FULL: "https://example.com/a/sub/folder/?name=value"}, True),

@@ -83,13 +83,48 @@ def _unsupported(pattern: str) -> str | None:
     return None
 
 
+_MULTILINE_FLAG = regex.compile(r"\(\?[a-zA-Z]*m[a-zA-Z-]*[:)]")
+
+
+def _rust_dollar(pattern: str) -> str:
+    """Make ``$`` mean "end of text" as in Rust (Python's also matches before a final newline).
+
+    Patterns that turn on multi-line mode keep their ``$``: both engines then mean "end of line".
+    """
+    if _MULTILINE_FLAG.search(pattern):
+        return pattern
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            if pattern[j : j + 1] == "]":  # a leading ']' is a member, not the end
+                out.append(pattern[i : j + 1])
+                i = j + 1
+                continue
+        elif ch == "$":
+            out.append("\\Z")
+            i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def compile_regex(pattern: str) -> regex.Pattern[str]:
     """Compile a ``matches`` pattern; raises ValueError with a user-facing message."""
     problem = _unsupported(pattern)
     if problem:
         raise ValueError(f"regular expression {pattern!r}: {problem} (Cloudflare uses Rust's regex engine)")
     try:
-        return regex.compile(pattern)
+        return regex.compile(_rust_dollar(pattern))
     except regex.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
