@@ -41,7 +41,17 @@ def test_schema_wal_and_private_file(db: Store) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == S.SCHEMA_VERSION
     conn.close()
-    assert os.stat(db.path).st_mode & 0o077 == 0
+    db.record_event(ev(1.0))
+    for suffix in ("", "-wal", "-shm"):
+        assert os.stat(f"{db.path}{suffix}").st_mode & 0o077 == 0, suffix
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not sqlite\n" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        Store(bad)
+    assert bad.read_text().startswith("this is not sqlite")  # untouched
 
 
 def test_roundtrip_keeps_everything_but_text(db: Store) -> None:

@@ -274,19 +274,21 @@ class Store:
         self._rlock = threading.Lock()
         self._inserts = 0
         self._closed = False
+        # Owner-only file (traffic metadata); SQLite gives the -wal/-shm files the same mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._w = self._connect()
-        self._init_schema()
-        self._r = self._connect()
+        try:
+            self._init_schema()
+            self._r = self._connect()
+        except BaseException:
+            self._w.close()
+            raise
         self.prune()
 
     # ---- connections
 
     def _connect(self) -> sqlite3.Connection:
-        old = os.umask(0o077)  # the file holds traffic metadata: owner only
-        try:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        finally:
-            os.umask(old)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA foreign_keys = ON")
