@@ -71,7 +71,7 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     # $ is the end of the text, as in Rust's engine (Python's own $ also matches before a final newline)
     (f'{PATH} matches "^/x$"', {PATH: "/x\n"}, False),
     (f'{PATH} matches "^/x$"', {PATH: "/x"}, True),
-    (f'{PATH} matches r"^/x\$"', {PATH: "/x$"}, True),  # an escaped $ stays a literal
+    (f'{PATH} matches r"^/x\\$"', {PATH: "/x$"}, True),  # an escaped $ stays a literal
     (f'{PATH} matches "^/x[$]"', {PATH: "/x$"}, True),  # so does $ in a class
     (f'{PATH} matches "(?m)^/x$"', {PATH: "/x\n/y"}, True),  # multi-line mode: end of line
     (f'{PATH} matches "^/x$"', {PATH: "/x\n/y"}, False),
