@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import spacy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmwall.detectors import pii
 from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
@@ -340,3 +342,13 @@ def test_digit_windows_cover_digits_with_margin() -> None:
     assert lo <= pos - 16 and hi >= pos + 5 + 16
     assert (lo == 0 or text[lo - 1].isspace()) and (hi == len(text) or text[hi].isspace())
     assert pii.digit_windows("no digits here", 16) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=400))
+def test_any_text_gives_well_formed_results(default, text) -> None:
+    det = default.detect(_request(text))
+    cats = det.fields["cf.llm.prompt.pii_categories"]
+    assert cats == sorted({s.category for s in det.spans})
+    for s in det.spans:
+        assert 0 <= s.start < s.end <= len(text) and s.category in pii.DEFAULT_CATEGORIES

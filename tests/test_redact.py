@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -236,3 +237,39 @@ def test_detect_then_redact_real_bodies() -> None:
             for s in spans:
                 assert prompt.text[s.start : s.end] not in after
     assert cats == ["AWS_ACCESS_KEY", "IBAN_CODE"]
+
+
+_PLACEHOLDER_RE = re.compile(r"<[A-Z_]+>")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>"), max_size=30),
+                   min_size=1, max_size=4),
+    raw_spans=st.lists(st.tuples(st.integers(0, 140), st.integers(0, 40), st.sampled_from(["PERSON", "US_SSN"])),
+                       max_size=6),
+    ascii_only=st.booleans(),
+)
+def test_property_multi_part_spans(texts, raw_spans, ascii_only) -> None:
+    """Arbitrary spans over several parts, crossing separators and overlapping: each part
+    becomes its text with exactly the covered characters replaced by placeholders."""
+    body = {"messages": [{"role": "user", "content": t} for t in texts], "n": 1}
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    prompt = _prompt(*((("messages", i, "content"), t) for i, t in enumerate(texts)))
+    total = len(prompt.text)
+    spans = [Span(min(s, total), min(s + n, total), c) for s, n, c in raw_spans]
+    new, cats = redact_body(raw, prompt, spans)
+    out = json.loads(new)
+    assert out["n"] == 1 and len(out["messages"]) == len(texts)
+    covered_cats: set[str] = set()
+    for i, ((lo, hi), t) in enumerate(zip(prompt.part_offsets(), texts)):
+        covered = [False] * len(t)
+        for s in spans:
+            for k in range(max(s.start, lo), min(s.end, hi)):
+                covered[k - lo] = True
+                covered_cats.add(s.category)
+        kept = "".join(ch for ch, c in zip(t, covered) if not c)
+        got = out["messages"][i]["content"]
+        assert _PLACEHOLDER_RE.sub("", got) == kept
+        assert (got == t) == (not any(covered))
+    assert cats == sorted(covered_cats)

@@ -13,6 +13,8 @@ import string
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmwall.detectors import secrets
 from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
@@ -187,3 +189,12 @@ def test_large_code_like_prompt(det) -> None:
     line = "// comment: x = y + 1; url = https://example.com/a/b?c=d // more\n"
     text = line * (1_000_000 // len(line)) + "AKIA" + _r(string.ascii_uppercase, 16, 61)
     assert set(_found(det, text)) == {"AWS_ACCESS_KEY"}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=400))
+def test_any_text_gives_well_formed_results(det, text) -> None:
+    result = det.detect(_request(text))
+    assert result.fields["cf.llm.prompt.secret_categories"] == sorted({s.category for s in result.spans})
+    for s in result.spans:
+        assert 0 <= s.start < s.end <= len(text) and s.category in secrets.SECRET_CATEGORY_NAMES
