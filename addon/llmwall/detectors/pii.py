@@ -615,10 +615,17 @@ def _engine(categories: frozenset[str], spacy_model: str | None, phone_needs_con
             context_matching_mode="whole_word",
         ),
     )
-    # Presidio loads recognizers and compiles regexes lazily on first use; do it now,
-    # single-threaded, so concurrent detect() calls only ever read shared state.
-    engine.analyze("warm-up 4111 1111 1111 1111 a@b.com", language="en")
+    # Presidio loads recognizers and compiles regexes, and libphonenumber loads each
+    # region's metadata, lazily on first use: do it now, single-threaded, so the first
+    # request does not stall and concurrent detect() calls only read shared state.
+    engine.analyze(_WARM_UP, language="en")
     return engine
+
+
+_WARM_UP: Final = (
+    "call phone 212-736-5000 or +44 20 7946 0958, mail a@example.com, card 4111 1111 1111 1111, "
+    "iban DE89 3704 0044 0532 0130 00, ip 192.168.0.1, ssn 536-90-4399, date 2024-03-15"
+)
 
 
 _ENGINE_LOCK: Final = threading.Lock()
