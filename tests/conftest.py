@@ -32,7 +32,7 @@ def free_port() -> int:
 class Received:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
     body: bytes
 
 
@@ -65,7 +65,7 @@ def upstream() -> Iterator[FakeUpstream]:
         def _handle(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            state.received.append(Received(self.command, self.path, dict(self.headers), body))
+            state.received.append(Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             status, ctype, payload = state.reply_for(self.path)
             self.send_response(status)
             self.send_header("content-type", ctype)

@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
 
@@ -302,7 +303,7 @@ class LLMWall:
             "status": "screened",
         }
         if redacted:
-            event["fields"]["cf.llm.prompt.redacted_categories"] = redacted
+            event["redacted"] = redacted
         actions.annotate(flow, action, event["rule"], categories, event)
         self._record(event)
 
@@ -347,7 +348,8 @@ class LLMWall:
         resp = flow.response
         loop = asyncio.get_running_loop()
         confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, ctx.options.llmwall_max_body_kb * 1024)
-        self._submit(self.store.confirm_endpoint, meta["host"], meta["method"], meta["path_template"], confirmed)
+        self._submit(self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"],
+                     fmt, time.time(), confirmed)
 
 
 def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
@@ -355,7 +357,8 @@ def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
         body = resp.get_content(strict=True) or b""
     except ValueError:
         return False
-    if "event-stream" in resp.headers.get("content-type", "") or "ndjson" in resp.headers.get("content-type", ""):
+    ctype = resp.headers.get("content-type", "")
+    if any(s in ctype for s in ("event-stream", "eventstream", "ndjson")):
         return discovery.confirm_stream(fmt, body[:65536])
     if len(body) > limit:
         return False

@@ -5,7 +5,7 @@ it appends its detectors to the running llmwall addon, so the real orchestrator,
 deadline and rules engine are what the tests exercise.
 """
 
-import time
+import threading
 
 from mitmproxy import ctx
 
@@ -13,13 +13,16 @@ from llmwall.detectors.base import Detection, Detector, ScreenRequest
 
 
 class SlowDetector(Detector):
-    """Sleeps far past any test deadline, then claims an injection."""
+    """Waits far past any test deadline (60 s, or until shutdown), then claims an injection."""
 
     name = "slow"
     provides = frozenset({"cf.llm.prompt.injection_score"})
 
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
     def detect(self, request: ScreenRequest) -> Detection:
-        time.sleep(10)
+        self.stop.wait(60)
         return Detection(fields={"cf.llm.prompt.injection_score": 1})
 
 
@@ -34,9 +37,15 @@ class CrashingDetector(Detector):
 
 
 class AddDetectors:
+    def __init__(self) -> None:
+        self.slow = SlowDetector()
+
     def running(self) -> None:
         wall = ctx.master.addons.get("llmwall")
-        wall.detectors.extend([SlowDetector(), CrashingDetector()])
+        wall.detectors.extend([self.slow, CrashingDetector()])
+
+    def done(self) -> None:
+        self.slow.stop.set()  # lets mitmdump exit without waiting for the worker thread
 
 
 addons = [AddDetectors()]

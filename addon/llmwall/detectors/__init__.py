@@ -44,7 +44,7 @@ def build_detectors(config: DetectorConfig) -> list[Detector]:
             if (detector := factory(config)) is None:
                 continue
         except Exception as exc:  # a broken model must not stop the proxy
-            log.error("llmwall: could not load %s.%s: %s", module_name, factory_name, exc)
+            log.warning("llmwall: could not load %s.%s: %s", module_name, factory_name, exc)
             continue
         new_fields = detector.provides - covered
         if not new_fields:

@@ -1,0 +1,112 @@
+"""The orchestrator with real threads: parallelism, deadline, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from llmwall.detectors.base import Detection, Detector, Prompt, ScreenRequest, TextPart
+from llmwall.orchestrator import Orchestrator
+
+
+def request(deadline_s: float, text: str = "hello") -> ScreenRequest:
+    prompt = Prompt("openai.chat", (TextPart(("messages", 0, "content"), text),))
+    return ScreenRequest(prompt, time.monotonic() + deadline_s)
+
+
+class Sleeper(Detector):
+    provides = frozenset({"cf.llm.prompt.token_count"})
+
+    def __init__(self, name: str, seconds: float, barrier: threading.Barrier | None = None) -> None:
+        self.name, self.seconds, self.barrier = name, seconds, barrier
+        self.release = threading.Event()  # set by a test to end a long sleep early
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        if self.barrier:
+            self.barrier.wait(timeout=5)  # fails unless the detectors really run at the same time
+        self.release.wait(self.seconds)
+        return Detection(fields={f"x.{self.name}": True})
+
+
+class Raiser(Detector):
+    name = "raiser"
+    provides = frozenset({"cf.llm.prompt.pii_detected"})
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        raise ValueError("secret prompt text")
+
+
+class Injection(Detector):
+    name = "inj"
+    provides = frozenset({"cf.llm.prompt.injection_score"})
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        time.sleep(5)
+        return Detection(fields={"cf.llm.prompt.injection_score": 3})
+
+
+def test_detectors_run_in_parallel() -> None:
+    barrier = threading.Barrier(3)
+    dets = [Sleeper(f"d{i}", 0.2, barrier) for i in range(3)]
+    orch = Orchestrator(workers=4)
+    result = asyncio.run(orch.screen(request(20), dets))
+    # The barrier only opens when all three run at once; run one by one, each would time out.
+    assert sorted(result.timings_ms) == ["d0", "d1", "d2"]
+    assert result.not_scored == [] and result.errors == []
+    orch.close()
+
+
+def test_deadline_returns_what_finished() -> None:
+    orch = Orchestrator(workers=4)
+    start = time.monotonic()
+    slow = Sleeper("slow", 30)
+    result = asyncio.run(orch.screen(request(0.3), [Sleeper("fast", 0.01), slow]))
+    elapsed = time.monotonic() - start
+    slow.release.set()
+    assert elapsed < 15  # loose: only shows it did not wait for the 30 s detector
+    assert result.fields == {"x.fast": True}
+    assert result.not_scored == ["slow"]
+    orch.close()
+
+
+def test_missed_injection_is_scored_100() -> None:
+    orch = Orchestrator(workers=2)
+    result = asyncio.run(orch.screen(request(0.1), [Injection()]))
+    assert result.fields["cf.llm.prompt.injection_score"] == 100
+    assert result.not_scored == ["inj"]
+    orch.close()
+
+
+def test_raising_detector_is_an_error_not_a_crash(caplog) -> None:
+    orch = Orchestrator(workers=2)
+    result = asyncio.run(orch.screen(request(2), [Raiser(), Sleeper("ok", 0)]))
+    assert result.errors == ["raiser"]
+    assert result.fields == {"x.ok": True}
+    assert "secret prompt text" not in caplog.text  # exception messages may quote the prompt
+    assert "raiser" in caplog.text
+    orch.close()
+
+
+def test_work_queued_past_its_deadline_is_skipped() -> None:
+    """One worker, a slow job: the second request's job must not run after its deadline."""
+    orch = Orchestrator(workers=1)
+    ran: list[str] = []
+
+    class Recorder(Detector):
+        name = "rec"
+        provides = frozenset({"cf.llm.prompt.token_count"})
+
+        def detect(self, req: ScreenRequest) -> Detection:
+            ran.append(req.prompt.text)
+            time.sleep(0.4)
+            return Detection(fields={})
+
+    async def both() -> None:
+        await asyncio.gather(orch.screen(request(0.2, "first"), [Recorder()]),
+                             orch.screen(request(0.2, "second"), [Recorder()]))
+
+    asyncio.run(both())
+    time.sleep(0.6)
+    assert ran == ["first"]
+    orch.close()
