@@ -188,6 +188,10 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
      [(5, 11, "a", "body must be plain JSON (quote dates and times)")]),
     ("rules:\n  - id: a\n    expression: true\n    action: log\n",
      [(3, 17, "a", 'expression must be a string (quote it: expression: "true")')]),
+    ("rules:\n  - id: a\n    expression: ! cf.llm.prompt.pii_detected\n    action: log\n",
+     [(3, 17, "a", "YAML reads a leading '!' as a tag, not as the not operator")]),
+    ("rules:\n  - id: a\n    expression: !cf.llm.prompt.pii_detected\n    action: log\n",
+     [(3, 17, "a", "YAML reads a leading '!' as a tag")]),
     ("rules:\n  - id: a\n    expression: 42\n    action: log\n", [(3, 17, "a", "expression must be a string")]),
     # expression errors land on the exact file position for plain, quoted and literal-block scalars
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n",

@@ -196,7 +196,8 @@ class _Loader:
         try:
             return self._constructor.construct_object(node, deep=True)
         except Exception as exc:  # PyYAML raises ValueError, TypeError, ... for bad tagged values
-            self.issue(node, f"invalid value: {exc}", rule_id)
+            detail = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else exc
+            self.issue(node, f"invalid value: {detail}", rule_id)
             return None
 
     def pairs(self, node: yaml.MappingNode, where: str, rule_id: str | None = None) -> dict[str, tuple]:
@@ -365,7 +366,11 @@ class _Loader:
         if "body" in keys and action in ACTIONS and action != "block":
             self.issue(keys["body"][0], f"body only applies to action 'block' (this rule's action is {action!r})", rid)
         expression = values.get("expression")
-        if "expression" in keys:
+        if "expression" in keys and self.text.startswith("!", keys["expression"][1].start_mark.index):
+            # `expression: ! x` is the YAML tag "!" and the string "x": the negation would vanish.
+            self.issue(keys["expression"][1], "YAML reads a leading '!' as a tag, not as the not operator; "
+                       "quote the expression or write 'not ...'", rid)
+        elif "expression" in keys:
             if not isinstance(expression, str):
                 hint = f' (quote it: expression: "{str(expression).lower()}")' if isinstance(expression, bool) else ""
                 self.issue(keys["expression"][1], f"expression must be a string{hint}", rid)
