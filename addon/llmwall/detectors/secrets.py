@@ -125,7 +125,7 @@ _PASSWORD_KEY: Final = re.compile(r"password|passwd|passphrase|pwd|contrase(?:ñ
 _NOT_SECRET_KEY: Final = re.compile(
     r"(?:^|[_.\-])(?:id|ids|uuid|guid|hash|sha\d*|md5|digest|checksum|etag|commit|rev|version|url|uri|"
     r"href|src|path|file|name|model|type|count|limit|length|size|max|min|data|image|content|body|text|"
-    r"payload|blob|bytes|b64|base64|integrity)$|(?<=[a-z])(?:Id|Ids|Name|Type|Url)$",
+    r"payload|blob|bytes|b64|base64|integrity|tokens|usage)$|(?<=[a-z])(?:Id|Ids|Name|Type|Url)$",
     re.I,
 )
 #: ``key = "value"`` (any characters but quotes and spaces) or ``key=value`` (stops at
