@@ -92,6 +92,8 @@ POSITIVES = [
     ("HIGH_ENTROPY_SECRET", "https://hooks.acme.dev/cb?access_token={0}&x=1".format(_r(ALNUM, 30, 32)), _r(ALNUM, 30, 32)),
     ("PASSWORD", "DB_PASSWORD=hunter2!x in my .env, is that safe?", "hunter2!x"),
     ("PASSWORD", '{"user": "jane", "passwd": "Tr0ub4dor&3"}', "Tr0ub4dor&3"),
+    ("PASSWORD", "SMTP_PASSWORD=supersecret", "supersecret"),
+    ("PASSWORD", "database:\n  password: correcthorse", "correcthorse"),
 ]
 
 
@@ -143,6 +145,7 @@ NEGATIVES = [
     "curl -H 'Authorization: Bearer $TOKEN' -H 'Authorization: Bearer YOUR_TOKEN_HERE'",
     'password = request.form["password"]; token = get_token(); api_key = os.environ["OPENAI_API_KEY"]',
     "password = user_input  # never log it",
+    "password = getpass\nconnect(host=h, password=db_password)",
     "max_tokens: 4096, model: gpt-4o-mini-2024-07-18, temperature=0.7, build=20240315, ts=1717171717",
     "order=1234567812345678 and invoice_number=9876543210",
     '{"usage": {"input_tokens": 12345678901234567, "output_tokens": 98765432109876543}}',

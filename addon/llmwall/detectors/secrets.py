@@ -131,19 +131,22 @@ _NOT_SECRET_KEY: Final = re.compile(
 #: ``key = "value"`` (any characters but quotes and spaces) or ``key=value`` (stops at
 #: "&", ",", ";" so query strings and argument lists split into their pairs).
 _ASSIGNMENT: Final = re.compile(
-    r"""(?<![\w.\-])(?P<key>[A-Za-z_][\w.\-]{0,63})["']?\s*(?::=|=>|=|:)\s*"""
+    r"""(?<![\w.\-])(?P<key>[A-Za-z_][\w.\-]{0,63})["']?(?P<sep>[ \t]*(?::=|=>|=|:)[ \t]*)"""
     r"""(?:(?P<q>["'`])(?P<quoted>[^"'`\s]{6,256})(?P=q)"""
     r"""|(?P<bare>[A-Za-z0-9+/=_\-.~!@#$%^*]{6,256})(?![A-Za-z0-9+/=_\-.~!@#$%^*(\[]))"""
 )
 _PLACEHOLDER: Final = re.compile(
-    r"^(?:x+|\*+|\.+|-+|<.*>|\$\{?.*\}?|%\w+%|\{\{.*\}\}|null|none|true|false|"
-    r"changeme|change_me|password\d*|secret|redacted|example|dummy|test|your[_\-]?\w*|\w*here)$"
+    r"^(?:x+|\*+|\.+|-+|<.*>|\$\{[^}]*\}|\$[a-z_]\w*|%\w+%|\{\{.*\}\}|null|none|true|false|"
+    r"changeme|change_me|password\d*|secret|redacted|example|dummy|test|your[_\-]?\w*|\w*_here)$"
     r"|^(?:os\.|process\.env|env\.|getenv)"
     r"|^(?:sha\d+|md5)[-:]",  # subresource-integrity and digest spellings
     re.I,
 )
-#: An unquoted value that reads like code (``password = user_input``, ``= self.pwd``).
-_CODE_REFERENCE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[a-z]+|[A-Za-z]*_[A-Za-z_]*")
+#: An unquoted value that reads like code: an attribute (``self.pwd``) or a snake_case
+#: name (``db_password``); after a spaced ``=`` / ``:=`` / ``=>`` (code style, unlike
+#: ``.env``'s ``KEY=value`` and YAML's ``key: value``) also a plain lower-case word.
+_CODE_REFERENCE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z]*_[A-Za-z_]*")
+_CODE_WORD: Final = re.compile(r"[a-z]+")
 _BASE64 = Base64HighEntropyString()
 _HEX = HexHighEntropyString()
 #: detect-secrets' default limits: 4.5 bits/char (base64 alphabet), 3.0 (hex).
@@ -158,11 +161,11 @@ def _folded(key: str) -> str:
     return re.sub(r"[^0-9a-zñ]", "", key.lower())
 
 
-def _value_is_secret(key: str, value: str, quoted: bool) -> str | None:
+def _value_is_secret(key: str, value: str, quoted: bool, code_style: bool) -> str | None:
     """Category for ``key=value``, or None: the key=value rules, in one place."""
     if _PLACEHOLDER.search(value) or _NOT_SECRET_KEY.search(key):
         return None
-    if not quoted and _CODE_REFERENCE.fullmatch(value):
+    if not quoted and (_CODE_REFERENCE.fullmatch(value) or (code_style and _CODE_WORD.fullmatch(value))):
         return None
     folded = _folded(key)
     if _PASSWORD_KEY.search(folded):
@@ -217,7 +220,9 @@ def _find(text: str) -> Iterator[Span]:
         yield from _private_keys(text)
     for m in _ASSIGNMENT.finditer(text):
         group = "quoted" if m.group("quoted") is not None else "bare"
-        category = _value_is_secret(m.group("key"), m.group(group), group == "quoted")
+        sep = m.group("sep")
+        code_style = sep.strip() != ":" and sep != sep.strip()  # "x = y", not "X=y" / "x: y"
+        category = _value_is_secret(m.group("key"), m.group(group), group == "quoted", code_style)
         if category and not _is_data_url(text, m.start(group)):
             yield Span(m.start(group), m.end(group), category)
 
