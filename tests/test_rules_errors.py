@@ -224,7 +224,7 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
      [(2, 6, "a", "keys in a rule must be strings")]),
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: !!int abc\n",
      [(5, 13, "a", "invalid value: invalid literal for int()")]),
-    ("rules: [\x00]\n", [(1, 1, None, "YAML error")]),
+    ("rules: []\n# \x00\n", [(2, 3, None, "YAML error: character '\\x00' is not allowed")]),
     ("custom_topics: 5\nrules: []\n", [(1, 16, None, "custom_topics must be a mapping")]),
     ("custom_topics:\n" + "".join(f"  t{i:02d}: topic number {i}\n" for i in range(21)) + "rules: []\n",
      [(2, 3, None, "21 custom topics; Cloudflare allows at most 20")]),

@@ -228,8 +228,16 @@ class _Loader:
             mark = exc.problem_mark or exc.context_mark
             self.issue(mark, f"YAML syntax error: {exc.problem or exc.context}")
             raise RulesError(self.issues) from None
-        except yaml.YAMLError as exc:
-            self.issues.append(RuleIssue(self.source, None, 1, 1, f"YAML error: {exc}"))
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow, by position
+            pos = min(max(exc.position, 0), len(self.text))
+            line, column = self.text.count("\n", 0, pos) + 1, pos - self.text.rfind("\n", 0, pos)
+            char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+            message = f"YAML error: character {char!r} is not allowed ({exc.reason})"
+            self.issues.append(RuleIssue(self.source, None, line, column, message))
+            raise RulesError(self.issues) from None
+        except yaml.YAMLError as exc:  # any other (unpositioned) YAML failure
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.issues.append(RuleIssue(self.source, None, 1, 1, f"YAML error: {first_line}"))
             raise RulesError(self.issues) from None
         if root is None:
             self.issues.append(RuleIssue(self.source, None, 1, 1, "the file is empty; it needs a top-level 'rules:' list"))
