@@ -290,3 +290,20 @@ def test_watcher_logs_warnings_on_load(tmp_path: Path, caplog) -> None:
         assert watcher.poll() is None
     assert [r.id for r in watcher.current.rules] == ["w"]
     assert any("'S99' never matches" in rec.getMessage() for rec in caplog.records)
+
+
+def test_watcher_turns_an_internal_loader_failure_into_a_rules_error(tmp_path: Path, monkeypatch) -> None:
+    from llmwall.rules import watcher as watcher_module
+
+    path = tmp_path / "rules.yaml"
+    _write(path, GOOD_1)
+    watcher = RulesWatcher(path)
+
+    def broken(text: str, source: str):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(watcher_module, "parse_rules", broken)
+    _write(path, GOOD_2)
+    error = watcher.poll()
+    assert isinstance(error, RulesError) and "internal error" in str(error)
+    assert [r.id for r in watcher.current.rules] == ["one"]

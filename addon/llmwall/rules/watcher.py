@@ -42,7 +42,13 @@ class RulesWatcher:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RulesError([RuleIssue(self.path, None, 1, 1, f"the rules file is not UTF-8: {exc}")]) from None
-        ruleset = parse_rules(text, self.path)
+        try:
+            ruleset = parse_rules(text, self.path)
+        except RulesError:
+            raise
+        except Exception as exc:  # a loader bug must not end hot reload; keep the last good rules
+            log.exception("rules: internal error while loading %s", self.path)
+            raise RulesError([RuleIssue(self.path, None, 1, 1, f"internal error while loading: {exc!r}")]) from None
         for warning in ruleset.warnings:  # rule text and positions only, never request data
             log.warning("rules: warning: %s", warning)
         return ruleset
