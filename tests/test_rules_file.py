@@ -307,3 +307,12 @@ def test_watcher_turns_an_internal_loader_failure_into_a_rules_error(tmp_path: P
     error = watcher.poll()
     assert isinstance(error, RulesError) and "internal error" in str(error)
     assert [r.id for r in watcher.current.rules] == ["one"]
+
+
+def test_default_rules_need_only_some_detectors() -> None:
+    # The proxy runs a detector only when an enabled rule reads one of its fields.
+    need = load_rules(ROOT / "rules.yaml").fields
+    assert need & fields.UNSAFE_FIELDS and need & fields.PII_FIELDS and need & fields.INJECTION_FIELDS
+    assert not need & (fields.SECRET_FIELDS | fields.CUSTOM_TOPIC_FIELDS | fields.TOKEN_FIELDS)
+    # the disabled redact rule reads pii_categories; it must not count
+    assert "cf.llm.prompt.pii_categories" not in need
