@@ -9,6 +9,7 @@ body parsing, detectors and database writes all run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -68,7 +69,6 @@ class LLMWall:
         self.store: Store | None = None
         self.metrics = Metrics()
         self.dashboard: Dashboard | None = None
-        self.known_endpoints: set[tuple[str, str, str]] = set()
         # Body parsing and database writes get their own threads so neither waits behind detectors.
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
@@ -82,7 +82,7 @@ class LLMWall:
         loader.add_option("llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable.")
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option("llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize).")
-        loader.add_option("llmwall_on_unparsed", str, "pass", "What to do with a request to a known or forced LLM endpoint whose body cannot be read: pass or block.")
+        loader.add_option("llmwall_on_unparsed", str, "pass", "What to do with a request that looks like LLM traffic (or is force-included) but whose body cannot be read: pass or block.")
         loader.add_option("llmwall_whole_conversation", bool, False, "Screen every user and assistant turn instead of only the latest user turn.")
         loader.add_option("llmwall_include", Sequence[str], [], "Force-include endpoints: glob patterns on host+path, e.g. 'llm.internal/api/*'.")
         loader.add_option("llmwall_exclude", Sequence[str], [], "Never screen endpoints matching these host+path glob patterns.")
@@ -146,7 +146,6 @@ class LLMWall:
             return
         try:
             self.store = Store(os.path.expanduser(path))
-            self.known_endpoints = {(e["host"], e["method"], e["path_template"]) for e in self.store.endpoints()}
         except Exception as exc:
             raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
 
@@ -211,14 +210,9 @@ class LLMWall:
         if analysis.status == "not_llm":
             return
         host, template = req.pretty_host, discovery.path_template(req.path)
-        key = (host, req.method, template)
-        known = forced or key in self.known_endpoints
         if analysis.status != "screened":
-            if not known:
-                return  # an unreadable body on an endpoint never seen as LLM traffic
             self._finish_unparsed(flow, analysis, template, start)
             return
-        self.known_endpoints.add(key)
         if self.store:
             self._submit(self.store.upsert_endpoint, host, req.method, template, analysis.fmt, time.time())
         await self._screen(flow, analysis, template, start, deadline)
@@ -234,14 +228,20 @@ class LLMWall:
             return Analysis("not_llm")
         limit = ctx.options.llmwall_max_body_kb * 1024
         if len(body) > limit:
-            looks_llm = forced or any(k in body[:65536] for k in (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"'))
-            return Analysis("oversize" if looks_llm else "not_llm", error=f"{len(body)} bytes")
+            return Analysis("oversize" if forced or _looks_llm(body) else "not_llm", error=f"{len(body)} bytes")
         parsed = discovery.parse_body(body, req.headers.get("content-type"), max_bytes=limit)
-        if parsed.error is not None:
-            return Analysis("parse_error", error=parsed.error)
+        if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
+            # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
+            return Analysis("parse_error" if forced or _looks_llm(body) else "not_llm", error=parsed.error)
+        # Duplicate keys and lone surrogates are valid JSON that providers accept: screen
+        # them (last key wins, as in most JSON parsers) rather than let them pass unseen.
         fmt = discovery.classify(req.method, req.path, parsed.data)
         if fmt is not None:
             prompt = extraction.extract(fmt, parsed.data, ctx.options.llmwall_whole_conversation)
+            hints = discovery.path_hints(fmt, req.path)
+            if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):
+                prompt = dataclasses.replace(prompt, model=prompt.model or hints.model,
+                                             stream=prompt.stream or hints.stream)
         elif forced:
             fmt = "custom"
             prompt = extraction.extract_all_strings(parsed.data, fmt)
@@ -308,7 +308,7 @@ class LLMWall:
         self._record(event)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
-        """A known LLM endpoint got a body we could not read: record it, pass or block by option."""
+        """A body that looks like LLM traffic could not be read: record it, pass or block by option."""
         action = "block" if ctx.options.llmwall_on_unparsed == "block" else None
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
@@ -393,6 +393,15 @@ def _categories(result: ScreenResult) -> list[str]:
         if isinstance(value, list):
             out.extend(str(v) for v in value)
     return out
+
+
+#: Keys whose presence makes an unreadable body worth recording as possible LLM traffic.
+_LLM_KEYS = (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"')
+
+
+def _looks_llm(body: bytes) -> bool:
+    head = body[:65536]
+    return any(key in head for key in _LLM_KEYS)
 
 
 def _matches(target: str, patterns: Sequence[str]) -> bool:

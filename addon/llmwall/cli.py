@@ -28,13 +28,15 @@ ENTRY = Path(__file__).resolve().parent / "mitm_entry.py"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["proxy"]:
+        # Everything after "proxy" belongs to mitmdump, options included.
+        return cmd_proxy(argparse.Namespace(args=argv[1:]))
     parser = argparse.ArgumentParser(prog="llmwall", description="A firewall for LLM traffic.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    proxy = sub.add_parser("proxy", help="run mitmdump with llmwall loaded (any mitmdump arguments follow)",
-                           add_help=False)
-    proxy.add_argument("args", nargs=argparse.REMAINDER)
-    proxy.set_defaults(func=cmd_proxy)
+    sub.add_parser("proxy", help="run mitmdump with llmwall loaded; every argument after it goes to mitmdump",
+                   add_help=False)
 
     scan = sub.add_parser("scan", help="screen prompts without a proxy and print the fields as JSON")
     src = scan.add_mutually_exclusive_group(required=True)
