@@ -1,0 +1,163 @@
+"""Throughput and added latency of `llmwall proxy` against plain `mitmdump`, in one run.
+
+Both proxies run in reverse mode in front of the same local upstream (a threaded
+stdlib server answering a fixed chat completion). For each workload and
+concurrency, the same requests go through each proxy in turn; the script prints a
+markdown table (and `--json`) with p50/p99 latency, requests per second, and the
+llmwall/mitmdump ratios.
+
+    .venv/bin/python scripts/bench_proxy.py --requests 200 --concurrency 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REPLY = json.dumps({"id": "c1", "object": "chat.completion", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "Sure."}, "finish_reason": "stop"}]}).encode()
+WORKLOADS = {
+    "chat (benign, 40 tokens)": ("/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Could you suggest a three-day itinerary for Lisbon that mixes museums, "
+                                    "food markets and a day trip to Sintra, with rough costs?"}]}).encode()),
+    "non-LLM JSON API": ("/api/orders", json.dumps({"order_id": 1234, "items": [{"sku": "A-1", "qty": 2}],
+                                                     "note": "leave at the door"}).encode()),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_upstream() -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(REPLY)))
+            self.end_headers()
+            self.wfile.write(REPLY)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start_proxy(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"proxy exited:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("proxy did not start")
+
+
+def run_load(port: int, path: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
+    """Each worker keeps one HTTP/1.1 connection, as SDK clients do."""
+    per_worker = max(1, requests // concurrency)
+
+    def worker(_: int) -> list[float]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        out = []
+        for _ in range(per_worker):
+            t = time.perf_counter()
+            conn.request("POST", path, body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"unexpected status {resp.status}")
+            out.append(time.perf_counter() - t)
+        conn.close()
+        return out
+
+    for _ in range(3):  # warm-up: connections, detectors' first calls
+        worker(0)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = sorted(x for chunk in pool.map(worker, range(concurrency)) for x in chunk)
+    wall = time.perf_counter() - start
+    return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+            "rps": len(lat) / wall, "n": len(lat)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--rules", default=str(ROOT / "rules.yaml"))
+    ap.add_argument("--models", default=str(ROOT / "models"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    upstream = start_upstream()
+    target = f"reverse:http://127.0.0.1:{upstream.server_address[1]}"
+    tmp = Path(tempfile.mkdtemp(prefix="llmwall-bench-"))
+    plain_port, wall_port = free_port(), free_port()
+    common = ["--mode", target, "--listen-host", "127.0.0.1", "-q"]
+    procs = [
+        start_proxy([str(BIN / "mitmdump"), "-p", str(plain_port), *common], plain_port, tmp / "plain.log"),
+        start_proxy([str(BIN / "llmwall"), "proxy", "-p", str(wall_port), *common,
+                     "--set", f"llmwall_rules={args.rules}", "--set", f"llmwall_models={args.models}",
+                     "--set", f"llmwall_db={tmp / 'bench.sqlite'}"], wall_port, tmp / "llmwall.log"),
+    ]
+    results = []
+    try:
+        for name, (path, body) in WORKLOADS.items():
+            for conc in args.concurrency:
+                plain = run_load(plain_port, path, body, args.requests, conc)
+                wall = run_load(wall_port, path, body, args.requests, conc)
+                results.append({"workload": name, "concurrency": conc, "mitmdump": plain, "llmwall": wall,
+                                "added_p50_ms": wall["p50_ms"] - plain["p50_ms"],
+                                "throughput_ratio": wall["rps"] / plain["rps"]})
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+        upstream.shutdown()
+    if args.json:
+        print(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=2))
+        return 0
+    print(f"rules: {Path(args.rules).name}, requests per cell: {args.requests}, CPUs: {os.cpu_count()}\n")
+    print("| workload | conc. | mitmdump p50 / p99 ms | llmwall p50 / p99 ms | added p50 ms | mitmdump req/s | llmwall req/s | llmwall / mitmdump throughput |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        m, w = r["mitmdump"], r["llmwall"]
+        print(f"| {r['workload']} | {r['concurrency']} | {m['p50_ms']:.1f} / {m['p99_ms']:.1f} | "
+              f"{w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {r['added_p50_ms']:.1f} | {m['rps']:.0f} | "
+              f"{w['rps']:.0f} | {r['throughput_ratio']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
