@@ -352,3 +352,56 @@ def test_any_text_gives_well_formed_results(default, text) -> None:
     assert cats == sorted({s.category for s in det.spans})
     for s in det.spans:
         assert 0 <= s.start < s.end <= len(text) and s.category in pii.DEFAULT_CATEGORIES
+
+
+def test_chunks_partition_the_text() -> None:
+    assert pii.chunks("abc") == [(0, 3, 0, 3)]
+    text = "x" * 20_000
+    parts = pii.chunks(text, size=1000, overlap=100)
+    assert parts[0][2] == 0 and parts[-1][3] == len(text)
+    for (lo, hi, own_lo, own_hi), nxt in zip(parts, parts[1:] + [None]):
+        assert lo <= own_lo - (50 if lo else 0) and own_hi + (50 if hi < len(text) else 0) <= hi
+        if nxt:
+            assert own_hi == nxt[2]
+
+
+def _with_values_at_boundaries(pieces: list[tuple[str, str, int]]) -> tuple[str, list[tuple[int, str]]]:
+    """A 4-chunk text with, at every chunk boundary, each ``(piece, value, offset)``
+    written so that ``value`` starts ``offset`` characters from the boundaries
+    (next chunk start, ownership boundary, chunk end); returns the text and the
+    (start, value) pairs placed."""
+    filler = "The quarterly review covered hiring, budgets and the office move. "
+    chars = list((filler * 600)[: 4 * pii.CHUNK_CHARS])
+    placed = []
+    for _, hi, _, own_hi in pii.chunks("".join(chars))[:-1]:
+        for boundary in (hi - pii.CHUNK_OVERLAP, own_hi, hi):
+            for piece, value, offset in pieces:
+                at = boundary + offset
+                start = at - piece.index(value)
+                chars[start : start + len(piece)] = piece
+                placed.append((at, value))
+    return "".join(chars), sorted(placed)
+
+
+def test_long_prompt_is_analysed_in_chunks_without_losing_or_doubling(default) -> None:
+    """Values that start on, or run across, every chunk start, ownership boundary and
+    chunk end are found exactly once, whole, with the context word UK_NHS requires."""
+    for piece, value, offset, category in [
+        (" my NHS number: 943 476 5919 ok ", "943 476 5919", -4, "UK_NHS"),   # across
+        (" my NHS number: 943 476 5919 ok ", "943 476 5919", 1, "UK_NHS"),    # just after
+        (" mail jane@example.com ", "jane@example.com", -7, "EMAIL_ADDRESS"),  # across
+        (" mail jane@example.com ", "jane@example.com", 0, "EMAIL_ADDRESS"),   # on
+        # cut by a chunk end right after ".co", the head is itself a valid address
+        (" mail jane@example.co.uk ", "jane@example.co.uk", -15, "EMAIL_ADDRESS"),
+    ]:
+        text, placed = _with_values_at_boundaries([(piece, value, offset)])
+        found = [(s.start, text[s.start : s.end]) for s in default.detect(_request(text)).spans]
+        assert found == placed, (value, offset)
+        assert {s.category for s in default.detect(_request(text)).spans} == {category}
+
+
+def test_deadline_passing_during_a_huge_prompt_gives_up(default) -> None:
+    text = "Call me at +44 20 7946 0958 about invoice 9876543210. " * 40_000  # ~2 MB
+    req = ScreenRequest(prompt=_request(text).prompt, deadline=time.monotonic() + 0.05)
+    with pytest.raises(TimeoutError):
+        default.detect(req)

@@ -660,21 +660,28 @@ class PiiDetector(Detector):
         log.info("PII detector: %s", self.describe())
 
     def detect(self, request: ScreenRequest) -> Detection:
-        """Analyze the whole prompt text; categories are sorted, spans in text offsets."""
-        if time.monotonic() >= request.deadline:
-            raise TimeoutError("pii: deadline passed before analysis started")
+        """Analyze the prompt text in chunks, giving up when the deadline passes.
+
+        Categories are sorted; spans are in ``request.prompt.text`` offsets.  Raises
+        ``TimeoutError`` (the orchestrator's "not scored") rather than keep a worker
+        thread busy past the deadline on a huge prompt.
+        """
         text = request.prompt.text
-        results = (
-            self._engine.analyze(
-                text,
+        results: list[RecognizerResult] = []
+        for lo, hi, own_lo, own_hi in chunks(text) if text.strip() and self._entities else ():
+            if time.monotonic() >= request.deadline:
+                raise TimeoutError("pii: deadline passed")
+            for r in self._engine.analyze(
+                text[lo:hi],
                 language="en",
                 entities=self._entities,
                 score_threshold=self.min_score,
                 return_decision_process=True,  # to see which context word confirmed a match
-            )
-            if text.strip() and self._entities
-            else []
-        )
+            ):
+                r.start += lo
+                r.end += lo
+                if own_lo <= r.start < own_hi:
+                    results.append(r)
         spans = _clean([_trimmed(r, text) for r in results if _accepted(r, text)])
         categories = sorted({s.category for s in spans})
         return Detection(
@@ -689,6 +696,27 @@ class PiiDetector(Detector):
             f"pii: presidio, offline, NER model {ner}, min score {self.min_score}, "
             f"{len(self.categories)} categories: {', '.join(sorted(self.categories))}"
         )
+
+
+#: Characters analysed per call, and shared by neighbouring chunks.  Each chunk owns
+#: the matches that start in its middle part; half the overlap (256 characters) on each
+#: side gives an owned match its context words before it and its full length after.
+CHUNK_CHARS: Final = 8192
+CHUNK_OVERLAP: Final = 512
+
+
+def chunks(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """(start, end, owned start, owned end) of the chunks covering ``text``; the owned
+    ranges partition the text, so every match is kept exactly once."""
+    n, half = len(text), overlap // 2
+    out: list[tuple[int, int, int, int]] = []
+    lo = own_lo = 0
+    while lo + size < n:
+        hi = lo + size
+        out.append((lo, hi, own_lo, hi - half))
+        lo, own_lo = hi - overlap, hi - half
+    out.append((lo, n, own_lo, n))
+    return out
 
 
 def _accepted(result: RecognizerResult, text: str) -> bool:
@@ -755,6 +783,7 @@ __all__ = [
     "OFF_BY_DEFAULT",
     "PATTERN_RECOGNIZERS",
     "PiiDetector",
+    "chunks",
     "create",
     "resolve_categories",
 ]
