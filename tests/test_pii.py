@@ -202,6 +202,13 @@ def test_bad_configuration_is_a_clear_error() -> None:
         PiiDetector(spacy_model="en_core_web_lg_not_installed")
 
 
+def test_missing_model_in_config_degrades_to_pattern_categories(caplog) -> None:
+    det = pii.create(DetectorConfig(spacy_model="en_core_web_lg_not_installed", pii_entities=("PERSON", "US_SSN")))
+    assert det.categories == {"US_SSN"} and det.unavailable == {"PERSON"}
+    assert "not installed" in caplog.text
+    assert set(_found(det, "Jane Doe, SSN 536-90-4399")) == {"US_SSN"}
+
+
 def test_ner_categories_without_a_model_are_reported_unavailable(caplog) -> None:
     det = PiiDetector(entities=["PERSON", "EMAIL_ADDRESS"])
     assert det.categories == {"EMAIL_ADDRESS"} and det.unavailable == {"PERSON"}

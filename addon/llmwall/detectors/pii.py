@@ -768,12 +768,18 @@ def _clean(spans: list[Span]) -> list[Span]:
 
 
 def create(config: DetectorConfig) -> PiiDetector:
-    """Build the detector from the addon options; the engine is shared per process."""
-    return PiiDetector(
-        entities=config.pii_entities,
-        min_score=config.pii_min_score,
-        spacy_model=config.spacy_model,
-    )
+    """Build the detector from the addon options; the engine is shared per process.
+
+    A ``spacy_model`` that is not installed is logged as an error and the detector
+    runs without NER (PERSON, LOCATION, NRP unavailable): an optional model must not
+    take the offline pattern categories down with it.  Unknown category names and a
+    bad minimum score still raise ``ValueError``.
+    """
+    model = config.spacy_model
+    if model is not None and not (spacy.util.is_package(model) or Path(model).exists()):
+        log.error("spaCy model %r is not installed (never downloaded); PII runs without NER", model)
+        model = None
+    return PiiDetector(entities=config.pii_entities, min_score=config.pii_min_score, spacy_model=model)
 
 
 __all__ = [
