@@ -86,6 +86,13 @@ POSITIVES = [
     ("PRIVATE_KEY", f"```\n{OPENSSH}\n```", OPENSSH),
     ("PRIVATE_KEY", "pasted:\n-----BEGIN EC PRIVATE KEY-----\n{0}\n{1}\n\nwhat is this?".format(_r(B64, 64, 27), _r(B64, 20, 28)),
      "-----BEGIN EC PRIVATE KEY-----\n{0}\n{1}".format(_r(B64, 64, 27), _r(B64, 20, 28))),
+    ("PRIVATE_KEY", "truncated:\n-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,{0}\n\n"
+     "{1}\n{2}+x==\nWhy does it fail?".format(_r("0123456789ABCDEF", 32, 33), _r(B64, 64, 34), _r(B64, 10, 35)),
+     "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,{0}\n\n{1}\n{2}+x==".format(
+         _r("0123456789ABCDEF", 32, 33), _r(B64, 64, 34), _r(B64, 10, 35))),
+    ("PRIVATE_KEY", "one line: -----BEGIN PRIVATE KEY----- {0} {1} -----END PRIVATE KEY----- done".format(
+        _r(B64, 64, 36), _r(B64, 30, 37)),
+     "-----BEGIN PRIVATE KEY----- {0} {1} -----END PRIVATE KEY-----".format(_r(B64, 64, 36), _r(B64, 30, 37))),
     ("HIGH_ENTROPY_SECRET", 'config = {{"client_secret": "{0}"}}'.format(_r(ALNUM, 24, 29)), _r(ALNUM, 24, 29)),
     ("HIGH_ENTROPY_SECRET", "WEBHOOK_SIGNING=whsec{0}".format(_r(ALNUM, 40, 30)), "whsec" + _r(ALNUM, 40, 30)),
     ("HIGH_ENTROPY_SECRET", "export API_TOKEN={0}".format(_r("0123456789abcdef", 32, 31)), _r("0123456789abcdef", 32, 31)),
@@ -157,6 +164,7 @@ NEGATIVES = [
     f'{{"id": "chatcmpl-{_r(ALNUM, 29, 43)}", "object": "chat.completion"}}',
     "A JWT looks like eyJhbGciOi.eyJzdWIiOi.signature but this one is not valid base64 JSON.",
     "See -----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE----- (a certificate, not a key)",
+    "What does a file that starts with -----BEGIN RSA PRIVATE KEY----- contain? Explain the format.\nThanks",
 ]
 
 

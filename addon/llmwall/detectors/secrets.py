@@ -110,8 +110,16 @@ _PRIVATE_KEY_HEADER: Final = re.compile(
     + "|".join(re.escape(r.pattern) for r in PrivateKeyDetector.denylist)
     + r"|BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)(?:-----)?"
 )
-_PRIVATE_KEY_END: Final = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|Private-MAC: *[0-9a-fA-F]+")
-_BLANK_LINE: Final = re.compile(r"\n[ \t]*\n")
+#: Header to END line through key material only (base64, whitespace, "Proc-Type: 4,ENCRYPTED"
+#: style headers): also a block pasted on one line.
+_PRIVATE_KEY_BODY_TO_END: Final = re.compile(
+    r"[\sA-Za-z0-9+/=:,\-]{0,16384}?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|Private-MAC: *[0-9a-fA-F]+)"
+)
+_BASE64_LINE: Final = re.compile(r"[A-Za-z0-9+/=]{16,}")
+_KEY_HEADER_LINE: Final = re.compile(r"[A-Za-z][\w-]*:[^\r\n]*")
+#: A block's shorter last line ("Zw==", "q1/x"): base64 with a digit, "+", "/" or "=",
+#: which words of the prose after a truncated paste do not have.
+_BASE64_TAIL: Final = re.compile(r"(?=[A-Za-z0-9+/=]*[0-9+/=])[A-Za-z0-9+/=]{2,}")
 
 # --- key=value assignments ---------------------------------------------------------
 #: detect-secrets' secret-sounding names (matched on the key with separators and case
@@ -228,17 +236,32 @@ def _find(text: str) -> Iterator[Span]:
 
 
 def _private_keys(text: str) -> Iterator[Span]:
-    """Header to END line; a block pasted without its END runs to the next blank line."""
+    """Header to END line.  Without an END (a truncated paste) the block runs over the
+    base64 lines that follow; a header with no key material after it (a question about
+    the format) is not a secret."""
     pos = 0
     while (head := _PRIVATE_KEY_HEADER.search(text, pos)) is not None:
-        end_marker = _PRIVATE_KEY_END.search(text, head.end())
-        if end_marker is not None:
-            end = end_marker.end()
-        else:
-            blank = _BLANK_LINE.search(text, head.end())
-            end = blank.start() if blank else len(text)
-        yield Span(head.start(), end, "PRIVATE_KEY")
-        pos = end
+        whole = _PRIVATE_KEY_BODY_TO_END.match(text, head.end())
+        end = whole.end() if whole else _key_lines_end(text, head.end())
+        if end is not None:
+            yield Span(head.start(), end, "PRIVATE_KEY")
+        pos = end or head.end()
+
+
+def _key_lines_end(text: str, pos: int) -> int | None:
+    """End of the key-material lines after a header at ``pos``, or None if there are none."""
+    end, seen_base64 = None, False
+    line_start = text.find("\n", pos)
+    while line_start != -1:
+        line_end = text.find("\n", line_start + 1)
+        line_end = len(text) if line_end == -1 else line_end
+        line = text[line_start + 1 : line_end].strip()
+        if _BASE64_LINE.fullmatch(line) or (seen_base64 and _BASE64_TAIL.fullmatch(line)):
+            end, seen_base64 = line_start + 1 + len(text[line_start + 1 : line_end].rstrip()), True
+        elif not (not seen_base64 and (line == "" or _KEY_HEADER_LINE.fullmatch(line))):
+            break
+        line_start = text.find("\n", line_end) if line_end < len(text) else -1
+    return end if seen_base64 else None
 
 
 def _resolve(spans: Iterable[Span]) -> list[Span]:
