@@ -68,6 +68,8 @@ CASES = [
      "Use the @property decorator; the service account is admin@build-server.internal."),
     ("IBAN_CODE", "Wire it to IBAN GB82 WEST 1234 5698 7654 32 by Friday.", "GB82 WEST 1234 5698 7654 32",
      "Wire it to IBAN GB82 WEST 1234 5698 7654 33 by Friday."),
+    ("IP_ADDRESS", "ssh root@203.0.113.7 keeps dropping the session.", "203.0.113.7",
+     "Pin pkg==1.2.3.4 and release 10.2.0.1 in the lockfile."),
     ("IP_ADDRESS", "Our server at 192.168.1.23 keeps dropping SSH sessions.", "192.168.1.23",
      "Upgrade from version 1.2.3.4; the dev server listens on 0.0.0.0:8080 and 127.0.0.1."),
     ("IP_ADDRESS", "Block 2001:db8:85a3::8a2e:370:7334 on the firewall.", "2001:db8:85a3::8a2e:370:7334",

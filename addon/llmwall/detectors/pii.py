@@ -86,7 +86,7 @@ CONTEXT_REQUIRED: Final = frozenset({
 #: Text right before a match that marks it as something else: a version, not an IP;
 #: the tail of a longer hyphenated number (order 112-3456789-1234567), not a card.
 NOT_PII_BEFORE: Final[dict[str, re.Pattern[str]]] = {
-    "IP_ADDRESS": re.compile(r"(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|==|>=|<=|~=|@)\s*[:=]?\s*$", re.I),
+    "IP_ADDRESS": re.compile(r"(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|==|>=|<=|~=)\s*[:=]?\s*$", re.I),
     "CREDIT_CARD": re.compile(r"\d[-.]?$"),
 }
 #: Card numbers are written unbroken or in their printed groups (4-4-4-4[-1..3],
