@@ -80,7 +80,7 @@ CONTEXT_CONFIRMED_SCORE: Final = 0.5
 #: order numbers, Unix timestamps and phone numbers would otherwise be reported.
 CONTEXT_REQUIRED: Final = frozenset({
     "UK_NHS", "IN_AADHAAR", "AU_ABN", "AU_ACN", "AU_TFN", "AU_MEDICARE", "PL_PESEL",
-    "IT_VAT_CODE", "MEDICAL_LICENSE",
+    "IT_VAT_CODE", "MEDICAL_LICENSE", "SG_UEN",
 })  # fmt: skip
 
 #: Text right before a match that marks it as something else: a version, not an IP;
