@@ -111,7 +111,7 @@ CASES = [
     ("PL_PESEL", "My PESEL is 44051401359.", "44051401359",
      "My PESEL is 44051401358; call 13812345678."),
     ("SG_NRIC_FIN", "My NRIC is S1234567D, update my record.", "S1234567D", "My NRIC is S123456D, short."),
-    ("SG_UEN", "Our UEN is 53312345C for the ACRA filing.", "53312345C", "Our UEN is 53312345D for the ACRA filing; build 53312345C passed."),
+    ("SG_UEN", "Our UEN is 53312345C for the ACRA filing.", "53312345C", "Our UEN is 53312345D for the ACRA filing. Separately, the nightly pipeline reported that build 53312345C passed."),
     ("AU_ABN", "Our ABN is 51 824 753 556 for the invoice.", "51 824 753 556",
      "Our ABN is 51 824 753 557; tracking 51824753556."),
     ("AU_ACN", "The company ACN is 004 085 616.", "004 085 616", "The company ACN is 004 085 617."),
