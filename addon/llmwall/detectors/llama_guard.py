@@ -6,7 +6,7 @@ Cost model, and the design that follows from it:
   ``"\\n\\n"`` the model always writes first, so the prefill's last logits are the verdict
   distribution: P(unsafe) = softmax over {safe, unsafe}. Category tokens are decoded
   (greedily, a handful of steps) only for rows judged unsafe.
-* The policy header (instructions and category list, ~190 tokens with the real tokenizer)
+* The policy header (instructions and category list, 138 tokens for the 1B template)
   is identical for every request: its key/value cache is computed once and fed as
   ``past_key_values``, so each request pays only for its own tokens.
 * Concurrent ``detect`` calls (worker threads) put jobs on a queue; one model thread takes
