@@ -156,6 +156,11 @@ CLEAN = [
     "Compute 13812345678 modulo 97 and print the result.",
     "Please send us the logs for ticket 912803456 today.",
     "Apache License 2.0 covers the library; see the NOTICE file.",
+    "limitations under the License.\n\ndata = {'861787688': 'x', 'A12345': 'y'}",
+    "attributeTypes: ( 1.3.6.1.4.1.1466.115.121.1.15 NAME 'cn' ) per RFC 7540 § 8.1.2.2",
+    ">>> canonicalize_version('1.4.0.0.0')",
+    "See rfc7540#section-8.1.2.5; allow 127.0.0.0/8 and ::1/128; w[1::2] = 1",
+    'Connect to "ssh://687fb701029421ae5549d998@ssh.hf.jobs" or http://userid:secret@example.com:8080/',
 ]
 
 

@@ -84,15 +84,25 @@ CONTEXT_REQUIRED: Final = frozenset({
 })  # fmt: skip
 
 #: Text right before a match that marks it as something else: a version, not an IP;
-#: the tail of a longer hyphenated number (order 112-3456789-1234567), not a card.
+#: the tail of a longer hyphenated number (order 112-3456789-1234567), not a card; the
+#: user part of a URL, not an e-mail address.
 NOT_PII_BEFORE: Final[dict[str, re.Pattern[str]]] = {
-    "IP_ADDRESS": re.compile(r"(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|==|>=|<=|~=)\s*[:=]?\s*$", re.I),
+    "IP_ADDRESS": re.compile(
+        r"(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|\bsection|§|==|>=|<=|~=)\s*[:=\-]?\s*$|\d\.$", re.I
+    ),
     "CREDIT_CARD": re.compile(r"\d[-.]?$"),
+    # the user part of a URL ("ssh://id@host", "http://user:pass@host") is not a mailbox
+    "EMAIL_ADDRESS": re.compile(r"://(?:[^\s/@:]*:)?$"),
 }
+_DOTTED_TAIL: Final = re.compile(r"\.\d")
 #: Card numbers are written unbroken or in their printed groups (4-4-4-4[-1..3],
 #: Amex/Diners 4-6-5 / 4-6-4); Presidio accepts any separators, so a Luhn-passing
 #: 7-7 order number would count.
 _CARD_GROUPS: Final = re.compile(r"\d{12,19}|\d{4}([ -])\d{6}\1\d{4,5}|\d{4}([ -])\d{4}(?:\2\d{4}){1,2}(?:\2\d{1,3})?")
+
+#: Presidio's driver-license context minus "license" and "lic": every source file's
+#: licence header ("under the License") sits next to numbers and issue ids.
+US_DRIVER_LICENSE_CONTEXT: Final = ["driver", "driving", "permit", "identification", "dls", "cdls", "lic#"]
 
 #: Presidio's phone context minus "number", which sits next to every order number.
 PHONE_CONTEXT: Final = frozenset({"phone", "telephone", "tel", "cell", "cellphone", "mobile", "call"})
@@ -306,7 +316,7 @@ PATTERN_RECOGNIZERS: Final[dict[str, Callable[[], EntityRecognizer]]] = {
     "MEDICAL_LICENSE": _en(pr.MedicalLicenseRecognizer),
     "URL": lambda: pr.UrlRecognizer(),
     "US_BANK_NUMBER": _en(pr.UsBankRecognizer),
-    "US_DRIVER_LICENSE": _en(pr.UsLicenseRecognizer),
+    "US_DRIVER_LICENSE": _en(pr.UsLicenseRecognizer, context=US_DRIVER_LICENSE_CONTEXT),
     "US_ITIN": _en(pr.UsItinRecognizer),
     "US_PASSPORT": _en(pr.UsPassportRecognizer),
     "US_SSN": _en(pr.UsSsnRecognizer),
@@ -732,17 +742,23 @@ def _accepted(result: RecognizerResult, text: str) -> bool:
     if result.entity_type == "CREDIT_CARD":
         return _CARD_GROUPS.fullmatch(value) is not None
     if result.entity_type == "IP_ADDRESS":
-        return _identifies_a_host(value)
+        # "1.3.6.1" of the OID 1.3.6.1.4.1.1466, "1.4.0.0" of version 1.4.0.0.0
+        return not _DOTTED_TAIL.match(text, result.end) and _identifies_a_host(value)
     return True
 
 
 def _identifies_a_host(value: str) -> bool:
-    """Unspecified and loopback addresses (0.0.0.0, 127.0.0.1, ::1) identify nobody."""
+    """Unspecified and loopback addresses or networks (0.0.0.0, 127.0.0.0/8, ::1) identify
+    nobody, and "1::2" or "a::b" with four hex digits in all is a Python slice or a
+    placeholder, not a host."""
+    value = value.strip("[]")
+    if ":" in value and sum(c in "0123456789abcdefABCDEF" for c in value.split("%")[0]) <= 4:
+        return False
     try:
-        ip = ipaddress.ip_address(value.strip("[]"))
+        net = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        return True  # Presidio's forms we cannot parse here (embedded, mapped): keep
-    return not (ip.is_unspecified or ip.is_loopback)
+        return True  # Presidio's forms we cannot parse here (embedded, mapped, zoned): keep
+    return not (net.is_unspecified or net.is_loopback)
 
 
 def _trimmed(result: RecognizerResult, text: str) -> Span:

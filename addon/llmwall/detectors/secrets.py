@@ -126,7 +126,7 @@ _BASE64_TAIL: Final = re.compile(r"(?=[A-Za-z0-9+/=]*[0-9+/=])[A-Za-z0-9+/=]{2,}
 #: folded away, so apiKey, API_KEY and api-key all read "apikey") plus a few more.
 _SECRET_KEY: Final = re.compile(
     "|".join(k.replace("_?", "") for k in SECRET_KEYWORDS)
-    + r"|token|credential|secret|auth(?!ors?$)|accesskey|signature|sessionkey|cookie",
+    + r"|token|credential|secret|auth(?!or(?!iz))|accesskey|signature|sessionkey|cookie",
 )
 _PASSWORD_KEY: Final = re.compile(r"password|passwd|passphrase|pwd|contrase(?:ñ|n)a|(?<!by)(?<!com)(?<!sur)pass$")
 #: Names that hold identifiers, digests or locations, never credentials.
@@ -155,6 +155,11 @@ _PLACEHOLDER: Final = re.compile(
 #: ``.env``'s ``KEY=value`` and YAML's ``key: value``) also a plain lower-case word.
 _CODE_REFERENCE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z]*_[A-Za-z_]*")
 _CODE_WORD: Final = re.compile(r"[a-z]+")
+_EMAIL: Final = re.compile(r"[^@\s]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+#: A CamelCase type name, as in the annotation ``credentials: GoogleCredentials``.
+_TYPE_NAME: Final = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]+)+")
+#: Paths and URLs (``https: //github.com/...`` reads as key "https").
+_LOCATION: Final = re.compile(r"/|\.{1,2}/|[a-z][a-z0-9+.\-]*://", re.I)
 _BASE64 = Base64HighEntropyString()
 _HEX = HexHighEntropyString()
 #: detect-secrets' default limits: 4.5 bits/char (base64 alphabet), 3.0 (hex).
@@ -171,13 +176,17 @@ def _folded(key: str) -> str:
 
 def _value_is_secret(key: str, value: str, quoted: bool, code_style: bool) -> str | None:
     """Category for ``key=value``, or None: the key=value rules, in one place."""
-    if _PLACEHOLDER.search(value) or _NOT_SECRET_KEY.search(key):
+    if _PLACEHOLDER.search(value) or _NOT_SECRET_KEY.search(key) or _LOCATION.match(value):
         return None
-    if not quoted and (_CODE_REFERENCE.fullmatch(value) or (code_style and _CODE_WORD.fullmatch(value))):
+    if not quoted and (
+        _CODE_REFERENCE.fullmatch(value) or (code_style and _CODE_WORD.fullmatch(value)) or _TYPE_NAME.fullmatch(value)
+    ):
         return None
     folded = _folded(key)
     if _PASSWORD_KEY.search(folded):
         return "PASSWORD"
+    if value.isalpha() or _EMAIL.fullmatch(value):  # words, identifiers, addresses: not keys
+        return None
     secretish = _SECRET_KEY.search(folded) is not None
     if _HEXISH.fullmatch(value):
         # digests, UUIDs and SHAs are hex too: only under a secret-sounding key
@@ -220,8 +229,12 @@ def _find(text: str) -> Iterator[Span]:
                 text[slice(*_extend(text, start, end))]
             ):
                 continue
-            if rule.category in ("BEARER_TOKEN", "BASIC_AUTH") and _PLACEHOLDER.search(m.group(group)):
-                continue
+            if rule.category in ("BEARER_TOKEN", "BASIC_AUTH") and (
+                _PLACEHOLDER.search(m.group(group)) or _CODE_REFERENCE.fullmatch(m.group(group))
+            ):
+                continue  # "Bearer YOUR_TOKEN", "s3://key_id:secret_access_key@bucket"
+            if rule.category == "BASIC_AUTH" and not (text[m.end() : m.end() + 1].isalnum() or text[m.end() : m.end() + 1] == "["):
+                continue  # "github://org:repo@/path" names no host: not a login
             start, end = _extend(text, start, end)
             yield Span(start, end, rule.category)
     if "private key" in lower or "putty-user-key" in lower:
