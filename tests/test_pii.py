@@ -244,6 +244,11 @@ def test_ner_model_adds_person_location_nrp(tmp_path) -> None:
         "EMAIL_ADDRESS": {"a@example.com"},
     }
     assert "ner" in det.describe()
+    # the spaCy pipeline is shared: concurrent calls give the serial answer
+    texts = [f"Jane Doe met {n} Germans in Berlin; mail u{n}@example.com" for n in range(24)]
+    serial = [det.detect(_request(t)).spans for t in texts]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(lambda t: det.detect(_request(t)).spans, texts)) == serial
 
 
 def test_concurrent_use_matches_serial_results(default) -> None:
