@@ -201,7 +201,7 @@ def make_kv_expand(model_path: Path, dst: Path) -> None:
     onnx.save(expand, str(dst))
 
 
-def token_ids(tokenizer_path: Path, template: str, categories) -> dict:
+def token_ids(tokenizer_path: Path) -> dict:
     """The token ids the runtime scores with; each must be one token in this vocabulary."""
     from tokenizers import Tokenizer
 
@@ -282,7 +282,7 @@ def export(checkpoint: Path, out: Path, variants: list[str], template: str | Non
         "model": name or checkpoint.resolve().name,
         "template": template,
         "categories": [list(c) for c in categories],
-        "tokens": token_ids(out / "tokenizer.json", template, categories),
+        "tokens": token_ids(out / "tokenizer.json"),
         "architecture": {k: config.get(k) for k in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "intermediate_size", "vocab_size", "max_position_embeddings")},

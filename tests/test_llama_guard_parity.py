@@ -99,3 +99,25 @@ def test_left_padding_after_the_prefix_matches_torch(setup) -> None:
     feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **prefix.values}
     logits = model.session.run(["logits"], feeds)[0][:, -1, :]
     np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_export_script_reproduces_the_fixture(setup, tmp_path: Path) -> None:
+    """scripts/export_llama_guard.py on the fixture's checkpoint gives the same manifest and logits."""
+    engine, header, tails, reference = setup
+    out = tmp_path / "lg"
+    proc = subprocess.run(
+        [export_python(), str(ROOT / "scripts" / "export_llama_guard.py"), "--checkpoint", str(FIXTURE / "checkpoint"),
+         "--out", str(out), "--variants", "fp32,int4", "--template", "llama-guard-3-1b", "--name", "tiny-llama-guard"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    made, committed = (json.loads((d / "manifest.json").read_text()) for d in (out, FIXTURE))
+    for key in ("format", "template", "categories", "tokens", "architecture", "opset"):
+        assert made[key] == committed[key], key
+    assert sorted(made["variants"]) == ["fp32", "int4"]
+    fresh = lg.LlamaGuardEngine(out, "cpu", variant="fp32")
+    try:
+        logits, _ = fresh.model.run([header + tails[0]], fresh.model.empty(1), fresh.eot_id)
+        np.testing.assert_allclose(logits[0], reference[0], atol=1e-4, rtol=1e-4)
+    finally:
+        fresh.close()

@@ -15,7 +15,6 @@ deadline, and a slow server means "not scored" (``TimeoutError``), never a block
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import socket
@@ -28,8 +27,6 @@ from typing import Any, Mapping
 from llmwall import fields
 from llmwall.detectors import llama_guard_prompt as lgp
 from llmwall.detectors.base import Detection, Detector, ScreenRequest
-
-log = logging.getLogger(__name__)
 
 API_KEY_ENV = "LLMWALL_REMOTE_API_KEY"
 _UNSAFE = "cf.llm.prompt.unsafe_topic_detected"
