@@ -360,3 +360,23 @@ def test_a_broken_rules_file_stops_start_with_a_clear_error(tmp_path: Path) -> N
     assert proc.returncode != 0
     assert "cannot load rules" in proc.stdout + proc.stderr
     assert "cf.llm.prompt.nope" in proc.stdout + proc.stderr
+
+
+def test_url_and_date_are_detected_only_when_a_rule_names_them(start_proxy, upstream: FakeUpstream) -> None:
+    proxy = start_proxy(rules=PII_RULES)
+    body = {"model": "m", "messages": [{"role": "user", "content": "summarise https://example.com/report.html"}]}
+    assert post(proxy.url + "/v1/chat/completions", body)[0] == 200
+    proxy.rules_path.write_text(PII_RULES + """\
+  - id: block-url
+    expression: any(cf.llm.prompt.pii_categories[*] == "URL")
+    action: block
+""")
+    _wait_for_status(proxy, body, 403)
+
+
+def test_unknown_pii_category_option_stops_start(start_proxy) -> None:
+    with pytest.raises(AssertionError) as err:
+        proxy = start_proxy(rules=PII_RULES, llmwall_pii_entities="EMAIL_ADRESS")
+        proxy.process.wait(timeout=60)
+        raise AssertionError(proxy.log())
+    assert "EMAIL_ADRESS" in str(err.value) and "unknown categories" in str(err.value)

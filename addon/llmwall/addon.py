@@ -23,7 +23,7 @@ from typing import Optional
 from mitmproxy import ctx, exceptions, http
 
 from . import actions, discovery, extraction
-from .detectors import build_detectors
+from .detectors import build_detectors, pii
 from .detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from .orchestrator import Orchestrator, ScreenResult
 from .redact import RedactError, redact_body
@@ -120,11 +120,25 @@ class LLMWall:
                 raise exceptions.OptionsError(f"llmwall: cannot load rules: {exc}") from None
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
-            self._rebuild_detectors(_detector_config(opts))
+            self._rebuild_detectors(self._detector_config())
         if "llmwall_db" in updated:
             self._open_store(opts.llmwall_db)
         if updated & {"llmwall_db", "llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"}:
             self._start_dashboard(opts)
+
+    def _detector_config(self) -> DetectorConfig:
+        """The detector settings from the options, plus what the current rules ask of PII."""
+        opts = ctx.options
+        unknown = sorted(set(opts.llmwall_pii_entities) - set(pii.CLOUDFLARE_CATEGORIES))
+        if unknown:
+            raise exceptions.OptionsError(f"llmwall_pii_entities: unknown categories {', '.join(unknown)}; "
+                                          f"known: {', '.join(pii.CLOUDFLARE_CATEGORIES)}")
+        config = _options_config(opts)
+        extras = _pii_extras(self.rules.current) if self.rules else frozenset()
+        if extras:
+            config = dataclasses.replace(
+                config, pii_entities=tuple(sorted(set(config.pii_entities or pii.DEFAULT_CATEGORIES) | extras)))
+        return config
 
     def _rebuild_detectors(self, config: DetectorConfig) -> None:
         old = self.detectors
@@ -174,9 +188,26 @@ class LLMWall:
             await asyncio.sleep(1.0)
             if self.rules is None:
                 continue
+            before = self.rules.current
             error = await asyncio.to_thread(self.rules.poll)
             if error is not None:
                 log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", error)
+            elif self.rules.current is not before:
+                log.info("llmwall: rules reloaded: %d rules", len(self.rules.current.rules))
+                if _pii_extras(self.rules.current) != _pii_extras(before):
+                    await asyncio.to_thread(self._reload_pii)
+
+    def _reload_pii(self) -> None:
+        """Rebuild only the PII detector when the rules start or stop naming DATE_TIME or URL."""
+        try:
+            fresh = pii.create(self._detector_config())
+        except ValueError as exc:
+            log.warning("llmwall: PII detector not rebuilt: %s", exc)
+            return
+        old = [d for d in self.detectors if d.name == fresh.name]
+        self.detectors = [fresh if d.name == fresh.name else d for d in self.detectors]
+        for det in old:
+            det.close()
 
     def done(self) -> None:
         if self._reload_task:
@@ -395,6 +426,12 @@ def _categories(result: ScreenResult) -> list[str]:
     return out
 
 
+def _pii_extras(ruleset) -> frozenset[str]:
+    """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule names them."""
+    text = " ".join(rule.expression for rule in ruleset.rules if rule.enabled)
+    return frozenset(c for c in pii.OFF_BY_DEFAULT if f'"{c}"' in text)
+
+
 #: Keys whose presence makes an unreadable body worth recording as possible LLM traffic.
 _LLM_KEYS = (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"')
 
@@ -408,7 +445,7 @@ def _matches(target: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(target, p) for p in patterns)
 
 
-def _detector_config(opts) -> DetectorConfig:
+def _options_config(opts) -> DetectorConfig:
     def unit_float(name: str) -> float:
         try:
             value = float(getattr(opts, name))
