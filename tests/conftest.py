@@ -145,21 +145,9 @@ def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[...
                     "termlog_verbosity": "info", **options}
         for key, value in settings.items():
             cmd += ["--set", f"{key}={value}"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        proc = start_process(cmd, port, log_path, cwd=tmp_path)
         procs.append(proc)
-        proxy = Proxy(port, proc, log_path, db_path, rules_path)
-        end = time.monotonic() + 90
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise AssertionError(f"mitmdump exited with {proc.returncode}:\n{proxy.log()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return proxy
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"mitmdump did not start:\n{proxy.log()[-3000:]}")
+        return Proxy(port, proc, log_path, db_path, rules_path)
 
     yield start
     for proc in procs:
@@ -168,6 +156,25 @@ def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[...
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def start_process(cmd: list[str], port: int, log_path: Path, cwd: Path | None = None,
+                  timeout: float = 90.0) -> subprocess.Popen[bytes]:
+    """Start a server process with output to ``log_path``; return once ``port`` accepts connections."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or log_path.parent, env=env)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"{cmd[0]} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"{cmd[0]} did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
 def post(url: str, body: bytes | dict | str, headers: dict[str, str] | None = None,

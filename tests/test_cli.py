@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, FakeUpstream, free_port
+from conftest import ROOT, FakeUpstream, free_port, start_process
 
 LLMWALL = str(Path(sys.executable).parent / "llmwall")
 MITMDUMP = str(Path(sys.executable).parent / "mitmdump")
@@ -69,21 +67,6 @@ def test_scan_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "bad.jsonl:2" in proc.stderr
 
 
-def _start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
-    end = time.monotonic() + 90
-    while time.monotonic() < end:
-        assert proc.poll() is None, log.read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(log.read_text())
-
-
 def _via_proxy(proxy_port: int, url: str, body: bytes) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
     req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"}, method="POST")
@@ -107,10 +90,10 @@ def test_llmwall_proxy_runs_mitmdump_in_any_mode(tmp_path: Path, upstream: FakeU
         if mode == "upstream":
             # A plain mitmdump as the corporate upstream proxy behind llmwall.
             up_port = free_port()
-            procs.append(_start([MITMDUMP, "-p", str(up_port), "--listen-host", "127.0.0.1"], up_port,
+            procs.append(start_process([MITMDUMP, "-p", str(up_port), "--listen-host", "127.0.0.1"], up_port,
                                 tmp_path / "upstream-proxy.log"))
             args += ["--mode", f"upstream:http://127.0.0.1:{up_port}"]
-        procs.append(_start(args, port, tmp_path / "llmwall.log"))
+        procs.append(start_process(args, port, tmp_path / "llmwall.log"))
         target = upstream.url + "/v1/chat/completions"
         assert _via_proxy(port, target, BENIGN_BODY) == 200
         assert _via_proxy(port, target, EMAIL_BODY) == 403
@@ -125,7 +108,7 @@ def test_dashboard_is_served_on_the_reserved_host_through_the_proxy(tmp_path: Pa
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     port = free_port()
-    proc = _start([LLMWALL, "proxy", "-p", str(port), "--listen-host", "127.0.0.1",
+    proc = start_process([LLMWALL, "proxy", "-p", str(port), "--listen-host", "127.0.0.1",
                    "--set", f"llmwall_rules={rules}", "--set", f"llmwall_db={tmp_path / 'db.sqlite'}",
                    "--set", f"llmwall_models={ROOT / 'models'}"], port, tmp_path / "llmwall.log")
     try:
