@@ -172,49 +172,58 @@ def transformers_caller(work: Path):
     return call, (lambda: None), f"transformers {model.dtype} generate(max_new_tokens=10), torch threads {torch.get_num_threads()}"
 
 
-def run(work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str, requests_c1: int) -> None:
+def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str,
+        requests_c1: int, repeat: int) -> None:
+    """Measure every cell ``repeat`` times, configurations interleaved (load drifts on shared machines)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    results = work / "results.jsonl"
     done = set()
     if results.exists():
         for line in results.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["config"], r["user_tokens"], r["concurrency"]))
-    by_config: dict[str, list[tuple[int, int]]] = {}
-    for cfg, length, conc in grid:
-        if (cfg, length, conc) not in done:
-            by_config.setdefault(cfg, []).append((length, conc))
-    for cfg, cells in by_config.items():
-        if cfg == "transformers-generate":
-            call, close, desc = transformers_caller(work)
-        else:
-            if ONNX_CONFIGS[cfg][0] not in json.loads((model_dir / "manifest.json").read_text())["variants"]:
+            done.add((r["config"], r["user_tokens"], r["concurrency"], r.get("rep", 0)))
+    variants = json.loads((model_dir / "manifest.json").read_text())["variants"]
+    for rep in range(repeat):
+        by_config: dict[str, list[tuple[int, int]]] = {}
+        for cfg, length, conc in grid:
+            if (cfg, length, conc, rep) not in done:
+                by_config.setdefault(cfg, []).append((length, conc))
+        for cfg, cells in by_config.items():
+            if cfg == "transformers-generate":
+                call, close, desc = transformers_caller(work)
+            elif ONNX_CONFIGS[cfg][0] not in variants:
                 continue
-            call, close, desc = onnx_caller(model_dir, cfg, device)
-        print(f"[bench] {cfg}: {desc}", flush=True)
-        call(user_texts(tok, 16, 1)[0])  # warm-up: session arenas, prefix cache
-        for length, conc in cells:
-            count = requests_c1 if conc == 1 else conc
-            stats = measure(call, user_texts(tok, length, count), conc)
-            row = {"config": cfg, "user_tokens": length, "concurrency": conc, **stats,
-                   "machine": f"{platform.machine()} {os.cpu_count()} cpu", "ts": time.time()}
-            with results.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"[bench] {cfg} len={length} c={conc}: p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s "
-                  f"{stats['prompts_per_s']:.2f} prompts/s", flush=True)
-        close()
+            else:
+                call, close, desc = onnx_caller(model_dir, cfg, device)
+            print(f"[bench] rep {rep} {cfg}: {desc}", flush=True)
+            call(user_texts(tok, 16, 1)[0])  # warm-up: session arenas, prefix cache
+            for length, conc in cells:
+                count = requests_c1 if conc == 1 else conc
+                stats = measure(call, user_texts(tok, length, count), conc)
+                row = {"config": cfg, "user_tokens": length, "concurrency": conc, "rep": rep, **stats,
+                       "load_avg": os.getloadavg()[0], "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+                       "ts": time.time()}
+                with results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"[bench] {cfg} len={length} c={conc}: p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s "
+                      f"{stats['prompts_per_s']:.3f} prompts/s (load {row['load_avg']:.1f})", flush=True)
+            close()
 
 
-def report(work: Path) -> str:
-    rows = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
-    rows.sort(key=lambda r: (r["user_tokens"], r["concurrency"], r["config"]))
-    lines = ["| config | user tokens | concurrency | requests | p50 (s) | p99 (s) | prompts/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['user_tokens']} | {r['concurrency']} | {r['requests']} | "
-                     f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['prompts_per_s']:.3f} |")
+def report(results: Path) -> str:
+    """Markdown table: per cell, the median over repetitions (and how many there were)."""
+    cells: dict[tuple, list[dict]] = {}
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        cells.setdefault((r["user_tokens"], r["concurrency"], r["config"]), []).append(r)
+    lines = ["| config | user tokens | concurrency | reps x requests | p50 (s) | p99 (s) | prompts/s | load avg |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (length, conc, cfg), rows in sorted(cells.items()):
+        med = {k: statistics.median(r[k] for r in rows) for k in ("p50_s", "p99_s", "prompts_per_s")}
+        load = statistics.median(r.get("load_avg", float("nan")) for r in rows)
+        lines.append(f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['p50_s']:.2f} | "
+                     f"{med['p99_s']:.2f} | {med['prompts_per_s']:.3f} | {load:.1f} |")
     return "\n".join(lines)
 
 
@@ -222,14 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Llama Guard runtime benchmark (1B shape, random weights)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lg-bench"))
     ap.add_argument("--grid", choices=["quick", "full"], default="quick")
+    ap.add_argument("--cells", help="instead of a grid: config:user_tokens:concurrency,... "
+                                    "e.g. onnx-int8-cache-batch:32:1,onnx-int4-cache-batch:32:1")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--requests-c1", type=int, default=3, help="sequential requests for concurrency 1")
+    ap.add_argument("--repeat", type=int, default=1, help="repetitions, configurations interleaved")
+    ap.add_argument("--results", type=Path, help="JSON-lines results file (default: <work>/results.jsonl)")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the table of what was measured and exit")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    results = args.results or args.work / "results.jsonl"
     if args.report:
-        print(report(args.work))
+        print(report(results))
         return 0
     from llmwall.onnx_session import resolve_device
 
@@ -238,10 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 0
     grid = QUICK + (FULL_EXTRA if args.grid == "full" else [])
+    if args.cells:
+        grid = [(c, int(n), int(k)) for c, n, k in (cell.split(":") for cell in args.cells.split(","))]
     if on_cuda:
         grid = [("onnx-fp16-cache-batch", n, c) for n in (64, 256, 1024) for c in (1, 8, 64)] + grid
-    run(args.work, model_dir, grid, args.device, args.requests_c1)
-    print(report(args.work))
+    run(results, args.work, model_dir, grid, args.device, args.requests_c1, args.repeat)
+    print(report(results))
     return 0
 
 
