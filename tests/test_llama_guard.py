@@ -176,6 +176,28 @@ def test_deadline_passing_in_the_queue_gives_up_without_blocking() -> None:
         det.close()
 
 
+def test_batches_are_sized_to_meet_the_earliest_deadline(engine) -> None:
+    now = time.monotonic()
+    jobs = [lg._Job(key=("policy",), header="", tail_ids=[1] * 10, custom_codes=None, deadline=now + 0.25 + i)
+            for i in range(6)]
+    saved = engine.sec_per_token
+    try:
+        engine.sec_per_token = None  # nothing measured yet: one batch
+        assert [len(b) for b in engine._split(jobs, now)] == [6]
+        engine.sec_per_token = 0.01  # 0.1 s per row: two rows fit the first deadline
+        sizes = [len(b) for b in engine._split(jobs, now)]
+        assert sizes[0] == 2 and sum(sizes) == 6
+        engine.sec_per_token = 1e-6
+        assert [len(b) for b in engine._split(jobs * 3, now)] == [16, 2]  # max_batch
+    finally:
+        engine.sec_per_token = saved
+
+
+def test_cost_per_token_is_measured(detector) -> None:
+    detector.detect(request("How do I bake sourdough bread?"))
+    assert detector.engine.sec_per_token is not None and 0 < detector.engine.sec_per_token < 1
+
+
 def test_threshold_controls_the_verdict(engine) -> None:
     for threshold, expected in ((1.0, False), (0.0, True)):
         det = lg.LlamaGuardDetector(FIXTURE, "cpu", threshold=threshold, variant="fp32")

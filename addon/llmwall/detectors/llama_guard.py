@@ -10,7 +10,8 @@ Cost model, and the design that follows from it:
   is identical for every request: its key/value cache is computed once and fed as
   ``past_key_values``, so each request pays only for its own tokens.
 * Concurrent ``detect`` calls (worker threads) put jobs on a queue; one model thread takes
-  what arrives within a few milliseconds and runs it as one batch. Rows are right-padded
+  what arrives within a few milliseconds and runs it in batches, each no larger than lets it
+  finish before its earliest deadline at the measured cost per token. Rows are right-padded
   after the cached prefix (a padded row never has a query position that sees nothing, so no
   NaN rows), and the exported graph returns logits at each row's last attended position.
 * On CUDA the prefix cache and every ``present`` tensor stay on the device (IOBinding), and
@@ -348,6 +349,7 @@ class LlamaGuardEngine:
         self._prefixes: OrderedDict[tuple, KV] = OrderedDict()  # model thread only
         self._header_ids: OrderedDict[tuple, list[int]] = OrderedDict()  # model thread only
         self.stats = {"batches": 0, "rows": 0, "expired": 0}  # written by the model thread only
+        self.sec_per_token: float | None = None  # measured prefill cost, for deadline-aware batching
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="llama-guard", daemon=True)
         self._thread.start()
@@ -416,25 +418,20 @@ class LlamaGuardEngine:
                 return
 
     def _process(self, jobs: list[_Job]) -> None:
-        now = time.monotonic()
-        live: list[_Job] = []
-        for j in jobs:
-            if not j.future.set_running_or_notify_cancel():
-                self.stats["expired"] += 1  # its caller gave up at its deadline
-                continue
-            if j.deadline <= now:
-                self.stats["expired"] += 1
-                j.future.set_exception(TimeoutError("deadline passed in the queue"))
-            else:
-                live.append(j)
+        live = [j for j in jobs if self._claim(j)]
         groups: dict[tuple, list[_Job]] = {}
         for j in live:
             groups.setdefault(j.key, []).append(j)
         for group in groups.values():
-            group.sort(key=lambda j: len(j.tail_ids))
-            for batch in self._split(group):
+            group.sort(key=lambda j: (j.deadline, len(j.tail_ids)))
+            for batch in self._split(group, time.monotonic()):
+                now = time.monotonic()
+                batch = [j for j in batch if j.deadline > now or self._expire(j)]
+                if not batch:
+                    continue
                 self.stats["batches"] += 1
                 self.stats["rows"] += len(batch)
+                started = time.monotonic()
                 try:
                     results = self._score(batch)
                 except Exception as exc:  # one bad batch must not kill the model thread
@@ -442,19 +439,55 @@ class LlamaGuardEngine:
                     for j in batch:
                         j.future.set_exception(exc)
                     continue
+                self._observe(batch, time.monotonic() - started)
                 for j, r in zip(batch, results):
                     j.future.set_result(r)
 
-    def _split(self, group: list[_Job]) -> list[list[_Job]]:
-        """Length-sorted sub-batches within the row and padded-token budgets."""
+    def _claim(self, job: _Job) -> bool:
+        """Mark a job running; False when its caller already gave up or its deadline passed."""
+        if not job.future.set_running_or_notify_cancel():
+            self.stats["expired"] += 1  # its caller gave up at its deadline
+            return False
+        return job.deadline > time.monotonic() or self._expire(job)
+
+    def _expire(self, job: _Job) -> bool:
+        """Fail a job whose deadline passed before its batch ran (always False, for filters)."""
+        self.stats["expired"] += 1
+        job.future.set_exception(TimeoutError("deadline passed before scoring"))
+        return False
+
+    def _width(self, job: _Job) -> int:
+        return len(job.tail_ids) + (0 if self.prefix_cache else len(self._header(job)))
+
+    def _observe(self, batch: list[_Job], seconds: float) -> None:
+        """Update the seconds-per-padded-token estimate (EMA) that deadline-aware batching uses."""
+        tokens = len(batch) * max(self._width(j) for j in batch)
+        rate = seconds / max(1, tokens)
+        self.sec_per_token = rate if self.sec_per_token is None else 0.7 * self.sec_per_token + 0.3 * rate
+
+    def _split(self, group: list[_Job], now: float) -> list[list[_Job]]:
+        """Deadline-ordered sub-batches within the row and padded-token budgets.
+
+        On a slow device (a CPU) one big batch finishes everyone late: a batch is closed
+        when, by the measured cost per token, adding the next job would end it after the
+        earliest deadline in it, so the earliest requests are scored in time instead.
+        """
         out: list[list[_Job]] = []
         current: list[_Job] = []
+        width, clock = 0, now
+        spt = self.sec_per_token
         for j in group:
-            width = len(j.tail_ids) + (0 if self.prefix_cache else len(self._header(j)))
-            if current and (len(current) >= self.max_batch or width * (len(current) + 1) > self.max_batch_tokens):
-                out.append(current)
-                current = []
+            w = max(width, self._width(j))
+            if current:
+                rows = len(current) + 1
+                too_big = rows > self.max_batch or w * rows > self.max_batch_tokens
+                late = spt is not None and clock + spt * w * rows > current[0].deadline
+                if too_big or late:
+                    clock += (spt or 0.0) * width * len(current)
+                    out.append(current)
+                    current, w = [], self._width(j)
             current.append(j)
+            width = w
         if current:
             out.append(current)
         return out
