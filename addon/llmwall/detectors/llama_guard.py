@@ -616,7 +616,10 @@ class LlamaGuardDetector(Detector):
         if truncated:
             info["truncated"] = True
         if custom_job is not None:
-            out[_CUSTOM] = dict(_wait(custom_job, request.deadline).custom or {})
+            try:
+                out[_CUSTOM] = dict(_wait(custom_job, request.deadline).custom or {})
+            except TimeoutError:  # the verdict stands; the custom-topic field stays absent (not scored)
+                info["custom_topics_not_scored"] = True
         return Detection(fields=out, info=info)
 
     def close(self) -> None:

@@ -205,9 +205,13 @@ class RemoteLlamaGuard(Detector):
         p, cats = self._verdict(text, request.deadline)
         unsafe = p >= self.threshold
         out: dict[str, object] = {_UNSAFE: unsafe, _UNSAFE_CATS: list(cats) if unsafe else []}
+        info: dict[str, object] = {"p_unsafe": round(p, 6), "device": "remote"}
         if custom is not None:
-            out[_CUSTOM] = custom.result(timeout=max(0.0, request.deadline - time.monotonic()))
-        return Detection(fields=out, info={"p_unsafe": round(p, 6), "device": "remote"})
+            try:
+                out[_CUSTOM] = custom.result(timeout=max(0.0, request.deadline - time.monotonic()))
+            except (TimeoutError, RemoteError):  # the verdict stands; the custom field stays absent
+                info["custom_topics_not_scored"] = True
+        return Detection(fields=out, info=info)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
