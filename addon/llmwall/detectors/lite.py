@@ -1,0 +1,301 @@
+"""Embedded ("lite") classifiers: unsafe topics (S1..S14), prompt injection, custom topics.
+
+Shipped with the project in ``models/lite/`` so llmwall protects from the first command,
+with no GPU, no network and no exported Llama Guard:
+
+* ``classifier.onnx``: the first layers of all-MiniLM-L6-v2, fine-tuned with one
+  multi-label head (unsafe, S1..S14, injection), int8. One run serves both the topics
+  and the injection detector: results are shared through a small in-memory cache.
+* ``encoder.onnx``: the unmodified all-MiniLM-L6-v2 sentence encoder, int8, used only
+  for zero-shot custom topics.
+* ``lite.json``: calibration (Platt scaling per output), thresholds and the score
+  mappings, all chosen on the validation split by ``scripts/train_lite.py``.
+
+Long prompts are scored over several 128-token windows (head+tail first, then evenly
+spread chunks) and each output takes the maximum over windows, because an attack
+often hides at the end of a long document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import json
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .. import fields
+from ..onnx_session import make_session
+from .base import Detection, Detector, DetectorConfig, ScreenRequest
+
+MANIFEST = "lite.json"
+FORMAT = "llmwall-lite/1"
+_CACHE_SIZE = 256  # prompts whose classifier outputs are kept (in memory only)
+_TOPIC_SETS = 16  # custom-topic mappings whose embeddings are kept
+MAX_CUSTOM_TOPICS = 20
+
+
+class LiteModels:
+    """The loaded lite models; thread-safe, shared by the lite detectors of one directory."""
+
+    def __init__(self, directory: Path, device: str = "auto") -> None:
+        self.directory = directory
+        manifest = json.loads((directory / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{directory / MANIFEST}: unsupported format {manifest.get('format')!r}")
+        self.manifest = manifest
+        self.outputs: list[str] = manifest["outputs"]
+        self.max_tokens = int(manifest["max_tokens"])
+        self.head_tokens = int(manifest["head_tokens"])
+        self.max_windows = int(manifest["max_windows"])
+        self.cls_id, self.sep_id = int(manifest["cls_id"]), int(manifest["sep_id"])
+        cal = manifest["calibration"]
+        self.cal_a = np.array([cal[o]["a"] for o in self.outputs], np.float32)
+        self.cal_b = np.array([cal[o]["b"] for o in self.outputs], np.float32)
+        self.thresholds = {o: float(cal[o]["threshold"]) for o in self.outputs}
+        self.injection_knots = np.array(cal["injection"]["score_knots"], np.float64)
+        self.topic_a = float(manifest["topics"]["a"])
+        self.topic_b = float(manifest["topics"]["b"])
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.classifier, self.device = make_session(directory / "classifier.onnx", device)
+        self._encoder = None
+        self._encoder_path = directory / "encoder.onnx"
+        self._device_pref = device
+        self._lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
+        self._results: OrderedDict[bytes, Future] = OrderedDict()
+        self._topic_cache: OrderedDict[frozenset, tuple[list[str], np.ndarray]] = OrderedDict()
+
+    # -- tokenisation -----------------------------------------------------------------
+
+    def windows(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Token windows of at most ``max_tokens``: head+tail first, then spread chunks."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        body = self.max_tokens - 2
+        wins = []
+        if len(ids) <= body:
+            wins.append(ids)
+        else:
+            wins.append(ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens):])
+            n_chunks = min(self.max_windows - 1, -(-len(ids) // body))
+            starts = np.linspace(0, len(ids) - body, n_chunks).astype(int) if n_chunks > 1 else [0]
+            wins += [ids[s: s + body] for s in starts]
+        width = max(len(w) for w in wins) + 2
+        input_ids = np.zeros((len(wins), width), np.int64)
+        mask = np.zeros((len(wins), width), np.int64)
+        for i, w in enumerate(wins):
+            row = [self.cls_id, *w, self.sep_id]
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return input_ids, mask
+
+    # -- classifier -------------------------------------------------------------------
+
+    def classify(self, text: str, timeout: float | None = None) -> np.ndarray:
+        """Calibrated probabilities per output (max over windows), computed once per text.
+
+        Both lite detectors ask for the same prompt at the same time from different
+        threads; the first computes, the other waits on its future (at most ``timeout``
+        seconds, then ``concurrent.futures.TimeoutError``).
+        """
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            fut = self._results.get(key)
+            owner = fut is None
+            if owner:
+                fut = Future()
+                self._results[key] = fut
+                while len(self._results) > _CACHE_SIZE:
+                    self._results.popitem(last=False)
+            else:
+                self._results.move_to_end(key)
+        if not owner:
+            return fut.result(timeout)
+        try:
+            ids, mask = self.windows(text)
+            logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            probs = 1.0 / (1.0 + np.exp(-(logits * self.cal_a + self.cal_b)))
+            result = probs.max(axis=0)
+        except BaseException as exc:
+            with self._lock:
+                self._results.pop(key, None)
+            fut.set_exception(exc)
+            raise
+        fut.set_result(result)
+        return result
+
+    def unsafe_fields(self, probs: Mapping[str, float]) -> tuple[bool, list[str]]:
+        """(detected, categories): categories above their thresholds when the unsafe head fires.
+
+        As in Cloudflare, detected is true exactly when the category list is non-empty:
+        when the unsafe head fires but no category passes its own threshold, the most
+        likely category is reported.
+        """
+        if probs["unsafe"] < self.thresholds["unsafe"]:
+            return False, []
+        cats = [c for c in self.outputs[1:15] if probs[c] >= self.thresholds[c]]
+        if not cats:
+            cats = [max(self.outputs[1:15], key=lambda c: probs[c])]
+        return True, cats
+
+    def injection_score(self, p_injection: float) -> int:
+        """P(injection) -> 1..99 (99 = surely benign) by the calibrated piecewise-linear knots."""
+        xs, ys = self.injection_knots[:, 0], self.injection_knots[:, 1]
+        return int(np.clip(np.rint(np.interp(p_injection, xs, ys)), 1, 99))
+
+    # -- custom topics ----------------------------------------------------------------
+
+    def _encoder_session(self):
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder, _ = make_session(self._encoder_path, self._device_pref)
+            return self._encoder
+
+    def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._encoder_session().run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def topic_embeddings(self, topics: Mapping[str, str]) -> tuple[list[str], np.ndarray]:
+        """Label+description embeddings, computed once per distinct topics mapping."""
+        key = frozenset(topics.items())
+        with self._lock:
+            hit = self._topic_cache.get(key)
+            if hit is not None:
+                self._topic_cache.move_to_end(key)
+                return hit
+        labels = sorted(topics)[:MAX_CUSTOM_TOPICS]
+        rows = [self.windows(f"{label}: {topics[label]}") for label in labels]
+        width = max(r[0].shape[1] for r in rows)
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros_like(ids)
+        for i, (r_ids, r_mask) in enumerate(rows):
+            ids[i, : r_ids.shape[1]] = r_ids[0]
+            mask[i, : r_mask.shape[1]] = r_mask[0]
+        value = (labels, self.embed(ids, mask))
+        with self._lock:
+            self._topic_cache[key] = value
+            while len(self._topic_cache) > _TOPIC_SETS:
+                self._topic_cache.popitem(last=False)
+        return value
+
+    def topic_scores(self, text: str, topics: Mapping[str, str]) -> dict[str, int]:
+        """label -> 1..99 (lower = more relevant): max cosine over windows, calibrated."""
+        labels, topic_emb = self.topic_embeddings(topics)
+        if not text.strip():
+            return {label: 99 for label in labels}
+        ids, mask = self.windows(text)
+        sims = (self.embed(ids, mask) @ topic_emb.T).max(axis=0)
+        p = 1.0 / (1.0 + np.exp(-(self.topic_a * sims + self.topic_b)))
+        return {label: int(np.clip(np.rint(1 + 98 * (1 - pi)), 1, 99)) for label, pi in zip(labels, p)}
+
+
+_LOADED: dict[tuple[str, str], LiteModels] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load(config: DetectorConfig) -> LiteModels | None:
+    """The lite models under ``models_dir/lite``, loaded once per (directory, device); None if absent."""
+    directory = (Path(config.models_dir) / "lite").resolve()
+    if not (directory / MANIFEST).is_file():
+        return None
+    key = (str(directory), config.device)
+    with _LOADED_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = LiteModels(directory, config.device)
+        return _LOADED[key]
+
+
+def _past_deadline(request: ScreenRequest) -> bool:
+    return time.monotonic() > request.deadline
+
+
+def _classify(models: LiteModels, request: ScreenRequest) -> dict[str, float] | None:
+    """Output name -> probability, or None when the deadline passed while waiting."""
+    try:
+        probs = models.classify(request.prompt.text, timeout=max(0.0, request.deadline - time.monotonic()))
+    except FutureTimeout:
+        return None
+    return dict(zip(models.outputs, map(float, probs)))
+
+
+class LiteTopicsDetector(Detector):
+    """Unsafe topics (Llama Guard's S1..S14) and zero-shot custom topics."""
+
+    name = "lite_topics"
+    provides = fields.UNSAFE_FIELDS | fields.CUSTOM_TOPIC_FIELDS
+
+    def __init__(self, models: LiteModels) -> None:
+        self.models = models
+
+    def detect(self, request: ScreenRequest) -> Detection:
+        text = request.prompt.text
+        wanted = request.wanted
+        out: dict[str, object] = {}
+        info: dict[str, object] = {}
+        if _past_deadline(request):
+            return Detection(fields={}, info={"skipped": "deadline"})
+        if not wanted or wanted & fields.UNSAFE_FIELDS:
+            if text.strip():
+                probs = _classify(self.models, request)
+                if probs is None:
+                    return Detection(fields={}, info={"skipped": "deadline"})
+                detected, cats = self.models.unsafe_fields(probs)
+                info["scores"] = {k: round(v, 4) for k, v in probs.items() if k != "injection"}
+            else:
+                detected, cats = False, []
+            out["cf.llm.prompt.unsafe_topic_detected"] = detected
+            out["cf.llm.prompt.unsafe_topic_categories"] = cats
+        if request.custom_topics and "cf.llm.prompt.custom_topic_categories" in wanted:
+            if _past_deadline(request):
+                return Detection(fields=out, info=info)
+            out["cf.llm.prompt.custom_topic_categories"] = self.models.topic_scores(text, request.custom_topics)
+        return Detection(fields=out, info=info)
+
+    def describe(self) -> str:
+        return f"lite_topics: embedded MiniLM classifier S1..S14 + zero-shot topics ({self.models.device})"
+
+
+class LiteInjectionDetector(Detector):
+    """Prompt injection / jailbreak score from the same shared classifier run."""
+
+    name = "lite_injection"
+    provides = fields.INJECTION_FIELDS
+
+    def __init__(self, models: LiteModels) -> None:
+        self.models = models
+
+    def detect(self, request: ScreenRequest) -> Detection:
+        text = request.prompt.text
+        if _past_deadline(request):
+            return Detection(fields={}, info={"skipped": "deadline"})
+        if not text.strip():
+            return Detection(fields={"cf.llm.prompt.injection_score": 99}, info={"scores": {"injection": 0.0}})
+        probs = _classify(self.models, request)
+        if probs is None:
+            return Detection(fields={}, info={"skipped": "deadline"})
+        p = probs["injection"]
+        return Detection(fields={"cf.llm.prompt.injection_score": self.models.injection_score(p)},
+                         info={"scores": {"injection": round(p, 4)}})
+
+    def describe(self) -> str:
+        return f"lite_injection: embedded MiniLM injection head ({self.models.device})"
+
+
+def create_topics(config: DetectorConfig) -> Detector | None:
+    """The embedded unsafe/custom topics detector, or None when models/lite is absent."""
+    models = load(config)
+    return LiteTopicsDetector(models) if models else None
+
+
+def create_injection(config: DetectorConfig) -> Detector | None:
+    """The embedded injection detector, or None when models/lite is absent."""
+    models = load(config)
+    return LiteInjectionDetector(models) if models else None

