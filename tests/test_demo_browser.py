@@ -195,25 +195,36 @@ def test_dashboard_shows_the_events_and_drill_down(demo: DemoProc, page: object)
     page.goto(demo.chat_url)  # type: ignore[attr-defined]
     chat(page, BENIGN, "assistant")
     chat(page, PII, "blocked")
+    unsafe = demo.has_unsafe_model()
+    if unsafe:
+        chat(page, UNSAFE, "blocked")
     with page.expect_popup() as popup:  # type: ignore[attr-defined]
         page.click("#dashboard-link")  # type: ignore[attr-defined]
     dash = popup.value
     dash.wait_for_selector("#events tbody tr[data-event-id]")
-    expect(dash.locator("#events tbody tr.action-block").first).to_contain_text("block-pii")
-    expect(dash.locator("#events tbody tr.action-block").first).to_contain_text("EMAIL_ADDRESS")
+    expect(dash.locator("#events tbody tr.action-block", has_text="block-pii").first).to_contain_text("EMAIL_ADDRESS")
     expect(dash.locator("#events tbody tr.action-allow").first).to_contain_text("/v1/chat/completions")
     assert int(dash.inner_text(".card.blocked .value")) >= 1
     assert int(dash.inner_text(".card.screened .value")) >= 2
     expect(dash.locator("#endpoints")).to_contain_text("/v1/chat/completions")
     expect(dash.locator("#top")).to_contain_text("EMAIL_ADDRESS")
+    if unsafe:
+        expect(dash.locator("#events tbody tr.action-block", has_text="block-unsafe").first).to_contain_text("S1")
+        expect(dash.locator("#top")).to_contain_text("S1")
     dash.wait_for_function("document.querySelector('#chart-action').width > 0")
     shot(dash, "04-dashboard")
-    # filter: only blocks
+    # filters: a category, then only blocks
+    dash.select_option("#f-category", "pii:EMAIL_ADDRESS")
+    expect(dash.locator("#events tbody tr", has_text="block-unsafe")).to_have_count(0)
+    expect(dash.locator("#events tbody tr.action-allow")).to_have_count(0)
+    expect(dash.locator("#events tbody tr.action-block").first).to_contain_text("EMAIL_ADDRESS")
+    dash.select_option("#f-category", "")
     dash.select_option("#f-action", "block")
     expect(dash.locator("#events tbody tr.action-allow")).to_have_count(0)
+    expect(dash.locator("#events tbody tr.action-block").first).to_be_visible()
     assert "action=block" in dash.url
     # drill-down of the blocked request
-    dash.locator("#events tbody tr.action-block a.details").first.click()
+    dash.locator("#events tbody tr.action-block", has_text="block-pii").locator("a.details").first.click()
     dash.wait_for_selector("#timings tbody tr")
     expect(dash.locator("#deciding-rule")).to_have_text("block-pii")
     expect(dash.locator("#fields")).to_contain_text("cf.llm.prompt.pii_categories")

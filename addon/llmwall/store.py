@@ -103,6 +103,7 @@ CREATE INDEX IF NOT EXISTS endpoints_last_seen ON endpoints(last_seen);
 #: Chart bucket sizes to choose from, seconds.
 _BUCKETS: Final = (10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS: Final = 120
+MIN_CHART_SPAN_S: Final = 900
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -552,9 +553,14 @@ class Store:
                 f"{where} GROUP BY c.kind, c.category ORDER BY n DESC, c.kind, c.category LIMIT 10", params,
             )
         ]
-        # The chart starts at the first event in range: a fresh install's first minutes are not a sliver.
-        start = t["first_ts"] if since is None or (t["first_ts"] or since) > since else since
         end = until if until is not None else (max(time.time(), t["last_ts"] or 0) if t["events"] else None)
+        # The chart starts near the first event in range (at least MIN_CHART_SPAN_S before the end):
+        # a fresh install's first minutes are not a sliver at the edge of an empty day.
+        start = since
+        if t["events"] and end is not None:
+            start = min(t["first_ts"], end - MIN_CHART_SPAN_S)
+            if since is not None:
+                start = max(start, since)
         series: dict[str, Any] = {"bucket_s": None, "buckets": [], "by_action": {}, "by_category": {}}
         if start is not None and end is not None and t["events"]:
             b = max(1, int(bucket_s)) if bucket_s else _pick_bucket(end - start)

@@ -73,9 +73,20 @@ const LW = (() => {
     return span;
   }
 
+  // Text with line-break opportunities after "/" (long endpoint paths), still text nodes only.
+  function breakable(text) {
+    const span = el("span", { class: "mono" });
+    const parts = String(text).split("/");
+    parts.forEach((part, i) => {
+      span.append(document.createTextNode(i < parts.length - 1 ? `${part}/` : part));
+      if (i < parts.length - 1) span.append(document.createElement("wbr"));
+    });
+    return span;
+  }
+
   function clear(node) {
     while (node.firstChild) node.removeChild(node.firstChild);
   }
 
-  return { el, api, fmtTime, fmtMs, categories, actionBadge, categoryChips, clear };
+  return { el, api, fmtTime, fmtMs, categories, actionBadge, categoryChips, breakable, clear };
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, api, fmtTime, fmtMs, actionBadge, categoryChips, clear } = LW;
+  const { el, api, fmtTime, fmtMs, actionBadge, categoryChips, breakable, clear } = LW;
   const PAGE = 50;
   const ACTION_COLORS = { block: "#d64545", redact: "#8e5bd6", log: "#e0a030", allow: "#3d9a5f" };
   const PALETTE = ["#2f6fd6", "#d64545", "#e0a030", "#3d9a5f", "#8e5bd6", "#1aa3a3", "#c4569e", "#7a7a7a", "#b8860b", "#4b5fa8"];
@@ -106,9 +106,9 @@
     drawChart("chart-action", "bar", labels, actions.map((a) => ({
       label: a, data: series.by_action[a], backgroundColor: ACTION_COLORS[a] || "#7a7a7a", stack: "actions",
     })));
-    drawChart("chart-category", "line", labels, Object.keys(series.by_category).map((c, i) => ({
-      label: c, data: series.by_category[c], borderColor: PALETTE[i % PALETTE.length],
-      backgroundColor: PALETTE[i % PALETTE.length], tension: 0.2, pointRadius: 2,
+    // Stacked bars: equal series stay visible (overlapping lines would hide each other).
+    drawChart("chart-category", "bar", labels, Object.keys(series.by_category).map((c, i) => ({
+      label: c, data: series.by_category[c], backgroundColor: PALETTE[i % PALETTE.length], stack: "categories",
     })));
   }
 
@@ -130,7 +130,7 @@
     clear(body);
     if (!eps.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no LLM endpoints seen yet")));
     for (const e of eps) {
-      const link = el("a", { href: `/?${new URLSearchParams({ ...filters(), endpoint: e.endpoint })}`, class: "mono" }, `${e.method} ${e.endpoint}`);
+      const link = el("a", { href: `/?${new URLSearchParams({ ...filters(), endpoint: e.endpoint })}` }, breakable(`${e.method} ${e.endpoint}`));
       link.addEventListener("click", (ev) => { ev.preventDefault(); select("endpoint", e.endpoint); });
       const conf = e.confirmed === null ? "–" : e.confirmed ? "yes" : "no";
       body.append(el("tr", {}, el("td", {}, link), el("td", {}, e.format || "–"), el("td", {}, fmtTime(e.first_seen)),
@@ -146,11 +146,11 @@
     for (const e of events) {
       const tr = el("tr", { "data-event-id": e.id, class: `action-${e.action || "allow"}` },
         el("td", { class: "nowrap" }, fmtTime(e.ts)),
-        el("td", { class: "mono" }, `${e.method} ${e.endpoint}`),
+        el("td", {}, breakable(`${e.method} ${e.endpoint}`)),
         el("td", {}, e.format || e.status),
         el("td", {}, e.model || "–"),
         el("td", {}, actionBadge(e.action)),
-        el("td", { class: "mono" }, e.rule || "–"),
+        el("td", { class: "mono nowrap" }, e.rule || "–"),
         el("td", {}, categoryChips(e.fields)),
         el("td", { class: "num" }, fmtMs(e.total_ms)),
         el("td", {}, (e.not_scored || []).join(", ") || "–"),

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, api, fmtTime, fmtMs, actionBadge, categoryChips } = LW;
+  const { el, api, fmtTime, fmtMs, actionBadge, categoryChips, breakable } = LW;
   const $ = (id) => document.getElementById(id);
 
   function kv(table, rows) {
@@ -23,7 +23,7 @@
     $("title").textContent = `Event ${e.id} · ${fmtTime(e.ts)}`;
     kv($("summary"), [
       ["time", fmtTime(e.ts)],
-      ["endpoint", el("span", { class: "mono" }, `${e.method} ${e.host}${e.path_template}`)],
+      ["endpoint", breakable(`${e.method} ${e.host}${e.path_template}`)],
       ["format", e.format || "–"],
       ["model", e.model || "–"],
       ["status", e.status],
