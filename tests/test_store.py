@@ -218,6 +218,37 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
     s.close()
 
 
+def test_threads_write_and_read_concurrently(db: Store) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(n):
+                db.record_event(ev(time.time(), action="block", fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}))
+                db.upsert_endpoint("api.openai.com", "POST", "/v1/chat/completions", "openai.chat", time.time())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for _ in range(30):
+                db.stats()
+                db.events(limit=20)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(100,)) for _ in range(6)] + [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert db.stats()["totals"]["blocked"] == 600
+    assert db.endpoints()[0]["request_count"] == 600
+
+
 def test_cli_endpoints_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "cli.sqlite"
     assert S._main(["stats", "--db", str(path)]) == 1  # no database: clear error, nothing created
