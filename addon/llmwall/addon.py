@@ -80,6 +80,8 @@ class LLMWall:
         loader.add_option("llmwall_deadline_ms", int, 2000, "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.")
         loader.add_option("llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/).")
         loader.add_option("llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable.")
+        loader.add_option("llmwall_retention_days", int, 30, "Delete analytics events older than this many days.")
+        loader.add_option("llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size.")
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option("llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize).")
         loader.add_option("llmwall_on_unparsed", str, "pass", "What to do with a request that looks like LLM traffic (or is force-included) but whose body cannot be read: pass or block.")
@@ -121,7 +123,10 @@ class LLMWall:
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
-        if "llmwall_db" in updated:
+        if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
+                opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1):
+            raise exceptions.OptionsError("llmwall_retention_days and llmwall_db_max_mb must be at least 1")
+        if updated & {"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"}:
             self._open_store(opts.llmwall_db)
         if updated & {"llmwall_db", "llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"}:
             self._start_dashboard(opts)
@@ -159,7 +164,8 @@ class LLMWall:
         if not path:
             return
         try:
-            self.store = Store(os.path.expanduser(path))
+            self.store = Store(os.path.expanduser(path), retention_days=ctx.options.llmwall_retention_days,
+                               max_mb=ctx.options.llmwall_db_max_mb)
         except Exception as exc:
             raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
 
@@ -169,12 +175,13 @@ class LLMWall:
             self.dashboard = None
         if not self.store:
             return
-        self.dashboard = Dashboard(self.store, self.metrics, token=opts.llmwall_dashboard_token)
-        if opts.llmwall_dashboard_port:
-            try:
+        try:
+            self.dashboard = Dashboard(self.store, self.metrics, token=opts.llmwall_dashboard_token)
+            if opts.llmwall_dashboard_port:
                 self.dashboard.start_server(opts.llmwall_dashboard_port, opts.llmwall_dashboard_bind)
-            except (OSError, ValueError) as exc:
-                raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
+        if opts.llmwall_dashboard_port:
             log.info("llmwall: dashboard on http://%s:%d/", opts.llmwall_dashboard_bind, opts.llmwall_dashboard_port)
 
     # ------------------------------------------------------------- lifecycle
@@ -225,7 +232,7 @@ class LLMWall:
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
-        if self.dashboard and self.dashboard.maybe_serve(flow):
+        if self.dashboard and await self.dashboard.maybe_serve_async(flow):
             return
         req = flow.request
         if flow.response or req.method not in ("POST", "PUT") or not req.raw_content:

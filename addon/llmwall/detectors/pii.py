@@ -667,7 +667,6 @@ class PiiDetector(Detector):
                 "PII categories %s need a spaCy NER model (spacy_model option); not detected",
                 ", ".join(sorted(self.unavailable)),
             )
-        log.info("PII detector: %s", self.describe())
 
     def detect(self, request: ScreenRequest) -> Detection:
         """Analyze the prompt text in chunks, giving up when the deadline passes.

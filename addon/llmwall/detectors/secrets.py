@@ -304,7 +304,6 @@ class SecretsDetector(Detector):
                 f"unknown secret categories {sorted(unknown)}; known: {', '.join(sorted(SECRET_CATEGORY_NAMES))}"
             )
         self.categories = wanted
-        log.info("secrets detector: %s", self.describe())
 
     def detect(self, request: ScreenRequest) -> Detection:
         """Scan the whole prompt text; spans index ``request.prompt.text``."""
