@@ -134,13 +134,13 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
     }
 
 
-def onnx_caller(model_dir: Path, config: str, device: str):
+def onnx_caller(model_dir: Path, config: str, device: str, max_batch_tokens: int | None = None):
     from llmwall.detectors.base import Prompt, ScreenRequest, TextPart
     from llmwall.detectors.llama_guard import LlamaGuardDetector
 
     variant, cache, max_batch = ONNX_CONFIGS[config]
     det = LlamaGuardDetector(model_dir, device, variant=variant, prefix_cache=cache, max_batch=max_batch,
-                             max_wait_ms=5.0, max_batch_tokens=1 << 20)
+                             max_wait_ms=5.0, max_batch_tokens=max_batch_tokens)
 
     def call(text: str) -> None:
         req = ScreenRequest(prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)),

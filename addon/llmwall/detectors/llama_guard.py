@@ -48,6 +48,9 @@ MANIFEST_FORMAT = "llmwall-llama-guard"
 #: Variant preference per device; the first one the model directory has wins.
 VARIANT_ORDER = {"cuda": ("fp16", "fp32"), "cpu": ("int8", "int4", "fp32")}
 VARIANT_ENV = "LLMWALL_LLAMA_GUARD_VARIANT"
+#: Padded tokens per batch. A CPU prefill is compute-bound: batches beyond ~1k tokens only
+#: add activation traffic (measured slower at 8 x 314 tokens than one by one, docs/benchmarks.md).
+MAX_BATCH_TOKENS = {"cuda": 16384, "cpu": 1024}
 EXPORT_HINT = (
     "export one with: .venv-export/bin/python scripts/export_llama_guard.py "
     "--checkpoint <Llama-Guard-3-1B dir> --out models/llama-guard-3-1b (see docs/llama-guard.md)"
@@ -317,7 +320,7 @@ class LlamaGuardEngine:
         prefix_cache: bool = True,
         max_batch: int = 16,
         max_wait_ms: float = 3.0,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         max_user_tokens: int = 2048,
         max_new_tokens: int = 10,
     ):
@@ -343,7 +346,7 @@ class LlamaGuardEngine:
         self.prefix_cache = prefix_cache
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait_ms / 1000.0
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens or MAX_BATCH_TOKENS["cuda" if self.model.on_cuda else "cpu"]
         self.max_user_tokens = max_user_tokens
         self.max_new_tokens = max_new_tokens
         self._prefixes: OrderedDict[tuple, KV] = OrderedDict()  # model thread only
