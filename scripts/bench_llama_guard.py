@@ -108,15 +108,20 @@ def user_texts(tokenizer, n_tokens: int, count: int) -> list[str]:
 
 
 def measure(call, texts: list[str], concurrency: int) -> dict:
-    """Run ``call(text)`` with ``concurrency`` threads, one wave per ``concurrency`` texts."""
+    """Run ``call(text)`` with ``concurrency`` threads, one wave per ``concurrency`` texts.
+
+    ``call`` returns False when the request was not scored (deadline); latencies count only
+    scored requests, ``scored`` is their share.
+    """
     latencies: list[float] = []
     lock = threading.Lock()
 
     def one(text: str) -> None:
         start = time.perf_counter()
-        call(text)
+        ok = call(text) is not False
         with lock:
-            latencies.append(time.perf_counter() - start)
+            if ok:
+                latencies.append(time.perf_counter() - start)
 
     t0 = time.perf_counter()
     for wave in range(0, len(texts), concurrency):
@@ -127,14 +132,17 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
             t.join()
     wall = time.perf_counter() - t0
     latencies.sort()
+    if not latencies:
+        return {"requests": len(texts), "scored": 0.0, "p50_s": float("nan"), "p99_s": float("nan"),
+                "prompts_per_s": 0.0, "wall_s": wall}
     return {
-        "requests": len(latencies), "p50_s": statistics.median(latencies),
+        "requests": len(texts), "scored": len(latencies) / len(texts), "p50_s": statistics.median(latencies),
         "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
         "prompts_per_s": len(latencies) / wall, "wall_s": wall,
     }
 
 
-def onnx_caller(model_dir: Path, config: str, device: str, max_batch_tokens: int | None = None):
+def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, max_batch_tokens: int | None = None):
     from llmwall.detectors.base import Prompt, ScreenRequest, TextPart
     from llmwall.detectors.llama_guard import LlamaGuardDetector
 
@@ -142,10 +150,14 @@ def onnx_caller(model_dir: Path, config: str, device: str, max_batch_tokens: int
     det = LlamaGuardDetector(model_dir, device, variant=variant, prefix_cache=cache, max_batch=max_batch,
                              max_wait_ms=5.0, max_batch_tokens=max_batch_tokens)
 
-    def call(text: str) -> None:
+    def call(text: str) -> bool:
         req = ScreenRequest(prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)),
-                            deadline=time.monotonic() + 3600)
-        det.detect(req)
+                            deadline=time.monotonic() + deadline_s)
+        try:
+            det.detect(req)
+        except TimeoutError:
+            return False
+        return True
 
     return call, det.close, det.describe()
 
@@ -173,7 +185,7 @@ def transformers_caller(work: Path):
 
 
 def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str,
-        requests_c1: int, repeat: int) -> None:
+        requests_c1: int, repeat: int, deadline_s: float) -> None:
     """Measure every cell ``repeat`` times, configurations interleaved (load drifts on shared machines)."""
     from tokenizers import Tokenizer
 
@@ -195,13 +207,14 @@ def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, i
             elif ONNX_CONFIGS[cfg][0] not in variants:
                 continue
             else:
-                call, close, desc = onnx_caller(model_dir, cfg, device)
+                call, close, desc = onnx_caller(model_dir, cfg, device, deadline_s)
             print(f"[bench] rep {rep} {cfg}: {desc}", flush=True)
             call(user_texts(tok, 16, 1)[0])  # warm-up: session arenas, prefix cache
             for length, conc in cells:
                 count = requests_c1 if conc == 1 else conc
                 stats = measure(call, user_texts(tok, length, count), conc)
                 row = {"config": cfg, "user_tokens": length, "concurrency": conc, "rep": rep, **stats,
+                       "deadline_s": deadline_s,
                        "load_avg": os.getloadavg()[0], "machine": f"{platform.machine()} {os.cpu_count()} cpu",
                        "ts": time.time()}
                 with results.open("a") as f:
@@ -217,12 +230,13 @@ def report(results: Path) -> str:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         cells.setdefault((r["user_tokens"], r["concurrency"], r["config"]), []).append(r)
-    lines = ["| config | user tokens | concurrency | reps x requests | p50 (s) | p99 (s) | prompts/s | load avg |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| config | user tokens | concurrency | reps x requests | scored | p50 (s) | p99 (s) | prompts/s "
+             "| load avg |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (length, conc, cfg), rows in sorted(cells.items()):
-        med = {k: statistics.median(r[k] for r in rows) for k in ("p50_s", "p99_s", "prompts_per_s")}
+        med = {k: statistics.median(r.get(k, 1.0) for r in rows) for k in ("scored", "p50_s", "p99_s", "prompts_per_s")}
         load = statistics.median(r.get("load_avg", float("nan")) for r in rows)
-        lines.append(f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['p50_s']:.2f} | "
+        lines.append(f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['scored']:.0%} | "
+                     f"{med['p50_s']:.2f} | "
                      f"{med['p99_s']:.2f} | {med['prompts_per_s']:.3f} | {load:.1f} |")
     return "\n".join(lines)
 
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests-c1", type=int, default=3, help="sequential requests for concurrency 1")
     ap.add_argument("--repeat", type=int, default=1, help="repetitions, configurations interleaved")
     ap.add_argument("--results", type=Path, help="JSON-lines results file (default: <work>/results.jsonl)")
+    ap.add_argument("--deadline", type=float, default=3600.0,
+                    help="per-request deadline in seconds for the ONNX configs (late requests are 'not scored')")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the table of what was measured and exit")
     args = ap.parse_args(argv)
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = [(c, int(n), int(k)) for c, n, k in (cell.split(":") for cell in args.cells.split(","))]
     if on_cuda:
         grid = [("onnx-fp16-cache-batch", n, c) for n in (64, 256, 1024) for c in (1, 8, 64)] + grid
-    run(results, args.work, model_dir, grid, args.device, args.requests_c1, args.repeat)
+    run(results, args.work, model_dir, grid, args.device, args.requests_c1, args.repeat, args.deadline)
     print(report(results))
     return 0
 
