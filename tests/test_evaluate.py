@@ -63,6 +63,7 @@ def test_compute_per_category_and_injection():
     u = r["unsafe"]
     assert (u["tp"], u["fp"], u["fn"], u["tn"]) == (2, 1, 1, 1)
     assert r["hard_negatives"] == {"n": 2, "fpr": 0.5}
+    assert "ordinary_negatives" not in r  # every safe row here is a hard negative
     s1 = r["categories"]["S1"]
     assert (s1["tp"], s1["fp"], s1["fn"], s1["tn"], s1["support"]) == (1, 1, 1, 1, 2)
     s2 = r["categories"]["S2"]

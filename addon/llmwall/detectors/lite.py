@@ -19,6 +19,7 @@ often hides at the end of a long document.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import json
 import threading
@@ -40,6 +41,11 @@ FORMAT = "llmwall-lite/1"
 _CACHE_SIZE = 256  # prompts whose classifier outputs are kept (in memory only)
 _TOPIC_SETS = 16  # custom-topic mappings whose embeddings are kept
 MAX_CUSTOM_TOPICS = 20
+CHUNK_TOKENS = 64  # short windows of a long prompt (see LiteModels.windows)
+MAX_CHUNKS = 8  # bounds a long prompt's cost: 1 x 128 + 8 x 64 tokens
+SENTENCE_TOKENS = 48  # a sentence window is cut to this many word pieces
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_MIN_SENTENCE_CHARS = 12
 
 
 class LiteModels:
@@ -54,7 +60,6 @@ class LiteModels:
         self.outputs: list[str] = manifest["outputs"]
         self.max_tokens = int(manifest["max_tokens"])
         self.head_tokens = int(manifest["head_tokens"])
-        self.max_windows = int(manifest["max_windows"])
         self.cls_id, self.sep_id = int(manifest["cls_id"]), int(manifest["sep_id"])
         cal = manifest["calibration"]
         self.cal_a = np.array([cal[o]["a"] for o in self.outputs], np.float32)
@@ -78,7 +83,13 @@ class LiteModels:
     # -- tokenisation -----------------------------------------------------------------
 
     def windows(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Token windows of at most ``max_tokens``: head+tail first, then spread chunks."""
+        """Token windows: the whole prompt when it fits, else head+tail plus short chunks.
+
+        A prompt over ``max_tokens`` gets the head+tail window the model was trained on,
+        plus ``CHUNK_TOKENS``-token chunks covering the text (evenly spread, at most
+        ``MAX_CHUNKS``, the last ending at the text's end): mean pooling over a short
+        chunk keeps a one-sentence injection inside a long document from being diluted.
+        """
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         body = self.max_tokens - 2
         wins = []
@@ -86,9 +97,9 @@ class LiteModels:
             wins.append(ids)
         else:
             wins.append(ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens):])
-            n_chunks = min(self.max_windows - 1, -(-len(ids) // body))
-            starts = np.linspace(0, len(ids) - body, n_chunks).astype(int) if n_chunks > 1 else [0]
-            wins += [ids[s: s + body] for s in starts]
+            n_chunks = min(MAX_CHUNKS, -(-len(ids) // CHUNK_TOKENS))
+            starts = np.linspace(0, len(ids) - CHUNK_TOKENS, n_chunks).astype(int)
+            wins += [ids[s: s + CHUNK_TOKENS] for s in starts]
         width = max(len(w) for w in wins) + 2
         input_ids = np.zeros((len(wins), width), np.int64)
         mask = np.zeros((len(wins), width), np.int64)
@@ -97,6 +108,33 @@ class LiteModels:
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return input_ids, mask
+
+    def sentence_windows(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The first and the last two sentences of a multi-sentence prompt, as short windows.
+
+        Measured weakness of the mean-pooled model: one declarative sentence in front of
+        "ignore all previous instructions ..." is enough to hide it. Scoring the edge
+        sentences alone (where injected instructions usually sit) restores detection for
+        the injection output only; unsafe topics keep their full context.
+        """
+        sentences = [x.strip() for x in _SENTENCE_END.split(text) if len(x.strip()) >= _MIN_SENTENCE_CHARS]
+        if len(sentences) < 2:
+            return None
+        picked = list(dict.fromkeys([sentences[0], *sentences[-2:]]))
+        encoded = [self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS] for x in picked]
+        width = max(len(e) for e in encoded) + 2
+        input_ids = np.zeros((len(encoded), width), np.int64)
+        mask = np.zeros_like(input_ids)
+        for i, e in enumerate(encoded):
+            row = [self.cls_id, *e, self.sep_id]
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return input_ids, mask
+
+    def _probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        z = np.clip(logits * self.cal_a + self.cal_b, -40.0, 40.0)
+        return (1.0 / (1.0 + np.exp(-z))).max(axis=0)
 
     # -- classifier -------------------------------------------------------------------
 
@@ -121,10 +159,11 @@ class LiteModels:
         if not owner:
             return fut.result(timeout)
         try:
-            ids, mask = self.windows(text)
-            logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            probs = 1.0 / (1.0 + np.exp(-(logits * self.cal_a + self.cal_b)))
-            result = probs.max(axis=0)
+            result = self._probs(*self.windows(text))
+            sentences = self.sentence_windows(text)
+            if sentences is not None:  # separate batch: short rows are not padded to 128
+                inj = self.outputs.index("injection")
+                result[inj] = max(result[inj], self._probs(*sentences)[inj])
         except BaseException as exc:
             with self._lock:
                 self._results.pop(key, None)
@@ -193,7 +232,7 @@ class LiteModels:
             return {label: 99 for label in labels}
         ids, mask = self.windows(text)
         sims = (self.embed(ids, mask) @ topic_emb.T).max(axis=0)
-        p = 1.0 / (1.0 + np.exp(-(self.topic_a * sims + self.topic_b)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(self.topic_a * sims + self.topic_b, -40.0, 40.0)))
         return {label: int(np.clip(np.rint(1 + 98 * (1 - pi)), 1, 99)) for label, pi in zip(labels, p)}
 
 
