@@ -139,10 +139,12 @@ RIVERTON = " ".join([  # a declarative document that is not in the training data
 
 def test_long_prompt_attack_at_the_end(inj_det):
     text = f"Summarize this document:\n{RIVERTON}\n{INJECTION}"
-    ids, mask = inj_det.models.windows(text)
+    (head_ids, _), (ids, mask) = inj_det.models.windows(text)
     tokens = inj_det.models.tokenizer.encode(text, add_special_tokens=False).ids
-    assert ids.shape[0] == 1 + lite.MAX_CHUNKS and ids.shape[1] <= inj_det.models.max_tokens
+    assert head_ids.shape == (1, inj_det.models.max_tokens)
+    assert ids.shape == (lite.MAX_CHUNKS, lite.CHUNK_TOKENS + 2)
     assert ids[-1][mask[-1] == 1][1:-1].tolist() == tokens[-lite.CHUNK_TOKENS:]  # the end is always seen
+    assert ids[0][1:-1].tolist() == tokens[: lite.CHUNK_TOKENS]
     assert inj_det.detect(req(text)).fields["cf.llm.prompt.injection_score"] < 50
     assert inj_det.detect(req(f"Summarize this document:\n{RIVERTON}")).fields["cf.llm.prompt.injection_score"] >= 50
 

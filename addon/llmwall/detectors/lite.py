@@ -82,32 +82,34 @@ class LiteModels:
 
     # -- tokenisation -----------------------------------------------------------------
 
-    def windows(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Token windows: the whole prompt when it fits, else head+tail plus short chunks.
-
-        A prompt over ``max_tokens`` gets the head+tail window the model was trained on,
-        plus ``CHUNK_TOKENS``-token chunks covering the text (evenly spread, at most
-        ``MAX_CHUNKS``, the last ending at the text's end): mean pooling over a short
-        chunk keeps a one-sentence injection inside a long document from being diluted.
-        """
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        body = self.max_tokens - 2
-        wins = []
-        if len(ids) <= body:
-            wins.append(ids)
-        else:
-            wins.append(ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens):])
-            n_chunks = min(MAX_CHUNKS, -(-len(ids) // CHUNK_TOKENS))
-            starts = np.linspace(0, len(ids) - CHUNK_TOKENS, n_chunks).astype(int)
-            wins += [ids[s: s + CHUNK_TOKENS] for s in starts]
-        width = max(len(w) for w in wins) + 2
-        input_ids = np.zeros((len(wins), width), np.int64)
-        mask = np.zeros((len(wins), width), np.int64)
-        for i, w in enumerate(wins):
-            row = [self.cls_id, *w, self.sep_id]
+    def _pack(self, pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """[CLS] piece [SEP] rows, padded to the longest row of this batch only."""
+        width = max(len(p) for p in pieces) + 2
+        input_ids = np.zeros((len(pieces), width), np.int64)
+        mask = np.zeros_like(input_ids)
+        for i, piece in enumerate(pieces):
+            row = [self.cls_id, *piece, self.sep_id]
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return input_ids, mask
+
+    def windows(self, text: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Batches of token windows: the whole prompt when it fits, else head+tail plus chunks.
+
+        A prompt over ``max_tokens`` gets the head+tail window the model was trained on,
+        plus ``CHUNK_TOKENS``-token chunks covering the text (evenly spread, at most
+        ``MAX_CHUNKS``, the last ending at the text's end) in a second batch, so that the
+        short rows are not padded to 128: mean pooling over a short chunk keeps an
+        instruction inside a long document from being diluted.
+        """
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        body = self.max_tokens - 2
+        if len(ids) <= body:
+            return [self._pack([ids])]
+        head_tail = ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens):]
+        n_chunks = min(MAX_CHUNKS, -(-len(ids) // CHUNK_TOKENS))
+        starts = np.linspace(0, len(ids) - CHUNK_TOKENS, n_chunks).astype(int)
+        return [self._pack([head_tail]), self._pack([ids[s: s + CHUNK_TOKENS] for s in starts])]
 
     def sentence_windows(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The first and the last two sentences of a multi-sentence prompt, as short windows.
@@ -121,15 +123,8 @@ class LiteModels:
         if len(sentences) < 2:
             return None
         picked = list(dict.fromkeys([sentences[0], *sentences[-2:]]))
-        encoded = [self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS] for x in picked]
-        width = max(len(e) for e in encoded) + 2
-        input_ids = np.zeros((len(encoded), width), np.int64)
-        mask = np.zeros_like(input_ids)
-        for i, e in enumerate(encoded):
-            row = [self.cls_id, *e, self.sep_id]
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        return input_ids, mask
+        return self._pack([self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS]
+                           for x in picked])
 
     def _probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -159,7 +154,7 @@ class LiteModels:
         if not owner:
             return fut.result(timeout)
         try:
-            result = self._probs(*self.windows(text))
+            result = np.max([self._probs(ids, mask) for ids, mask in self.windows(text)], axis=0)
             sentences = self.sentence_windows(text)
             if sentences is not None:  # separate batch: short rows are not padded to 128
                 inj = self.outputs.index("injection")
@@ -211,13 +206,9 @@ class LiteModels:
                 self._topic_cache.move_to_end(key)
                 return hit
         labels = sorted(topics)[:MAX_CUSTOM_TOPICS]
-        rows = [self.windows(f"{label}: {topics[label]}") for label in labels]
-        width = max(r[0].shape[1] for r in rows)
-        ids = np.zeros((len(rows), width), np.int64)
-        mask = np.zeros_like(ids)
-        for i, (r_ids, r_mask) in enumerate(rows):
-            ids[i, : r_ids.shape[1]] = r_ids[0]
-            mask[i, : r_mask.shape[1]] = r_mask[0]
+        body = self.max_tokens - 2
+        ids, mask = self._pack([self.tokenizer.encode(f"{label}: {topics[label]}", add_special_tokens=False).ids[:body]
+                                for label in labels])
         value = (labels, self.embed(ids, mask))
         with self._lock:
             self._topic_cache[key] = value
@@ -230,8 +221,7 @@ class LiteModels:
         labels, topic_emb = self.topic_embeddings(topics)
         if not text.strip():
             return {label: 99 for label in labels}
-        ids, mask = self.windows(text)
-        sims = (self.embed(ids, mask) @ topic_emb.T).max(axis=0)
+        sims = np.max([(self.embed(ids, mask) @ topic_emb.T).max(axis=0) for ids, mask in self.windows(text)], axis=0)
         p = 1.0 / (1.0 + np.exp(-np.clip(self.topic_a * sims + self.topic_b, -40.0, 40.0)))
         return {label: int(np.clip(np.rint(1 + 98 * (1 - pi)), 1, 99)) for label, pi in zip(labels, p)}
 
