@@ -140,13 +140,20 @@ class KV:
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def _host(value: Any) -> np.ndarray:
+    """A cache tensor as a host array (OrtValues are copied down from their device)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 class OnnxLlama:
     """One exported decoder session with the two operations Llama Guard needs: run and expand.
 
     Not thread-safe by design: only the detector's model thread calls it.
     """
 
-    def __init__(self, model_path: Path, device: str = "auto", kv_expand: Path | None = None):
+    def __init__(self, model_path: Path, device: str = "auto", kv_expand: Path | None = None,
+                 iobinding: bool | None = None):
+        """``iobinding`` defaults to on for CUDA; forcing it on a CPU runs the same binding code (tests)."""
         from llmwall.onnx_session import make_session
 
         self.session, self.device = make_session(model_path, device)
@@ -164,8 +171,10 @@ class OnnxLlama:
         self.present_of = {n: "present." + n[len("past_key_values."):] for n in self.past_names}
         self.on_cuda = self.device.startswith("cuda")
         self.device_id = int(self.device.partition(":")[2] or 0) if self.on_cuda else 0
+        self.bound = self.on_cuda if iobinding is None else iobinding
+        self.bind_device = "cuda" if self.on_cuda else "cpu"  # where bound caches live
         self.expander = None
-        if self.on_cuda and kv_expand is not None and kv_expand.exists():
+        if self.bound and kv_expand is not None and kv_expand.exists():
             self.expander, _ = make_session(kv_expand, self.device)
 
     # -- cache helpers -------------------------------------------------------
@@ -182,10 +191,10 @@ class OnnxLlama:
             return prefix
         mask = np.repeat(prefix.mask, batch, axis=0)
         lengths = np.repeat(prefix.lengths, batch, axis=0)
-        if not self.on_cuda:
+        if not self.bound:
             return KV({n: np.repeat(v, batch, axis=0) for n, v in prefix.values.items()}, mask, lengths)
         if self.expander is None:
-            values = {n: self._to_device(np.repeat(v.numpy(), batch, axis=0)) for n, v in prefix.values.items()}
+            values = {n: self._to_device(np.repeat(_host(v), batch, axis=0)) for n, v in prefix.values.items()}
             return KV(values, mask, lengths)
         past_len = int(prefix.mask.shape[1])
         binding = self.expander.io_binding()
@@ -194,7 +203,7 @@ class OnnxLlama:
         for name, value in prefix.values.items():
             binding.bind_ortvalue_input(name, value)
             out = "expanded." + name[len("past_key_values."):]
-            binding.bind_output(out, "cuda", self.device_id)
+            binding.bind_output(out, self.bind_device, self.device_id)
             outs.append(name)
         self.expander.run_with_iobinding(binding)
         return KV(dict(zip(outs, binding.get_outputs())), mask, lengths)
@@ -202,8 +211,8 @@ class OnnxLlama:
     def select(self, kv: KV, rows: Sequence[int]) -> KV:
         """The cache of some rows only (rare path: unsafe rows go on decoding)."""
         idx = np.asarray(rows, dtype=np.int64)
-        if self.on_cuda:
-            values = {n: self._to_device(np.ascontiguousarray(v.numpy()[idx])) for n, v in kv.values.items()}
+        if self.bound:
+            values = {n: self._to_device(_host(v)[idx]) for n, v in kv.values.items()}
         else:
             values = {n: np.ascontiguousarray(v[idx]) for n, v in kv.values.items()}
         return KV(values, kv.mask[idx], kv.lengths[idx])
@@ -211,7 +220,7 @@ class OnnxLlama:
     def _to_device(self, array: np.ndarray):
         import onnxruntime as ort
 
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self.device_id)
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.bind_device, self.device_id)
 
     # -- forward -------------------------------------------------------------
 
@@ -235,8 +244,8 @@ class OnnxLlama:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         positions = past.lengths[:, None] + np.arange(width, dtype=np.int64)[None, :]
         mask = np.concatenate([past.mask, new_mask], axis=1)
-        if self.on_cuda:
-            logits, present = self._run_cuda(ids, mask, positions, past)
+        if self.bound:
+            logits, present = self._run_bound(ids, mask, positions, past)
         else:
             feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past.values}
             outputs = dict(zip(self.output_names, self.session.run(None, feeds)))
@@ -244,7 +253,7 @@ class OnnxLlama:
             present = {n: outputs[self.present_of[n]] for n in self.past_names}
         return np.asarray(logits, dtype=np.float32)[:, -1, :], KV(present, mask, past.lengths + lengths)
 
-    def _run_cuda(self, ids, mask, positions, past: KV):
+    def _run_bound(self, ids, mask, positions, past: KV):
         """IOBinding: small int inputs are copied up, the cache stays on the GPU, logits come down."""
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
@@ -256,7 +265,10 @@ class OnnxLlama:
             else:
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
-            binding.bind_output(name, "cpu" if name == "logits" else "cuda", 0 if name == "logits" else self.device_id)
+            if name == "logits":
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_output(name, self.bind_device, self.device_id)
         self.session.run_with_iobinding(binding)
         outputs = dict(zip(self.output_names, binding.get_outputs()))
         logits = outputs["logits"].numpy()
@@ -323,6 +335,7 @@ class LlamaGuardEngine:
         max_batch_tokens: int | None = None,
         max_user_tokens: int = 2048,
         max_new_tokens: int = 10,
+        iobinding: bool | None = None,
     ):
         from tokenizers import Tokenizer
 
@@ -333,7 +346,8 @@ class LlamaGuardEngine:
         self.variant = self.manifest.pick_variant(target, variant or os.environ.get(VARIANT_ENV) or None)
         entry = self.manifest.variants[self.variant]
         root = self.manifest.root
-        self.model = OnnxLlama(root / entry["model"], device, root / entry["kv_expand"] if entry.get("kv_expand") else None)
+        self.model = OnnxLlama(root / entry["model"], device,
+                               root / entry["kv_expand"] if entry.get("kv_expand") else None, iobinding)
         self.device = self.model.device
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.template = lgp.template_for(self.manifest.template, self.manifest.categories)
