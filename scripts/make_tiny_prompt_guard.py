@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         import export_prompt_guard
 
         return export_prompt_guard.main(["--model", tmp, "--out", str(args.out), "--no-quantize",
-                                         "--max-tokens", "64", "--name", "tiny-random-deberta"])
+                                         "--max-tokens", "128", "--name", "tiny-random-deberta"])
 
 
 if __name__ == "__main__":
