@@ -11,18 +11,19 @@ with no GPU, no network and no exported Llama Guard:
 * ``lite.json``: calibration (Platt scaling per output), thresholds and the score
   mappings, all chosen on the validation split by ``scripts/train_lite.py``.
 
-Long prompts are scored over several 128-token windows (head+tail first, then evenly
-spread chunks) and each output takes the maximum over windows, because an attack
-often hides at the end of a long document.
+A prompt longer than 128 tokens is scored over its head+tail window plus short chunks
+spread over the text, and the injection output also over the first and last sentences;
+each output takes the maximum over windows, because an attack often hides at the end of
+a long document. Design and figures: docs/lite-models.md, models/lite/MODEL_CARD.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import time
 import json
+import re
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -164,6 +165,7 @@ class LiteModels:
                 self._results.pop(key, None)
             fut.set_exception(exc)
             raise
+        result.setflags(write=False)  # shared through the cache
         fut.set_result(result)
         return result
 
@@ -193,6 +195,13 @@ class LiteModels:
             if self._encoder is None:
                 self._encoder, _ = make_session(self._encoder_path, self._device_pref)
             return self._encoder
+
+    def preload_encoder(self) -> None:
+        """Load the topic encoder now; a failure is left for the first real use to report."""
+        try:
+            self._encoder_session()
+        except Exception:  # noqa: BLE001 - reported when custom topics are actually scored
+            pass
 
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._encoder_session().run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -263,6 +272,9 @@ class LiteTopicsDetector(Detector):
 
     def __init__(self, models: LiteModels) -> None:
         self.models = models
+        # Load the topic encoder in the background: the first request with custom topics
+        # should not spend its deadline loading a model, and start-up should not wait.
+        threading.Thread(target=models.preload_encoder, name="lite-encoder-load", daemon=True).start()
 
     def detect(self, request: ScreenRequest) -> Detection:
         text = request.prompt.text
