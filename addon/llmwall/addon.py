@@ -84,7 +84,7 @@ class LLMWall:
         loader.add_option("llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size.")
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option("llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize).")
-        loader.add_option("llmwall_on_unparsed", str, "pass", "What to do with a request that looks like LLM traffic (or is force-included) but whose body cannot be read: pass or block.")
+        loader.add_option("llmwall_on_unparsed", str, "pass", "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) but cannot be read, or that hits an internal error: pass or block.")
         loader.add_option("llmwall_whole_conversation", bool, False, "Screen every user and assistant turn instead of only the latest user turn.")
         loader.add_option("llmwall_include", Sequence[str], [], "Force-include endpoints: glob patterns on host+path, e.g. 'llm.internal/api/*'.")
         loader.add_option("llmwall_exclude", Sequence[str], [], "Never screen endpoints matching these host+path glob patterns.")
@@ -232,6 +232,17 @@ class LLMWall:
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._request(flow)
+        except Exception as exc:
+            # A bug in llmwall must not take the request down with it, nor leak the prompt
+            # through a traceback: log the exception type only; pass, or block when failing closed.
+            log.error("llmwall: internal error on %s %s%s: %s", flow.request.method, flow.request.pretty_host,
+                      discovery.path_template(flow.request.path), type(exc).__name__)
+            if ctx.options.llmwall_on_unparsed == "block" and flow.response is None:
+                flow.response = actions.block_response(None, None, ["internal error"])
+
+    async def _request(self, flow: http.HTTPFlow) -> None:
         if self.dashboard and await self.dashboard.maybe_serve_async(flow):
             return
         req = flow.request
