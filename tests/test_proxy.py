@@ -380,3 +380,21 @@ def test_unknown_pii_category_option_stops_start(start_proxy) -> None:
         proxy.process.wait(timeout=60)
         raise AssertionError(proxy.log())
     assert "EMAIL_ADRESS" in str(err.value) and "unknown categories" in str(err.value)
+
+
+def test_an_internal_error_passes_the_request_and_keeps_the_prompt_out_of_the_log(
+        start_proxy, upstream: FakeUpstream) -> None:
+    proxy = start_proxy(rules=PII_RULES, extra_scripts=(SUPPORT / "broken_rules.py",))
+    text = "an ordinary question about sourdough starters"
+    raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
+    assert post(proxy.url + "/v1/chat/completions", raw)[0] == 200
+    assert upstream.received[-1].body == raw
+    proxy.wait_for_log("internal error")
+    assert text not in proxy.log() and "sourdough" not in proxy.log()
+
+
+def test_an_internal_error_blocks_when_failing_closed(start_proxy, upstream: FakeUpstream) -> None:
+    proxy = start_proxy(rules=PII_RULES, extra_scripts=(SUPPORT / "broken_rules.py",), llmwall_on_unparsed="block")
+    status, _, _ = post(proxy.url + "/v1/chat/completions",
+                        {"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+    assert status == 403 and upstream.received == []
