@@ -36,7 +36,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 def test_check_default_rules(capsys) -> None:
     code, out, err = run(["rules", "check", str(ROOT / "rules.yaml")], capsys)
     assert code == 0, err
-    assert "OK, 5 rules (4 enabled)" in out
+    assert "OK, 6 rules (5 enabled)" in out
     assert "cf.llm.prompt.unsafe_topic_detected" in out
 
 
@@ -68,8 +68,8 @@ def test_check_missing_file(tmp_path, capsys) -> None:
         ({"cf.llm.prompt.pii_detected": True}, {"matched": ["log-pii"], "action": "log", "rule": "log-pii"}),
         (
             {"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": True},
-            {"matched": ["log-hate-and-sexual-content", "block-unsafe-prompts"], "action": "block",
-             "rule": "block-unsafe-prompts"},
+            {"matched": ["block-unsafe-categories", "log-hate-and-sexual-content", "log-unsafe-prompts"],
+             "action": "block", "rule": "block-unsafe-categories"},
         ),
         ({"cf.llm.prompt.injection_score": 5, "ip.src": "10.1.2.3"},
          {"matched": ["log-prompt-injection"], "action": "log", "rule": "log-prompt-injection"}),
@@ -86,7 +86,8 @@ def test_eval_prints_one_json_object(tmp_path, capsys, fields, expected) -> None
 
 def test_eval_reads_stdin(capsys, monkeypatch) -> None:
     code, out, _ = run(["rules", "eval", str(ROOT / "rules.yaml"), "--fields", "-"], capsys,
-                       stdin='{"cf.llm.prompt.unsafe_topic_detected": true}', monkeypatch=monkeypatch)
+                       stdin='{"cf.llm.prompt.unsafe_topic_detected": true, "cf.llm.prompt.unsafe_topic_categories": ["S1"]}',
+                       monkeypatch=monkeypatch)
     assert code == 0 and json.loads(out)["action"] == "block"
 
 
@@ -129,7 +130,7 @@ def llmwall(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 def test_console_script_check_ok_and_errors(tmp_path) -> None:
     ok = llmwall("rules", "check", "rules.yaml")
     assert ok.returncode == 0, ok.stderr
-    assert "OK, 5 rules" in ok.stdout
+    assert "OK, 6 rules" in ok.stdout
     bad = write(tmp_path, "bad.yaml", "rules:\n  - id: x\n    expression: any(cf.llm.prompt.pii_categories)\n    action: log\n")
     res = llmwall("rules", "check", bad)
     assert res.returncode == 1
@@ -141,8 +142,8 @@ def test_console_script_eval_matches_documented_example() -> None:
                   stdin='{"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": true}')
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == (
-        '{"matched": ["log-hate-and-sexual-content", "block-unsafe-prompts"], "action": "block", '
-        '"rule": "block-unsafe-prompts"}'
+        '{"matched": ["block-unsafe-categories", "log-hate-and-sexual-content", "log-unsafe-prompts"], '
+        '"action": "block", "rule": "block-unsafe-categories"}'
     )
     assert res.stdout.strip() in (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
 

@@ -143,7 +143,9 @@ def test_default_rules_file_loads_and_keeps_seed_rules_verbatim() -> None:
     seed_log = expressions['any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "S12"})']
     seed_block = expressions["cf.llm.prompt.unsafe_topic_detected"]
     assert (seed_log.action, seed_log.enabled) == ("log", True)
-    assert (seed_block.action, seed_block.enabled) == ("block", True)
+    # Logged, not blocked, on the embedded model's measured precision (see rules.yaml).
+    assert (seed_block.action, seed_block.enabled) == ("log", True)
+    assert any(r.action == "block" and r.enabled and "unsafe_topic_categories" in r.expression for r in rs.rules)
     assert any(r.expression == "cf.llm.prompt.pii_detected" and r.action == "log" for r in rs.rules)
     assert any(r.expression == "cf.llm.prompt.injection_score lt 20" and r.action == "log" for r in rs.rules)
     assert any(r.action == "redact" and not r.enabled for r in rs.rules)
@@ -172,8 +174,10 @@ def test_default_rules_block_unsafe_and_log_seed_categories() -> None:
     rs = load_rules(ROOT / "rules.yaml")
     unsafe = rs.evaluate({f"{P}unsafe_topic_detected": True, f"{P}unsafe_topic_categories": ["S10"]})
     assert unsafe.action == "block" and unsafe.rule is not None
-    assert unsafe.rule.expression == "cf.llm.prompt.unsafe_topic_detected"
-    assert len(unsafe.matched) == 2  # the S10/S12 log rule is recorded as well
+    assert unsafe.rule.id == "block-unsafe-categories"
+    assert len(unsafe.matched) == 3  # both seed rules are recorded as well
+    advice = rs.evaluate({f"{P}unsafe_topic_detected": True, f"{P}unsafe_topic_categories": ["S6"]})
+    assert advice.action == "log" and advice.rule.expression == "cf.llm.prompt.unsafe_topic_detected"
 
 
 # --- hot reload ---------------------------------------------------------------------------------
