@@ -398,3 +398,14 @@ def test_an_internal_error_blocks_when_failing_closed(start_proxy, upstream: Fak
     status, _, _ = post(proxy.url + "/v1/chat/completions",
                         {"model": "m", "messages": [{"role": "user", "content": "hello"}]})
     assert status == 403 and upstream.received == []
+
+
+def test_prefilter_cannot_be_dodged_by_escapes_or_padding(start_proxy, upstream: FakeUpstream) -> None:
+    """Ordinary APIs skip parsing; a prompt key spelled with \\u escapes or pushed far back still gets screened."""
+    proxy = start_proxy(rules=PII_RULES)
+    escaped = ('{"model": "m", "\\u006dessages": [{"role": "user", "content": "%s"}]}' % EMAIL_PROMPT).encode()
+    assert post(proxy.url + "/v1/chat/completions", escaped)[0] == 403
+    padded = json.dumps({"padding": "z" * 200_000, "model": "m",
+                         "messages": [{"role": "user", "content": EMAIL_PROMPT}]}).encode()
+    assert post(proxy.url + "/v1/chat/completions", padded)[0] == 403
+    assert upstream.received == []

@@ -254,6 +254,8 @@ class LLMWall:
         start = time.monotonic()
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
         forced = _matches(target, ctx.options.llmwall_include)
+        if not forced and not req.headers.get("content-encoding") and not _may_be_llm(req.raw_content):
+            return  # fast path for ordinary APIs: no thread hop, no JSON parse
         loop = asyncio.get_running_loop()
         analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
@@ -450,13 +452,20 @@ def _pii_extras(ruleset) -> frozenset[str]:
     return frozenset(c for c in pii.OFF_BY_DEFAULT if f'"{c}"' in text)
 
 
-#: Keys whose presence makes an unreadable body worth recording as possible LLM traffic.
+#: Every recognised format carries its prompt under one of these keys.
 _LLM_KEYS = (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"')
 
 
 def _looks_llm(body: bytes) -> bool:
-    head = body[:65536]
-    return any(key in head for key in _LLM_KEYS)
+    """Whether the raw bytes name a prompt key; the whole body is searched (a padded body
+    must not push the key out of view)."""
+    return any(key in body for key in _LLM_KEYS)
+
+
+def _may_be_llm(body: bytes) -> bool:
+    """Cheap pre-check before parsing: a key written with \\u escapes could spell a prompt
+    key without matching the bytes, so such bodies always get the full parse."""
+    return _looks_llm(body) or b"\\u" in body
 
 
 def _matches(target: str, patterns: Sequence[str]) -> bool:
