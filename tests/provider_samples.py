@@ -654,3 +654,16 @@ NON_LLM: list[tuple[str, str, dict]] = [
     ("POST", "/v1/chat/threads", {"messages": [{"role": "admin", "note": "archived"}]}),
     ("POST", "/v1/audio/speech", {"model": "tts-1", "input": "Today is a wonderful day.", "voice": "alloy"}),
 ]
+
+
+def slots(body: object) -> list[tuple[object, object]]:
+    """Every (container, key or index) in a JSON value, for tests that replace one node."""
+    found: list[tuple[object, object]] = []
+    stack: list[object] = [body]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            found.append((node, key))
+            stack.append(child)
+    return found

@@ -21,7 +21,7 @@ from llmwall.discovery import (
     path_hints,
     path_template,
 )
-from provider_samples import ALL_SAMPLES, NON_LLM, SAMPLES, aws_event
+from provider_samples import ALL_SAMPLES, NON_LLM, SAMPLES, aws_event, slots
 
 JSON = "application/json"
 
@@ -545,15 +545,7 @@ def test_depth_scan_agrees_with_the_real_depth(data: object, limit: int, indent:
 @given(name=st.sampled_from(sorted(ALL_SAMPLES)), data=st.data())
 def test_mutated_samples_classify_without_raising(name: str, data: st.DataObject) -> None:
     body = copy.deepcopy(ALL_SAMPLES[name].body)
-    nodes: list[tuple[object, object]] = []
-    stack: list[object] = [body]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in items:
-            nodes.append((node, key))
-            stack.append(child)
-    parent, key = data.draw(st.sampled_from(nodes))
+    parent, key = data.draw(st.sampled_from(slots(body)))
     parent[key] = data.draw(json_values)  # type: ignore[index]
     fmt = classify("POST", ALL_SAMPLES[name].path, body)
     assert fmt is None or fmt in FORMATS

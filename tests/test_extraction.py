@@ -12,7 +12,7 @@ from llmwall.detectors.base import Prompt
 from llmwall.discovery import FORMATS, classify, parse_body
 from llmwall.extraction import extract, extract_all_strings
 from llmwall.redact import locate_string
-from provider_samples import ALL_SAMPLES, SAMPLES
+from provider_samples import ALL_SAMPLES, SAMPLES, slots
 
 
 def navigate(data: object, path: tuple[str | int, ...]) -> object:
@@ -297,15 +297,7 @@ def test_extract_never_raises_and_paths_are_exact(data: object, fmt: str, whole:
 def test_mutated_samples_never_raise(name: str, data: st.DataObject) -> None:
     """Replace one random node of a real sample with junk: extraction still holds."""
     body = copy.deepcopy(ALL_SAMPLES[name].body)
-    nodes: list[tuple[object, object]] = []
-    stack: list[object] = [body]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in items:
-            nodes.append((node, key))
-            stack.append(child)
-    parent, key = data.draw(st.sampled_from(nodes))
+    parent, key = data.draw(st.sampled_from(slots(body)))
     parent[key] = data.draw(json_like)  # type: ignore[index]
     for whole in (False, True):
         prompt = extract(ALL_SAMPLES[name].format, body, whole_conversation=whole)

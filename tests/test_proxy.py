@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from llmwall.store import Store
 
-from conftest import ROOT, SUPPORT, FakeUpstream, Proxy, post
+from conftest import SUPPORT, FakeUpstream, Proxy, post
 from provider_samples import NON_LLM, SAMPLES
 
 PII_RULES = """\

@@ -72,7 +72,7 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     (f'any({P}pii_categories[*][*] eq "x")', 1, 5, "is String; only arrays and maps can be indexed"),
     # functions
     (f"foo({P}pii_detected)", 1, 1, "unknown function foo(); supported: any, all, len"),
-    (f'lowr(http.host) eq "a"', 1, 1, "did you mean lower?"),
+    ('lowr(http.host) eq "a"', 1, 1, "did you mean lower?"),
     (f"any({P}pii_detected, {P}pii_detected)", 1, 1, "any() takes 1 argument, got 2"),
     ("all()", 1, 1, "all() takes 1 argument, got 0"),
     ('starts_with(http.host) ', 1, 1, "starts_with() takes 2 arguments, got 1"),

@@ -155,7 +155,7 @@ CASES: list[tuple[str, dict[str, object], bool]] = [
     (f'any(starts_with({P}pii_categories[*], "US_"))', {f"{P}pii_categories": ["X", "US_SSN"]}, True),
     (f'all(ends_with({P}pii_categories[*], "_SSN"))', {f"{P}pii_categories": ["X", "US_SSN"]}, False),
     # --- concat
-    (f'concat("String1", " ", "String", "2") == "String1 String2"', {}, True),
+    ('concat("String1", " ", "String", "2") == "String1 String2"', {}, True),
     (f'concat("/archive", {PATH}) == "/archive/x"', {PATH: "/x"}, True),
     (f'concat({HOST}, {PATH}) == "a.com/x"', {HOST: "a.com", PATH: "/x"}, True),
     (f'concat({HOST}, {PATH}) == "a.com"', {HOST: "a.com"}, False),  # missing argument -> missing

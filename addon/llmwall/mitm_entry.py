@@ -4,12 +4,11 @@ Works from a source checkout without installing the package: the source root
 (``addon/``) is put on ``sys.path`` when ``llmwall`` is not importable.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
-try:
-    import llmwall  # noqa: F401
-except ImportError:
+if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmwall.addon import LLMWall
