@@ -4,7 +4,8 @@
 A model of the real Llama-Guard-3-1B shape (hidden 2048, 16 layers, 32 heads, 8 KV heads,
 intermediate 8192, vocabulary 128,256, tied embeddings, Llama 3.2 RoPE) with random weights
 and the real Llama 3 tokenizer is built, exported with ``scripts/export_llama_guard.py`` and
-measured. Random weights do not change the cost of a prefill, which is all that is measured.
+measured. Random weights cost the same per token as real ones but give random verdicts, so
+each table row says which share was judged unsafe (those rows also decode categories).
 
 Run with the export environment (torch for the reference; the runtime needs only onnxruntime):
 
@@ -58,6 +59,8 @@ FULL_EXTRA = [
                 "onnx-int8-naive", "transformers-generate")
     for length in (64, 256, 1024) for conc in (1, 8, 64)
 ]
+#: The naive ONNX path: the exported model driven the way a generate loop drives it.
+GENERATE_CONFIGS = {"onnx-fp32-generate": "fp32", "onnx-int8-generate": "int8"}
 ONNX_CONFIGS = {
     # name: (variant, prefix cache, max batch)
     "onnx-fp32-naive": ("fp32", False, 1),
@@ -110,18 +113,22 @@ def user_texts(tokenizer, n_tokens: int, count: int) -> list[str]:
 def measure(call, texts: list[str], concurrency: int) -> dict:
     """Run ``call(text)`` with ``concurrency`` threads, one wave per ``concurrency`` texts.
 
-    ``call`` returns False when the request was not scored (deadline); latencies count only
-    scored requests, ``scored`` is their share.
+    ``call`` returns the verdict (True = unsafe) or None when the request was not scored
+    (deadline); latencies count only scored requests, ``scored`` is their share and
+    ``unsafe`` the share of scored ones judged unsafe (random weights: those also pay for
+    decoding categories).
     """
     latencies: list[float] = []
+    verdicts: list[bool] = []
     lock = threading.Lock()
 
     def one(text: str) -> None:
         start = time.perf_counter()
-        ok = call(text) is not False
+        verdict = call(text)
         with lock:
-            if ok:
+            if verdict is not None:
                 latencies.append(time.perf_counter() - start)
+                verdicts.append(bool(verdict))
 
     t0 = time.perf_counter()
     for wave in range(0, len(texts), concurrency):
@@ -136,7 +143,8 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
         return {"requests": len(texts), "scored": 0.0, "p50_s": float("nan"), "p99_s": float("nan"),
                 "prompts_per_s": 0.0, "wall_s": wall}
     return {
-        "requests": len(texts), "scored": len(latencies) / len(texts), "p50_s": statistics.median(latencies),
+        "requests": len(texts), "scored": len(latencies) / len(texts), "unsafe": sum(verdicts) / len(verdicts),
+        "p50_s": statistics.median(latencies),
         "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
         "prompts_per_s": len(latencies) / wall, "wall_s": wall,
     }
@@ -150,20 +158,57 @@ def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, ma
     det = LlamaGuardDetector(model_dir, device, variant=variant, prefix_cache=cache, max_batch=max_batch,
                              max_wait_ms=5.0, max_batch_tokens=max_batch_tokens)
 
-    def call(text: str) -> bool:
+    def call(text: str) -> bool | None:
         req = ScreenRequest(prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)),
                             deadline=time.monotonic() + deadline_s)
         try:
-            det.detect(req)
+            return bool(det.detect(req).fields["cf.llm.prompt.unsafe_topic_detected"])
         except TimeoutError:
-            return False
-        return True
+            return None
 
     return call, det.close, det.describe()
 
 
+def onnx_generate_caller(model_dir: Path, config: str, device: str):
+    """The naive ONNX path: one request at a time, the whole prompt, then greedy steps with the
+    model's own key/value cache up to three new tokens (what ``transformers_caller`` generates),
+    the way optimum's ``ORTModelForCausalLM.generate`` drives an export. It runs the llmwall
+    export, whose graph computes logits at the last position only, which flatters this path.
+    """
+    from tokenizers import Tokenizer
+
+    from llmwall.detectors import llama_guard_prompt as lgp
+    from llmwall.detectors.llama_guard import Manifest, OnnxLlama
+
+    manifest = Manifest.load(model_dir)
+    variant = GENERATE_CONFIGS[config]
+    model = OnnxLlama(model_dir / manifest.variants[variant]["model"], device)
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tmpl = lgp.template_for(manifest.template, manifest.categories)
+    eot, unsafe_id = int(manifest.tokens["eot"]), int(manifest.tokens["unsafe"])
+    one_at_a_time = threading.Lock()
+
+    def call(text: str) -> bool:
+        step = tok.encode(tmpl.full(text), add_special_tokens=False).ids
+        new: list[int] = []
+        with one_at_a_time:
+            kv = model.empty(1)
+            while len(new) < 3 and (not new or new[-1] != eot):
+                logits, kv = model.run([step], kv, eot)
+                new.append(int(logits[0].argmax()))
+                step = [new[-1]]
+        return unsafe_id in new
+
+    return call, (lambda: None), f"onnx {variant} generate loop (3 new tokens) on {model.device}"
+
+
 def transformers_caller(work: Path):
-    """The reference: the same random model in torch, Llama Guard prompt, ``generate`` (greedy, 10 tokens)."""
+    """The reference: the same random model in torch, Llama Guard prompt, greedy ``generate``.
+
+    A real Llama Guard stops at ``<|eot_id|>``: three new tokens for a safe prompt (blank
+    line, ``safe``, end), six for ``unsafe\\nS1``. Random weights never stop, so the reference
+    is capped at the safe prompt's three: the cheapest a real reference run can be.
+    """
     import torch
     from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
@@ -175,13 +220,16 @@ def transformers_caller(work: Path):
     tok = Tokenizer.from_file(str(work / "checkpoint" / "tokenizer.json"))
     tmpl = lgp.template_for(lgp.TEMPLATE_1B)
 
-    def call(text: str) -> None:
+    unsafe_id = tok.token_to_id("unsafe")
+
+    def call(text: str) -> bool:
         ids = torch.tensor([tok.encode(tmpl.full(text), add_special_tokens=False).ids])
         with torch.inference_mode():
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                           pad_token_id=128009)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                                 pad_token_id=128009)
+        return unsafe_id in out[0, ids.shape[1]:].tolist()
 
-    return call, (lambda: None), f"transformers {model.dtype} generate(max_new_tokens=10), torch threads {torch.get_num_threads()}"
+    return call, (lambda: None), f"transformers {model.dtype} generate(max_new_tokens=3), torch threads {torch.get_num_threads()}"
 
 
 def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str,
@@ -204,6 +252,8 @@ def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, i
         for cfg, cells in by_config.items():
             if cfg == "transformers-generate":
                 call, close, desc = transformers_caller(work)
+            elif cfg in GENERATE_CONFIGS:
+                call, close, desc = onnx_generate_caller(model_dir, cfg, device)
             elif ONNX_CONFIGS[cfg][0] not in variants:
                 continue
             else:
@@ -230,12 +280,14 @@ def report(results: Path) -> str:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         cells.setdefault((r["user_tokens"], r["concurrency"], r["config"]), []).append(r)
-    lines = ["| config | user tokens | concurrency | reps x requests | scored | p50 (s) | p99 (s) | prompts/s "
-             "| load avg |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| config | user tokens | concurrency | reps x requests | scored | unsafe | p50 (s) | p99 (s) | prompts/s "
+             "| load avg |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (length, conc, cfg), rows in sorted(cells.items()):
-        med = {k: statistics.median(r.get(k, 1.0) for r in rows) for k in ("scored", "p50_s", "p99_s", "prompts_per_s")}
+        med = {k: statistics.median(r.get(k, float("nan")) for r in rows)
+               for k in ("scored", "unsafe", "p50_s", "p99_s", "prompts_per_s")}
         load = statistics.median(r.get("load_avg", float("nan")) for r in rows)
         lines.append(f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['scored']:.0%} | "
+                     f"{med['unsafe']:.0%} | "
                      f"{med['p50_s']:.2f} | "
                      f"{med['p99_s']:.2f} | {med['prompts_per_s']:.3f} | {load:.1f} |")
     return "\n".join(lines)

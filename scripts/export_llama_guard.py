@@ -35,6 +35,8 @@ MANIFEST_FORMAT = "llmwall-llama-guard"
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 #: Protobuf's 2 GB limit: above this the weights go to an external data file.
 EXTERNAL_DATA_BYTES = 1_800_000_000
+#: Embedding values per int8 scale (see quantize_embedding).
+EMBEDDING_BLOCK = 32
 
 
 def _load_prompt_module():
@@ -168,6 +170,66 @@ def make_int4(src: Path, dst: Path, block_size: int) -> None:
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=_is_large(src))
 
 
+def quantize_embedding(model_path: Path, block_size: int = EMBEDDING_BLOCK) -> None:
+    """Store the token embedding as 8-bit blocks (``GatherBlockQuantized``), in place.
+
+    Neither quantiser touches the embedding table's Gather, which leaves 128k x 2048 fp32
+    (1 GB) in both CPU variants; per-block int8 keeps each row to within half a step of its
+    block's largest value. The table's other users (a tied, transposed LM head) keep theirs.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    large = _is_large(model_path)
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    done = 0
+    for index, node in enumerate(list(graph.node)):
+        is_lookup = node.op_type == "Gather" and node.input[1] == "input_ids"
+        table = inits.get(node.input[0]) if is_lookup else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or table.data_type != TensorProto.FLOAT or len(table.dims) != 2 or axis != 0:
+            continue
+        weights = numpy_helper.to_array(table)
+        vocab, hidden = weights.shape
+        block = block_size
+        while hidden % block and block > 16:  # the kernel wants a power of two >= 16
+            block //= 2
+        if hidden % block:
+            raise SystemExit(f"{model_path}: hidden size {hidden} has no power-of-two block >= 16")
+        blocks = weights.reshape(vocab, hidden // block, block)
+        scales = np.maximum(np.abs(blocks).max(axis=2), 1e-12) / 127.0
+        quantized = (np.clip(np.rint(blocks / scales[..., None]), -127, 127) + 128).astype(np.uint8)
+        names = [f"{table.name}_q8", f"{table.name}_q8_scales", f"{table.name}_q8_zero"]
+        graph.initializer.extend([
+            numpy_helper.from_array(quantized.reshape(vocab, hidden), names[0]),
+            numpy_helper.from_array(scales.astype(np.float32), names[1]),
+            numpy_helper.from_array(np.full(scales.shape, 128, dtype=np.uint8), names[2]),
+        ])
+        graph.node.remove(node)
+        graph.node.insert(index, helper.make_node(
+            "GatherBlockQuantized", [names[0], node.input[1], names[1], names[2]], list(node.output),
+            name=(node.name or "embedding") + "_q8", domain="com.microsoft",
+            gather_axis=0, quantize_axis=1, block_size=block, bits=8))
+        if users.get(table.name, 0) == 1:
+            graph.initializer.remove(table)
+        done += 1
+    if not done:
+        raise SystemExit(f"{model_path}: no fp32 embedding Gather found to quantise")
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    for f in model_path.parent.iterdir():  # the old external data, now all in memory
+        if f.name.startswith(model_path.name) and f != model_path:
+            f.unlink()
+    _save(model, model_path, large)
+
+
 def make_fp16(src: Path, dst: Path) -> None:
     """fp16 everywhere, inputs and outputs included, so the KV cache is half the size on the GPU."""
     import onnx
@@ -213,15 +275,8 @@ def token_ids(tokenizer_path: Path) -> dict:
             raise SystemExit(f"{text!r} is not a single token in this tokenizer: {ids}")
         return ids[0]
 
-    digits = {}
-    for n in range(1, 100):
-        ids = tok.encode(str(n), add_special_tokens=False).ids
-        if len(ids) == 1:
-            digits[str(n)] = ids[0]
-    return {
-        "bos": one(prompt.BOS), "eot": one(prompt.EOT), "safe": one("safe"), "unsafe": one("unsafe"),
-        "blank_line": one("\n\n"), "newline": one("\n"), "S": one("S"), "digits": digits,
-    }
+    return {"bos": one(prompt.BOS), "eot": one(prompt.EOT), "safe": one("safe"), "unsafe": one("unsafe"),
+            "blank_line": one("\n\n")}
 
 
 def export(checkpoint: Path, out: Path, variants: list[str], template: str | None, name: str | None,
@@ -257,6 +312,8 @@ def export(checkpoint: Path, out: Path, variants: list[str], template: str | Non
             if dst.parent.exists():
                 shutil.rmtree(dst.parent)
             builders[variant](fp32, dst)
+            if variant in ("int8", "int4"):
+                quantize_embedding(dst)
             done[variant] = dst
         manifest_variants = {}
         for variant in variants:

@@ -153,6 +153,27 @@ def test_detector_agrees_with_direct_greedy_decoding(engine, detector) -> None:
         assert tuple(got["cf.llm.prompt.unsafe_topic_categories"]) == verdict.categories
 
 
+def test_category_decoding_is_bounded_off_format() -> None:
+    """Forced to list categories for safe prompts (threshold 0), the model is off its format:
+    every row still names policy codes, none twice, at two model steps per category."""
+    engine = lg.LlamaGuardEngine(FIXTURE, "cpu", variant="fp32", threshold=0.0)
+    calls = []
+    run = engine.model.run
+    engine.model.run = lambda rows, past, pad: calls.append(len(rows)) or run(rows, past, pad)
+    try:
+        policy = [c for c, _ in engine.template.categories]
+        for text in TEXTS:
+            calls.clear()
+            job, _ = engine.submit(("policy",), engine.template, text, time.monotonic() + 30)
+            result = job.future.result(timeout=30)
+            assert result.categories and len(set(result.categories)) == len(result.categories)
+            assert set(result.categories) <= set(policy)
+            # the prefill (plus the prefix once), then two steps per category
+            assert len(calls) - 1 - (text == TEXTS[0]) == 2 * len(result.categories)
+    finally:
+        engine.close()
+
+
 def test_concurrent_threads_are_batched_and_match_sequential(detector) -> None:
     det = lg.LlamaGuardDetector(FIXTURE, "cpu", variant="fp32", max_wait_ms=50)
     engine = det.engine
@@ -259,8 +280,8 @@ def test_custom_topic_score_follows_the_code_probability(detector, engine) -> No
     ids = engine.encode(tmpl.full(text)) + [engine.blank_id]
     logits, kv = model.run([ids], model.empty(1), engine.eot_id)
     p = float(lg.p_unsafe(logits, engine.safe_id, engine.unsafe_id)[0])
-    logits2, _ = model.run([[engine.unsafe_id, engine.newline_id, engine.s_id]], kv, engine.eot_id)
-    probs = lg.softmax_at(logits2, [engine.digit_ids["1"], engine.digit_ids["2"]])[0]
+    logits2, _ = model.run([[engine.unsafe_id, *engine.line.lead]], kv, engine.eot_id)
+    probs = lg.softmax_at(logits2, [engine.line.codes["S1"], engine.line.codes["S2"]])[0]
     expected = {"a": lg.relevance_score(p * probs[0]), "b": lg.relevance_score(p * probs[1])}
     got = detector.detect(request(text, custom_topics=topics, wanted=frozenset({CUSTOM}))).fields[CUSTOM]
     assert got == expected

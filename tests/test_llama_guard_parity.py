@@ -115,6 +115,12 @@ def test_export_script_reproduces_the_fixture(setup, tmp_path: Path) -> None:
     for key in ("format", "template", "categories", "tokens", "architecture", "opset"):
         assert made[key] == committed[key], key
     assert sorted(made["variants"]) == ["fp32", "int4"]
+    graph = subprocess.run(
+        [export_python(), "-c", "import onnx, sys; g = onnx.load(sys.argv[1]).graph; "
+         "print(sorted({n.op_type for n in g.node if n.input[1:2] == ['input_ids']}), "
+         "'model.embed_tokens.weight' in {t.name for t in g.initializer})", str(out / "int4" / "model.onnx")],
+        capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert graph == ["['GatherBlockQuantized']", "False"]  # the token embedding is stored 8-bit, not fp32
     fresh = lg.LlamaGuardEngine(out, "cpu", variant="fp32")
     try:
         logits, _ = fresh.model.run([header + tails[0]], fresh.model.empty(1), fresh.eot_id)

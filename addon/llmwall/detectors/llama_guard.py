@@ -4,8 +4,9 @@ Cost model, and the design that follows from it:
 
 * One prefill per prompt. The prompt is Llama Guard's own (``llama_guard_prompt``) plus the
   ``"\\n\\n"`` the model always writes first, so the prefill's last logits are the verdict
-  distribution: P(unsafe) = softmax over {safe, unsafe}. Category tokens are decoded
-  (greedily, a handful of steps) only for rows judged unsafe.
+  distribution: P(unsafe) = softmax over {safe, unsafe}. Categories are decoded only for
+  rows judged unsafe, two small steps per category: the line's fixed tokens (``\\n``,
+  ``S``, ``,S``) are fed, only the numbers and the decision to go on are predicted.
 * The policy header (instructions and category list, 138 tokens for the 1B template)
   is identical for every request: its key/value cache is computed once and fed as
   ``past_key_values``, so each request pays only for its own tokens.
@@ -334,7 +335,6 @@ class LlamaGuardEngine:
         max_wait_ms: float = 3.0,
         max_batch_tokens: int | None = None,
         max_user_tokens: int = 2048,
-        max_new_tokens: int = 10,
         iobinding: bool | None = None,
     ):
         from tokenizers import Tokenizer
@@ -353,16 +353,15 @@ class LlamaGuardEngine:
         self.template = lgp.template_for(self.manifest.template, self.manifest.categories)
         tok = self.manifest.tokens
         self.safe_id, self.unsafe_id, self.eot_id = int(tok["safe"]), int(tok["unsafe"]), int(tok["eot"])
-        self.blank_id, self.newline_id, self.s_id = int(tok["blank_line"]), int(tok["newline"]), int(tok["S"])
-        self.digit_ids = {k: int(v) for k, v in tok.get("digits", {}).items()}
+        self.blank_id = int(tok["blank_line"])
         self._check_tokens()
+        self.line = lgp.category_line(self.encode, self.unsafe_id, self.template.categories)
         self.threshold = threshold
         self.prefix_cache = prefix_cache
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch_tokens = max_batch_tokens or MAX_BATCH_TOKENS["cuda" if self.model.on_cuda else "cpu"]
         self.max_user_tokens = max_user_tokens
-        self.max_new_tokens = max_new_tokens
         self._prefixes: OrderedDict[tuple, KV] = OrderedDict()  # model thread only
         self._header_ids: OrderedDict[tuple, list[int]] = OrderedDict()  # model thread only
         self.stats = {"batches": 0, "rows": 0, "expired": 0}  # written by the model thread only
@@ -542,38 +541,46 @@ class LlamaGuardEngine:
         probs = p_unsafe(logits, self.safe_id, self.unsafe_id)
         if batch[0].custom_codes is not None:
             return self._custom(batch, probs, kv)
-        cats: dict[int, tuple[str, ...]] = {}
         unsafe_rows = [i for i in range(n) if probs[i] >= self.threshold]
+        cats: dict[int, tuple[str, ...]] = {}
         if unsafe_rows:
-            texts = self._decode(model.select(kv, unsafe_rows) if len(unsafe_rows) < n else kv)
-            allowed = [c for c, _ in self.template.categories]
-            for i, text in zip(unsafe_rows, texts):
-                cats[i] = lgp.parse_verdict("unsafe" + text, allowed).categories
+            found = self._categories(model.select(kv, unsafe_rows) if len(unsafe_rows) < n else kv)
+            cats = dict(zip(unsafe_rows, found))
         return [Result(float(probs[i]), cats.get(i, ())) for i in range(n)]
 
-    def _decode(self, kv: KV) -> list[str]:
-        """Greedy continuation after a forced ``unsafe`` token: the category line."""
-        n = kv.batch
-        out: list[list[int]] = [[] for _ in range(n)]
-        done = [False] * n
-        step = [[self.unsafe_id] for _ in range(n)]
-        for _ in range(self.max_new_tokens):
-            logits, kv = self.model.run(step, kv, self.eot_id)
-            nxt = logits.argmax(axis=1)
-            for i in range(n):
-                if not done[i]:
-                    if int(nxt[i]) == self.eot_id:
-                        done[i] = True
-                    else:
-                        out[i].append(int(nxt[i]))
-            if all(done):
-                break
-            step = [[int(t)] for t in nxt]
-        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in out]
+    def _categories(self, kv: KV) -> list[tuple[str, ...]]:
+        """The category list after a forced ``unsafe``, for every row of ``kv``.
+
+        Each round feeds the fixed tokens before a number and picks the most likely policy
+        code not yet listed (an unsafe verdict always names one), then feeds that number and
+        goes on only where the model's most likely next token starts ``,S``, the way greedy
+        decoding would. Two model steps per category instead of one per token, and a model
+        that wanders off the format costs two steps, not a run to a token limit.
+        """
+        model, n = self.model, kv.batch
+        chosen: list[list[str]] = [[] for _ in range(n)]
+        active = list(range(n))
+        codes = self.line.codes
+        step = [[self.unsafe_id, *self.line.lead]] * n
+        while active:
+            logits, kv = model.run(step, kv, self.eot_id)
+            picks = []
+            for row, i in enumerate(active):
+                best = max((c for c in codes if c not in chosen[i]), key=lambda c: logits[row, codes[c]])
+                chosen[i].append(best)
+                picks.append([codes[best]])
+            logits, kv = model.run(picks, kv, self.eot_id)
+            going = [row for row, i in enumerate(active)
+                     if int(logits[row].argmax()) == self.line.separator[0] and len(chosen[i]) < len(codes)]
+            if going and len(going) < len(active):
+                kv = model.select(kv, going)
+            active = [active[row] for row in going]
+            step = [list(self.line.separator)] * len(active)
+        return [tuple(c) for c in chosen]
 
     def _custom(self, batch: list[_Job], probs: np.ndarray, kv: KV) -> list[Result]:
         """Relevance of each custom topic = P(unsafe) x P(its code after ``unsafe\\nS``)."""
-        logits, _ = self.model.run([[self.unsafe_id, self.newline_id, self.s_id]] * len(batch), kv, self.eot_id)
+        logits, _ = self.model.run([[self.unsafe_id, *self.line.lead]] * len(batch), kv, self.eot_id)
         results = []
         for i, job in enumerate(batch):
             codes = list(job.custom_codes or {})
@@ -585,10 +592,9 @@ class LlamaGuardEngine:
 
     def _code_token(self, code: str) -> int:
         """The token of a code's number (its first token when the vocabulary splits it)."""
-        number = code[1:]
-        if number in self.digit_ids:
-            return self.digit_ids[number]
-        return self.encode(number)[0]
+        if code in self.line.codes:
+            return self.line.codes[code]
+        return self.encode(f"unsafe\n{code}")[len(self.line.lead) + 1]
 
 
 # --------------------------------------------------------------------------- detector

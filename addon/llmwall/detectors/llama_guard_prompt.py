@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 BOS = "<|begin_of_text|>"
 START_HEADER = "<|start_header_id|>"
@@ -180,3 +180,36 @@ def parse_verdict(text: str, allowed: Iterable[str] | None = None) -> Verdict:
             if _CODE.match(code) and (allowed_set is None or code in allowed_set) and code not in cats:
                 cats.append(code)
     return Verdict(True, tuple(cats))
+
+
+@dataclass(frozen=True)
+class CategoryLine:
+    """How a tokenizer writes the verdict's second line, ``unsafe\\nS<n>,S<n>``, in tokens."""
+
+    lead: tuple[int, ...]  # after ``unsafe``, before the first number (Llama 3: "\\n", "S")
+    separator: tuple[int, ...]  # between two numbers (Llama 3: ",S")
+    codes: Mapping[str, int]  # code -> the one token of its number
+
+
+def category_line(encode: Callable[[str], Sequence[int]], unsafe_id: int,
+                  categories: Sequence[tuple[str, str]]) -> CategoryLine:
+    """Derive ``CategoryLine`` from the tokenizer; ValueError when a code is not one token.
+
+    Category decoding feeds the line's fixed tokens and predicts only the numbers, which is
+    exact only when each number is one token in the same place as in the whole line.
+    """
+    lead = list(encode("unsafe\nS"))
+    if not lead or lead[0] != unsafe_id:
+        raise ValueError(f"'unsafe' does not start the verdict line in this tokenizer: {lead}")
+    codes: dict[str, int] = {}
+    for code, _ in categories:
+        ids = list(encode(f"unsafe\n{code}"))
+        if ids[: len(lead)] != lead or len(ids) != len(lead) + 1:
+            raise ValueError(f"category {code} is not one token after 'unsafe\\nS' in this tokenizer: {ids}")
+        codes[code] = ids[-1]
+    first, second = categories[0][0], categories[1][0]
+    pair = list(encode(f"unsafe\n{first},{second}"))
+    separator = pair[len(lead) + 1: -1]
+    if pair[: len(lead) + 1] != lead + [codes[first]] or pair[-1] != codes[second] or not separator:
+        raise ValueError(f"unexpected tokens for a category list in this tokenizer: {pair}")
+    return CategoryLine(tuple(lead[1:]), tuple(separator), codes)
