@@ -42,25 +42,31 @@ SHAPE_1B = dict(
     tie_word_embeddings=True, rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128009,
 )
 
-#: (config, user tokens, concurrency) in the order they run; "quick" first gives the headline numbers.
-QUICK = [
-    ("onnx-int8-cache-batch", 64, 1), ("onnx-int8-cache-batch", 64, 8),
-    ("onnx-fp32-naive", 64, 1), ("onnx-fp32-naive", 64, 8),
-    ("onnx-int8-naive", 64, 8), ("onnx-fp32-cache-batch", 64, 8),
-    ("transformers-generate", 64, 1), ("transformers-generate", 64, 8),
-    ("onnx-int4-cache-batch", 64, 1), ("onnx-int4-cache-batch", 64, 8),
-    ("onnx-int8-cache-batch", 256, 1), ("onnx-int8-cache-batch", 256, 8),
-    ("onnx-int8-cache-nobatch", 64, 8), ("onnx-int8-nocache-batch", 64, 8),
-    ("onnx-int8-cache-batch", 1024, 1),
-]
-FULL_EXTRA = [
-    (cfg, length, conc)
-    for cfg in ("onnx-int8-cache-batch", "onnx-int4-cache-batch", "onnx-fp32-cache-batch", "onnx-fp32-naive",
-                "onnx-int8-naive", "transformers-generate")
-    for length in (64, 256, 1024) for conc in (1, 8, 64)
-]
-#: The naive ONNX path: the exported model driven the way a generate loop drives it.
-GENERATE_CONFIGS = {"onnx-fp32-generate": "fp32", "onnx-int8-generate": "int8"}
+#: (config, user tokens, concurrency) in the order they run. "quick": the 64-token headline cells;
+#: "full": the grid of docs/benchmarks.md (c=64 only for the int8 configs: a c=64 cell of the
+#: slow configurations takes most of an hour on 2 cores).
+GRIDS = {
+    "quick": [
+        ("onnx-int8-cache-batch", 64, 1), ("onnx-int8-cache-batch", 64, 8), ("onnx-int8-naive", 64, 1),
+        ("onnx-int8-naive", 64, 8), ("onnx-int8-generate", 64, 8), ("onnx-int8-cache-nobatch", 64, 8),
+        ("onnx-int8-nocache-batch", 64, 8), ("onnx-fp32-naive", 64, 8), ("transformers-generate", 64, 1),
+        ("transformers-generate", 64, 8),
+    ],
+    "full": [
+        (cfg, length, conc)
+        for cfg in ("onnx-int8-cache-batch", "onnx-int8-naive", "onnx-int8-generate")
+        for length in (64, 256, 1024) for conc in (1, 8, 64)
+    ] + [
+        (cfg, length, conc)
+        for cfg in ("onnx-int8-optimum-generate", "transformers-generate", "onnx-fp32-naive", "onnx-fp32-generate",
+                    "onnx-int4-cache-batch", "onnx-fp32-cache-batch")
+        for length in (64, 256, 1024) for conc in (1, 8)
+    ],
+}
+#: The naive ONNX path: an export driven the way a generate loop drives it. name: (variant,
+#: optimum's own graph with logits at every position instead of llmwall's last-position edit)
+GENERATE_CONFIGS = {"onnx-fp32-generate": ("fp32", False), "onnx-int8-generate": ("int8", False),
+                    "onnx-int8-optimum-generate": ("int8", True)}
 ONNX_CONFIGS = {
     # name: (variant, prefix cache, max batch)
     "onnx-fp32-naive": ("fp32", False, 1),
@@ -169,11 +175,35 @@ def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, ma
     return call, det.close, det.describe()
 
 
-def onnx_generate_caller(model_dir: Path, config: str, device: str):
+def all_position_logits(model_dir: Path, variant: str, work: Path) -> Path:
+    """A copy of ``variant`` with the export's last-position logits edit undone: optimum's graph."""
+    import onnx
+
+    dst = work / f"optimum-{variant}" / "model.onnx"
+    if dst.exists():
+        return dst
+    model = onnx.load(str(model_dir / variant / "model.onnx"))
+    graph = model.graph
+    hidden = next(n.input[0] for n in graph.node if n.op_type == "GatherND" and n.output[0] == "lg_hidden_last")
+    edit = {"lg_mask_i32", "lg_last_total", "lg_past_shape", "lg_last", "lg_index", "lg_hidden_last", "lg_hidden"}
+    for node in [n for n in graph.node if n.output[0] in edit]:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [hidden if i == "lg_hidden" else i for i in node.input]
+    graph.initializer.remove(next(t for t in graph.initializer if t.name == "lg_axis1"))
+    graph.output[0].type.tensor_type.shape.dim[1].dim_param = "sequence_length"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx_data", size_threshold=1024)
+    return dst
+
+
+def onnx_generate_caller(model_dir: Path, config: str, device: str, work: Path):
     """The naive ONNX path: one request at a time, the whole prompt, then greedy steps with the
     model's own key/value cache up to three new tokens (what ``transformers_caller`` generates),
-    the way optimum's ``ORTModelForCausalLM.generate`` drives an export. It runs the llmwall
-    export, whose graph computes logits at the last position only, which flatters this path.
+    the way optimum's ``ORTModelForCausalLM.generate`` drives an export. ``-generate`` runs the
+    llmwall export (logits at the last position only, which flatters this path);
+    ``-optimum-generate`` runs optimum's graph, with logits at every position.
     """
     from tokenizers import Tokenizer
 
@@ -181,8 +211,9 @@ def onnx_generate_caller(model_dir: Path, config: str, device: str):
     from llmwall.detectors.llama_guard import Manifest, OnnxLlama
 
     manifest = Manifest.load(model_dir)
-    variant = GENERATE_CONFIGS[config]
-    model = OnnxLlama(model_dir / manifest.variants[variant]["model"], device)
+    variant, optimum_graph = GENERATE_CONFIGS[config]
+    path = all_position_logits(model_dir, variant, work) if optimum_graph else model_dir / variant / "model.onnx"
+    model = OnnxLlama(path, device)
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tmpl = lgp.template_for(manifest.template, manifest.categories)
     eot, unsafe_id = int(manifest.tokens["eot"]), int(manifest.tokens["unsafe"])
@@ -199,7 +230,8 @@ def onnx_generate_caller(model_dir: Path, config: str, device: str):
                 step = [new[-1]]
         return unsafe_id in new
 
-    return call, (lambda: None), f"onnx {variant} generate loop (3 new tokens) on {model.device}"
+    graph = "optimum graph" if optimum_graph else "llmwall export"
+    return call, (lambda: None), f"onnx {variant} ({graph}) generate loop (3 new tokens) on {model.device}"
 
 
 def transformers_caller(work: Path):
@@ -253,7 +285,7 @@ def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, i
             if cfg == "transformers-generate":
                 call, close, desc = transformers_caller(work)
             elif cfg in GENERATE_CONFIGS:
-                call, close, desc = onnx_generate_caller(model_dir, cfg, device)
+                call, close, desc = onnx_generate_caller(model_dir, cfg, device, work)
             elif ONNX_CONFIGS[cfg][0] not in variants:
                 continue
             else:
@@ -319,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = build(args.work, with_fp16=on_cuda)
     if args.build_only:
         return 0
-    grid = QUICK + (FULL_EXTRA if args.grid == "full" else [])
+    grid = GRIDS[args.grid]
     if args.cells:
         grid = [(c, int(n), int(k)) for c, n, k in (cell.split(":") for cell in args.cells.split(","))]
     if on_cuda:

@@ -49,9 +49,10 @@ MANIFEST_FORMAT = "llmwall-llama-guard"
 #: Variant preference per device; the first one the model directory has wins.
 VARIANT_ORDER = {"cuda": ("fp16", "fp32"), "cpu": ("int8", "int4", "fp32")}
 VARIANT_ENV = "LLMWALL_LLAMA_GUARD_VARIANT"
-#: Padded tokens per batch. A CPU prefill is compute-bound: batches beyond ~1k tokens only
-#: add activation traffic (measured slower at 8 x 314 tokens than one by one, docs/benchmarks.md).
-MAX_BATCH_TOKENS = {"cuda": 16384, "cpu": 1024}
+#: Padded tokens per batch. A CPU prefill is compute-bound: 8 rows of 122 tokens in one batch
+#: gave no more prompts/s than one by one and doubled the median latency (docs/benchmarks.md),
+#: so a CPU batches only short prompts; the category steps after them are where it pays.
+MAX_BATCH_TOKENS = {"cuda": 16384, "cpu": 256}
 EXPORT_HINT = (
     "export one with: .venv-export/bin/python scripts/export_llama_guard.py "
     "--checkpoint <Llama-Guard-3-1B dir> --out models/llama-guard-3-1b (see docs/llama-guard.md)"
