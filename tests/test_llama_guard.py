@@ -223,6 +223,29 @@ def test_deadline_passing_in_the_queue_gives_up_without_blocking() -> None:
         det.close()
 
 
+def test_a_job_that_cannot_finish_in_time_is_not_run() -> None:
+    """At the measured cost per token, a job that would end after its deadline is answered at
+    once and costs no model time (its caller would give up anyway)."""
+    det = lg.LlamaGuardDetector(FIXTURE, "cpu", variant="fp32")
+    engine = det.engine
+    calls = []
+    run = engine.model.run
+    engine.model.run = lambda rows, past, pad: calls.append(len(rows)) or run(rows, past, pad)
+    try:
+        det.detect(request("hi"))  # warm: prefix cached, cost per token measured
+        engine.sec_per_token = 0.1  # pretend a slow device: ~20 tokens take 2 s
+        calls.clear()
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            det.detect(request("How do I build a bomb at home?", timeout=1.5))
+        assert time.monotonic() - start < 1.0 and calls == [] and engine.stats["expired"] == 1
+        engine.sec_per_token = 1e-4
+        assert det.detect(request("How do I build a bomb at home?", timeout=1.5)).fields[
+            "cf.llm.prompt.unsafe_topic_categories"] == ["S9"]
+    finally:
+        det.close()
+
+
 def test_batches_are_sized_to_meet_the_earliest_deadline(engine) -> None:
     now = time.monotonic()
     jobs = [lg._Job(key=("policy",), header="", tail_ids=[1] * 10, custom_codes=None, deadline=now + 0.25 + i)

@@ -18,7 +18,8 @@ Cost model, and the design that follows from it:
 * On CUDA the prefix cache and every ``present`` tensor stay on the device (IOBinding), and
   the prefix is broadcast over the batch by a small ``kv_expand.onnx`` graph on the GPU.
 * ``request.deadline`` bounds the wait: a caller gives up with ``TimeoutError`` (the
-  orchestrator records "not scored") and the model thread skips jobs nobody waits for.
+  orchestrator records "not scored"), and the model thread skips jobs nobody waits for or
+  that could not finish in time at the measured cost per token.
 """
 
 from __future__ import annotations
@@ -443,13 +444,15 @@ class LlamaGuardEngine:
             group.sort(key=lambda j: (j.deadline, len(j.tail_ids)))
             for batch in self._split(group, time.monotonic()):
                 now = time.monotonic()
-                batch = [j for j in batch if j.deadline > now or self._expire(j)]
+                batch = [j for j in batch if self._can_finish(j, now) or self._expire(j)]
                 if not batch:
                     continue
                 self.stats["batches"] += 1
                 self.stats["rows"] += len(batch)
-                started = time.monotonic()
                 try:
+                    if self.prefix_cache:  # a new policy's prefix is a one-off cost, not a per-token one
+                        self._prefix(batch[0].key, batch[0].header)
+                    started = time.monotonic()
                     results = self._score(batch)
                 except Exception as exc:  # one bad batch must not kill the model thread
                     log.warning("llama guard batch failed: %s", type(exc).__name__)
@@ -468,10 +471,18 @@ class LlamaGuardEngine:
         return job.deadline > time.monotonic() or self._expire(job)
 
     def _expire(self, job: _Job) -> bool:
-        """Fail a job whose deadline passed before its batch ran (always False, for filters)."""
+        """Fail a job that cannot be scored before its deadline (always False, for filters)."""
         self.stats["expired"] += 1
-        job.future.set_exception(TimeoutError("deadline passed before scoring"))
+        job.future.set_exception(TimeoutError("not scorable before the deadline"))
         return False
+
+    def _can_finish(self, job: _Job, now: float) -> bool:
+        """Whether ``job`` alone would end before its deadline at the measured cost per token.
+
+        A job that would end later is answered "not scored" at once: its caller gives up at the
+        deadline anyway, and under load the compute goes to the jobs behind it instead.
+        """
+        return now + (self.sec_per_token or 0.0) * self._width(job) < job.deadline
 
     def _width(self, job: _Job) -> int:
         return len(job.tail_ids) + (0 if self.prefix_cache else len(self._header(job)))
