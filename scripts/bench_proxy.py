@@ -28,15 +28,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REPLY = json.dumps({"id": "c1", "object": "chat.completion", "choices": [
-    {"index": 0, "message": {"role": "assistant", "content": "Sure."}, "finish_reason": "stop"}]}).encode()
+REPLY = json.dumps(
+    {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sure."}, "finish_reason": "stop"}],
+    }
+).encode()
 WORKLOADS = {
-    "chat (benign, 40 tokens)": ("/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Could you suggest a three-day itinerary for Lisbon that mixes museums, "
-                                    "food markets and a day trip to Sintra, with rough costs?"}]}).encode()),
-    "non-LLM JSON API": ("/api/orders", json.dumps({"order_id": 1234, "items": [{"sku": "A-1", "qty": 2}],
-                                                     "note": "leave at the door"}).encode()),
+    "chat (benign, 40 tokens)": (
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {
+                        "role": "user",
+                        "content": "Could you suggest a three-day itinerary for Lisbon that mixes museums, "
+                        "food markets and a day trip to Sintra, with rough costs?",
+                    },
+                ],
+            }
+        ).encode(),
+    ),
+    "non-LLM JSON API": (
+        "/api/orders",
+        json.dumps({"order_id": 1234, "items": [{"sku": "A-1", "qty": 2}], "note": "leave at the door"}).encode(),
+    ),
 }
 
 
@@ -107,8 +126,12 @@ def run_load(port: int, path: str, body: bytes, requests: int, concurrency: int)
     with ThreadPoolExecutor(concurrency) as pool:
         lat = sorted(x for chunk in pool.map(worker, range(concurrency)) for x in chunk)
     wall = time.perf_counter() - start
-    return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-            "rps": len(lat) / wall, "n": len(lat)}
+    return {
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "rps": len(lat) / wall,
+        "n": len(lat),
+    }
 
 
 def main() -> int:
@@ -127,9 +150,23 @@ def main() -> int:
     common = ["--mode", target, "--listen-host", "127.0.0.1", "-q"]
     procs = [
         start_proxy([str(BIN / "mitmdump"), "-p", str(plain_port), *common], plain_port, tmp / "plain.log"),
-        start_proxy([str(BIN / "llmwall"), "proxy", "-p", str(wall_port), *common,
-                     "--set", f"llmwall_rules={args.rules}", "--set", f"llmwall_models={args.models}",
-                     "--set", f"llmwall_db={tmp / 'bench.sqlite'}"], wall_port, tmp / "llmwall.log"),
+        start_proxy(
+            [
+                str(BIN / "llmwall"),
+                "proxy",
+                "-p",
+                str(wall_port),
+                *common,
+                "--set",
+                f"llmwall_rules={args.rules}",
+                "--set",
+                f"llmwall_models={args.models}",
+                "--set",
+                f"llmwall_db={tmp / 'bench.sqlite'}",
+            ],
+            wall_port,
+            tmp / "llmwall.log",
+        ),
     ]
     results = []
     try:
@@ -137,9 +174,16 @@ def main() -> int:
             for conc in args.concurrency:
                 plain = run_load(plain_port, path, body, args.requests, conc)
                 wall = run_load(wall_port, path, body, args.requests, conc)
-                results.append({"workload": name, "concurrency": conc, "mitmdump": plain, "llmwall": wall,
-                                "added_p50_ms": wall["p50_ms"] - plain["p50_ms"],
-                                "throughput_ratio": wall["rps"] / plain["rps"]})
+                results.append(
+                    {
+                        "workload": name,
+                        "concurrency": conc,
+                        "mitmdump": plain,
+                        "llmwall": wall,
+                        "added_p50_ms": wall["p50_ms"] - plain["p50_ms"],
+                        "throughput_ratio": wall["rps"] / plain["rps"],
+                    }
+                )
     finally:
         for p in procs:
             p.terminate()
@@ -149,13 +193,17 @@ def main() -> int:
         print(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=2))
         return 0
     print(f"rules: {Path(args.rules).name}, requests per cell: {args.requests}, CPUs: {os.cpu_count()}\n")
-    print("| workload | conc. | mitmdump p50 / p99 ms | llmwall p50 / p99 ms | added p50 ms | mitmdump req/s | llmwall req/s | llmwall / mitmdump throughput |")
+    print(
+        "| workload | conc. | mitmdump p50 / p99 ms | llmwall p50 / p99 ms | added p50 ms | mitmdump req/s | llmwall req/s | llmwall / mitmdump throughput |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         m, w = r["mitmdump"], r["llmwall"]
-        print(f"| {r['workload']} | {r['concurrency']} | {m['p50_ms']:.1f} / {m['p99_ms']:.1f} | "
-              f"{w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {r['added_p50_ms']:.1f} | {m['rps']:.0f} | "
-              f"{w['rps']:.0f} | {r['throughput_ratio']:.2f} |")
+        print(
+            f"| {r['workload']} | {r['concurrency']} | {m['p50_ms']:.1f} / {m['p99_ms']:.1f} | "
+            f"{w['p50_ms']:.1f} / {w['p99_ms']:.1f} | {r['added_p50_ms']:.1f} | {m['rps']:.0f} | "
+            f"{w['rps']:.0f} | {r['throughput_ratio']:.2f} |"
+        )
     return 0
 
 

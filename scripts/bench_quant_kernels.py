@@ -30,13 +30,20 @@ def variants(fp32: Path, work: Path) -> dict[str, Path]:
     """Every variant of the one-MatMul model, written under ``work``."""
     out = {"fp32": fp32}
     int8 = work / "int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul"], per_channel=True,
-                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        str(fp32),
+        str(int8),
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
     out["int8 dynamic (export's int8)"] = int8
     for bits, block, level in ((4, 32, 4), (4, 32, 0), (4, 128, 4), (8, 32, 4)):
         path = work / f"nbits{bits}-{block}-{level}.onnx"
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=bits, block_size=block, is_symmetric=True,
-                                         accuracy_level=level)
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(fp32)), bits=bits, block_size=block, is_symmetric=True, accuracy_level=level
+        )
         quantizer.process()
         quantizer.model.save_model_to_file(str(path))
         label = f"MatMulNBits {bits}-bit, block {block}, accuracy level {level}"
@@ -51,10 +58,13 @@ def main() -> int:
     rng = np.random.default_rng(0)
     weights = (rng.standard_normal((K, N)) * 0.02).astype(np.float32)
     x = rng.standard_normal((M, K)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
-                              [numpy_helper.from_array(weights, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
+        [numpy_helper.from_array(weights, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     with tempfile.TemporaryDirectory() as tmp:

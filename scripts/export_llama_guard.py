@@ -140,8 +140,14 @@ def _save(model, path: Path, large: bool) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if large:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + "_data", size_threshold=1024)
+        onnx.save(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + "_data",
+            size_threshold=1024,
+        )
     else:
         onnx.save(model, str(path))
 
@@ -152,8 +158,12 @@ def make_int8(src: Path, dst: Path) -> None:
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True,
-        weight_type=QuantType.QInt8, use_external_data_format=_is_large(src),
+        str(src),
+        str(dst),
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=_is_large(src),
         extra_options={"MatMulConstBOnly": True},
     )
 
@@ -163,8 +173,9 @@ def make_int4(src: Path, dst: Path, block_size: int) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size,
-                                     is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=True, accuracy_level=4
+    )
     quantizer.process()
     dst.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=_is_large(src))
@@ -207,16 +218,28 @@ def quantize_embedding(model_path: Path, block_size: int = EMBEDDING_BLOCK) -> N
         scales = np.maximum(np.abs(blocks).max(axis=2), 1e-12) / 127.0
         quantized = (np.clip(np.rint(blocks / scales[..., None]), -127, 127) + 128).astype(np.uint8)
         names = [f"{table.name}_q8", f"{table.name}_q8_scales", f"{table.name}_q8_zero"]
-        graph.initializer.extend([
-            numpy_helper.from_array(quantized.reshape(vocab, hidden), names[0]),
-            numpy_helper.from_array(scales.astype(np.float32), names[1]),
-            numpy_helper.from_array(np.full(scales.shape, 128, dtype=np.uint8), names[2]),
-        ])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized.reshape(vocab, hidden), names[0]),
+                numpy_helper.from_array(scales.astype(np.float32), names[1]),
+                numpy_helper.from_array(np.full(scales.shape, 128, dtype=np.uint8), names[2]),
+            ]
+        )
         graph.node.remove(node)
-        graph.node.insert(index, helper.make_node(
-            "GatherBlockQuantized", [names[0], node.input[1], names[1], names[2]], list(node.output),
-            name=(node.name or "embedding") + "_q8", domain="com.microsoft",
-            gather_axis=0, quantize_axis=1, block_size=block, bits=8))
+        graph.node.insert(
+            index,
+            helper.make_node(
+                "GatherBlockQuantized",
+                [names[0], node.input[1], names[1], names[2]],
+                list(node.output),
+                name=(node.name or "embedding") + "_q8",
+                domain="com.microsoft",
+                gather_axis=0,
+                quantize_axis=1,
+                block_size=block,
+                bits=8,
+            ),
+        )
         if users.get(table.name, 0) == 1:
             graph.initializer.remove(table)
         done += 1
@@ -253,7 +276,7 @@ def make_kv_expand(model_path: Path, dst: Path) -> None:
         elem = value.type.tensor_type.elem_type
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         inputs.append(helper.make_tensor_value_info(value.name, elem, [1, dims[1], "past", dims[3]]))
-        out_name = "expanded." + value.name[len("past_key_values."):]
+        out_name = "expanded." + value.name[len("past_key_values.") :]
         outputs.append(helper.make_tensor_value_info(out_name, elem, ["batch", dims[1], "past", dims[3]]))
         nodes.append(helper.make_node("Expand", [value.name, "shape"], [out_name]))
     graph = helper.make_graph(nodes, "kv_expand", inputs, outputs)
@@ -275,12 +298,25 @@ def token_ids(tokenizer_path: Path) -> dict:
             raise SystemExit(f"{text!r} is not a single token in this tokenizer: {ids}")
         return ids[0]
 
-    return {"bos": one(prompt.BOS), "eot": one(prompt.EOT), "safe": one("safe"), "unsafe": one("unsafe"),
-            "blank_line": one("\n\n")}
+    return {
+        "bos": one(prompt.BOS),
+        "eot": one(prompt.EOT),
+        "safe": one("safe"),
+        "unsafe": one("unsafe"),
+        "blank_line": one("\n\n"),
+    }
 
 
-def export(checkpoint: Path, out: Path, variants: list[str], template: str | None, name: str | None,
-           opset: int | None, validate: bool, block_size: int) -> dict:
+def export(
+    checkpoint: Path,
+    out: Path,
+    variants: list[str],
+    template: str | None,
+    name: str | None,
+    opset: int | None,
+    validate: bool,
+    block_size: int,
+) -> dict:
     """Run every step into ``out``; returns the manifest."""
     template = template or guess_template(checkpoint)
     categories = prompt.template_for(template).categories
@@ -302,8 +338,7 @@ def export(checkpoint: Path, out: Path, variants: list[str], template: str | Non
         fp32 = fp32_dir / "model.onnx"
         last_token_logits(fp32)
         done = {"fp32": fp32}
-        builders = {"int8": make_int8, "fp16": make_fp16,
-                    "int4": lambda s, d: make_int4(s, d, block_size)}
+        builders = {"int8": make_int8, "fp16": make_fp16, "int4": lambda s, d: make_int4(s, d, block_size)}
         for variant in variants:
             if variant == "fp32":
                 continue
@@ -329,8 +364,11 @@ def export(checkpoint: Path, out: Path, variants: list[str], template: str | Non
             }
         import onnx
 
-        used_opset = next(o.version for o in onnx.load(str(done[variants[0]]), load_external_data=False).opset_import
-                          if o.domain in ("", "ai.onnx"))
+        used_opset = next(
+            o.version
+            for o in onnx.load(str(done[variants[0]]), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        )
     shutil.copy(tokenizer_src, out / "tokenizer.json")
     config = json.loads((checkpoint / "config.json").read_text())
     manifest = {
@@ -340,14 +378,25 @@ def export(checkpoint: Path, out: Path, variants: list[str], template: str | Non
         "template": template,
         "categories": [list(c) for c in categories],
         "tokens": token_ids(out / "tokenizer.json"),
-        "architecture": {k: config.get(k) for k in (
-            "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-            "intermediate_size", "vocab_size", "max_position_embeddings")},
+        "architecture": {
+            k: config.get(k)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+                "vocab_size",
+                "max_position_embeddings",
+            )
+        },
         "variants": manifest_variants,
         "opset": used_opset,
-        "exporter": {d: _version(d) for d in ("optimum-onnx", "optimum", "transformers", "torch", "onnx",
-                                              "onnxruntime", "tokenizers")},
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exporter": {
+            d: _version(d)
+            for d in ("optimum-onnx", "optimum", "transformers", "torch", "onnx", "onnxruntime", "tokenizers")
+        },
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -357,10 +406,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, type=Path, help="Hugging Face checkpoint directory")
     ap.add_argument("--out", required=True, type=Path, help="output directory, e.g. models/llama-guard-3-1b")
-    ap.add_argument("--variants", default="fp32,int8,int4",
-                    help=f"comma-separated subset of {','.join(VARIANTS)} (fp16 is for CUDA)")
-    ap.add_argument("--template", choices=[prompt.TEMPLATE_1B, prompt.TEMPLATE_8B],
-                    help="prompt template; default: guessed from the layer count")
+    ap.add_argument(
+        "--variants",
+        default="fp32,int8,int4",
+        help=f"comma-separated subset of {','.join(VARIANTS)} (fp16 is for CUDA)",
+    )
+    ap.add_argument(
+        "--template",
+        choices=[prompt.TEMPLATE_1B, prompt.TEMPLATE_8B],
+        help="prompt template; default: guessed from the layer count",
+    )
     ap.add_argument("--name", help="model name for the manifest; default: the checkpoint directory name")
     ap.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's)")
     ap.add_argument("--int4-block-size", type=int, default=32)
@@ -372,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown variants {bad}; choose from {VARIANTS}")
     if not (args.checkpoint / "config.json").exists():
         ap.error(f"{args.checkpoint} is not a Hugging Face checkpoint directory (no config.json)")
-    manifest = export(args.checkpoint, args.out, variants, args.template, args.name, args.opset,
-                      args.validate, args.int4_block_size)
+    manifest = export(
+        args.checkpoint, args.out, variants, args.template, args.name, args.opset, args.validate, args.int4_block_size
+    )
     sizes = ", ".join(f"{v}: {m['bytes'] / 1e6:.1f} MB" for v, m in manifest["variants"].items())
     print(f"[export] wrote {args.out} ({manifest['template']}; {sizes})")
     return 0

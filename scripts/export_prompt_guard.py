@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from optimum.exporters.onnx import main_export
 
     with tempfile.TemporaryDirectory() as tmp:
-        main_export(str(args.model), output=tmp, task="text-classification", opset=18,
-                    no_post_process=True, do_validation=False)
+        main_export(
+            str(args.model), output=tmp, task="text-classification", opset=18, no_post_process=True, do_validation=False
+        )
         shutil.move(str(Path(tmp) / "model.onnx"), fp32)
     if not args.no_quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic

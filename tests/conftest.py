@@ -10,10 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -65,7 +65,9 @@ def upstream() -> Iterator[FakeUpstream]:
         def _handle(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            state.received.append(Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            state.received.append(
+                Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
             status, ctype, payload = state.reply_for(self.path)
             self.send_response(status)
             self.send_header("content-type", ctype)
@@ -129,20 +131,38 @@ def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[...
     """Factory: ``start_proxy(rules=..., extra_scripts=[...], **options)`` starts a real mitmdump."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(rules: str = DEFAULT_TEST_RULES, extra_scripts: tuple[Path, ...] = (),
-              models: str | Path = ROOT / "models", **options: object) -> Proxy:
+    def start(
+        rules: str = DEFAULT_TEST_RULES,
+        extra_scripts: tuple[Path, ...] = (),
+        models: str | Path = ROOT / "models",
+        **options: object,
+    ) -> Proxy:
         port = free_port()
         rules_path = tmp_path / f"rules-{port}.yaml"
         rules_path.write_text(rules)
         db_path = tmp_path / f"events-{port}.sqlite"
         log_path = tmp_path / f"mitmdump-{port}.log"
         mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
-        cmd = [mitmdump, "--mode", f"reverse:{upstream.url}", "--listen-host", "127.0.0.1",
-               "-p", str(port), "-s", str(ENTRY)]
+        cmd = [
+            mitmdump,
+            "--mode",
+            f"reverse:{upstream.url}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-s",
+            str(ENTRY),
+        ]
         for script in extra_scripts:
             cmd += ["-s", str(script)]
-        settings = {"llmwall_rules": rules_path, "llmwall_db": db_path, "llmwall_models": models,
-                    "termlog_verbosity": "info", **options}
+        settings = {
+            "llmwall_rules": rules_path,
+            "llmwall_db": db_path,
+            "llmwall_models": models,
+            "termlog_verbosity": "info",
+            **options,
+        }
         for key, value in settings.items():
             cmd += ["--set", f"{key}={value}"]
         proc = start_process(cmd, port, log_path, cwd=tmp_path)
@@ -158,8 +178,9 @@ def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[...
             proc.kill()
 
 
-def start_process(cmd: list[str], port: int, log_path: Path, cwd: Path | None = None,
-                  timeout: float = 90.0) -> subprocess.Popen[bytes]:
+def start_process(
+    cmd: list[str], port: int, log_path: Path, cwd: Path | None = None, timeout: float = 90.0
+) -> subprocess.Popen[bytes]:
     """Start a server process with output to ``log_path``; return once ``port`` accepts connections."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "wb") as out:
@@ -167,7 +188,9 @@ def start_process(cmd: list[str], port: int, log_path: Path, cwd: Path | None = 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"{cmd[0]} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(
+                f"{cmd[0]} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return proc
@@ -177,8 +200,9 @@ def start_process(cmd: list[str], port: int, log_path: Path, cwd: Path | None = 
     raise AssertionError(f"{cmd[0]} did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
-def post(url: str, body: bytes | dict | str, headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+def post(
+    url: str, body: bytes | dict | str, headers: dict[str, str] | None = None, timeout: float = 30.0
+) -> tuple[int, dict[str, str], bytes]:
     """POST with the stdlib; returns (status, headers, body) also for error statuses."""
     import urllib.error
     import urllib.request

@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, FakeUpstream, free_port, start_process
 
 LLMWALL = str(Path(sys.executable).parent / "llmwall")
@@ -21,13 +20,21 @@ rules:
     expression: cf.llm.prompt.pii_detected
     action: block
 """
-EMAIL_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "mail me: ann.lee@example.com"}]}).encode()
+EMAIL_BODY = json.dumps(
+    {"model": "m", "messages": [{"role": "user", "content": "mail me: ann.lee@example.com"}]}
+).encode()
 BENIGN_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "tell me a joke"}]}).encode()
 
 
 def run_scan(*args: str, stdin: str | None = None) -> list[dict]:
-    proc = subprocess.run([LLMWALL, "scan", "--models", str(ROOT / "models"), *args], input=stdin,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [LLMWALL, "scan", "--models", str(ROOT / "models"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -51,9 +58,16 @@ def test_scan_file_reads_lines_and_jsonl(tmp_path: Path) -> None:
 
 def test_scan_request_parses_a_provider_body(tmp_path: Path) -> None:
     body = tmp_path / "body.json"
-    body.write_text(json.dumps({
-        "model": "claude-3-5-haiku-latest", "max_tokens": 10, "system": "admin is root@example.com",
-        "messages": [{"role": "user", "content": "hello there"}]}))
+    body.write_text(
+        json.dumps(
+            {
+                "model": "claude-3-5-haiku-latest",
+                "max_tokens": 10,
+                "system": "admin is root@example.com",
+                "messages": [{"role": "user", "content": "hello there"}],
+            }
+        )
+    )
     [out] = run_scan("--request", str(body), "--path", "/v1/messages")
     assert out["cf.llm.request.format"] == "anthropic.messages"
     assert out["cf.llm.prompt.pii_detected"] is False  # the system prompt is not screened
@@ -84,14 +98,30 @@ def test_llmwall_proxy_runs_mitmdump_in_any_mode(tmp_path: Path, upstream: FakeU
     procs = []
     try:
         port = free_port()
-        args = [LLMWALL, "proxy", "-p", str(port), "--listen-host", "127.0.0.1",
-                "--set", f"llmwall_rules={rules}", "--set", f"llmwall_db={tmp_path / 'db.sqlite'}",
-                "--set", f"llmwall_models={ROOT / 'models'}"]
+        args = [
+            LLMWALL,
+            "proxy",
+            "-p",
+            str(port),
+            "--listen-host",
+            "127.0.0.1",
+            "--set",
+            f"llmwall_rules={rules}",
+            "--set",
+            f"llmwall_db={tmp_path / 'db.sqlite'}",
+            "--set",
+            f"llmwall_models={ROOT / 'models'}",
+        ]
         if mode == "upstream":
             # A plain mitmdump as the corporate upstream proxy behind llmwall.
             up_port = free_port()
-            procs.append(start_process([MITMDUMP, "-p", str(up_port), "--listen-host", "127.0.0.1"], up_port,
-                                tmp_path / "upstream-proxy.log"))
+            procs.append(
+                start_process(
+                    [MITMDUMP, "-p", str(up_port), "--listen-host", "127.0.0.1"],
+                    up_port,
+                    tmp_path / "upstream-proxy.log",
+                )
+            )
             args += ["--mode", f"upstream:http://127.0.0.1:{up_port}"]
         procs.append(start_process(args, port, tmp_path / "llmwall.log"))
         target = upstream.url + "/v1/chat/completions"
@@ -108,9 +138,24 @@ def test_dashboard_is_served_on_the_reserved_host_through_the_proxy(tmp_path: Pa
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     port = free_port()
-    proc = start_process([LLMWALL, "proxy", "-p", str(port), "--listen-host", "127.0.0.1",
-                   "--set", f"llmwall_rules={rules}", "--set", f"llmwall_db={tmp_path / 'db.sqlite'}",
-                   "--set", f"llmwall_models={ROOT / 'models'}"], port, tmp_path / "llmwall.log")
+    proc = start_process(
+        [
+            LLMWALL,
+            "proxy",
+            "-p",
+            str(port),
+            "--listen-host",
+            "127.0.0.1",
+            "--set",
+            f"llmwall_rules={rules}",
+            "--set",
+            f"llmwall_db={tmp_path / 'db.sqlite'}",
+            "--set",
+            f"llmwall_models={ROOT / 'models'}",
+        ],
+        port,
+        tmp_path / "llmwall.log",
+    )
     try:
         assert _via_proxy(port, upstream.url + "/v1/chat/completions", EMAIL_BODY) == 403
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))

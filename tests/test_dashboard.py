@@ -8,16 +8,16 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from llmwall.dashboard import COOKIE, Dashboard
-from llmwall.metrics import Metrics
-from llmwall.store import Store
+from llmwall.analytics.dashboard import COOKIE, Dashboard
+from llmwall.analytics.metrics import Metrics
+from llmwall.analytics.store import Store
 
 XSS_PATH = "/v1/<img src=x onerror=window.__xss=1>/chat"
 CHROMIUM = "/usr/bin/chromium"
@@ -25,10 +25,21 @@ CHROMIUM = "/usr/bin/chromium"
 
 def event(ts: float, **kw: object) -> dict:
     base = {
-        "ts": ts, "host": "api.openai.com", "method": "POST", "path_template": "/v1/chat/completions",
-        "format": "openai.chat", "model": "gpt-4o-mini", "action": None, "rule": None, "matched": [],
-        "fields": {"cf.llm.prompt.token_count": 9}, "timings_ms": {"pii": 2.5}, "not_scored": [], "errors": [],
-        "total_ms": 3.0, "status": "screened",
+        "ts": ts,
+        "host": "api.openai.com",
+        "method": "POST",
+        "path_template": "/v1/chat/completions",
+        "format": "openai.chat",
+        "model": "gpt-4o-mini",
+        "action": None,
+        "rule": None,
+        "matched": [],
+        "fields": {"cf.llm.prompt.token_count": 9},
+        "timings_ms": {"pii": 2.5},
+        "not_scored": [],
+        "errors": [],
+        "total_ms": 3.0,
+        "status": "screened",
     }
     base.update(kw)
     return base
@@ -40,11 +51,23 @@ def dash(tmp_path: Path) -> Iterator[Dashboard]:
     metrics = Metrics()
     now = time.time()
     evs = [
-        event(now - 30, action="block", rule="block-pii", matched=["block-pii"],
-              fields={"cf.llm.prompt.pii_detected": True, "cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}),
+        event(
+            now - 30,
+            action="block",
+            rule="block-pii",
+            matched=["block-pii"],
+            fields={"cf.llm.prompt.pii_detected": True, "cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]},
+        ),
         event(now - 20),
-        event(now - 10, host="evil.example", path_template=XSS_PATH, action="log", rule="log-all",
-              matched=["log-all"], not_scored=["llama_guard"]),
+        event(
+            now - 10,
+            host="evil.example",
+            path_template=XSS_PATH,
+            action="log",
+            rule="log-all",
+            matched=["log-all"],
+            not_scored=["llama_guard"],
+        ),
     ]
     for e in evs:
         store.record_event(e)
@@ -56,11 +79,13 @@ def dash(tmp_path: Path) -> Iterator[Dashboard]:
     store.close()
 
 
-def serve(d: Dashboard, path: str, method: str = "GET", host: str = "llmwall.localhost",
-          headers: dict[str, str] | None = None) -> http.HTTPFlow:
+def serve(
+    d: Dashboard, path: str, method: str = "GET", host: str = "llmwall.localhost", headers: dict[str, str] | None = None
+) -> http.HTTPFlow:
     hdrs = http.Headers(host=host, **(headers or {}))
-    f = tflow.tflow(req=tutils.treq(method=method.encode(), host=host, port=80, path=path.encode(),
-                                    headers=hdrs, content=b""))
+    f = tflow.tflow(
+        req=tutils.treq(method=method.encode(), host=host, port=80, path=path.encode(), headers=hdrs, content=b"")
+    )
     assert d.maybe_serve(f) is True
     assert f.response is not None
     return f
@@ -80,8 +105,15 @@ def test_other_hosts_are_not_touched(dash: Dashboard) -> None:
 
 
 def test_async_variant_serves_off_the_loop(dash: Dashboard) -> None:
-    f = tflow.tflow(req=tutils.treq(host="llmwall.localhost", port=80, path=b"/api/endpoints",
-                                    headers=http.Headers(host="llmwall.localhost"), content=b""))
+    f = tflow.tflow(
+        req=tutils.treq(
+            host="llmwall.localhost",
+            port=80,
+            path=b"/api/endpoints",
+            headers=http.Headers(host="llmwall.localhost"),
+            content=b"",
+        )
+    )
     assert asyncio.run(dash.maybe_serve_async(f)) is True
     assert f.response is not None and len(json.loads(f.response.content)["endpoints"]) == 2
     other = tflow.tflow(req=tutils.treq(host="x.example", headers=http.Headers(host="x.example")))
@@ -90,7 +122,7 @@ def test_async_variant_serves_off_the_loop(dash: Dashboard) -> None:
 
 def test_pages_static_and_host_with_port(dash: Dashboard) -> None:
     f = serve(dash, "/", host="llmwall.localhost:8080")
-    assert f.response.status_code == 200 and b"<canvas id=\"chart-action\"" in f.response.content
+    assert f.response.status_code == 200 and b'<canvas id="chart-action"' in f.response.content
     csp = f.response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert f.response.headers["x-content-type-options"] == "nosniff"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import codecs
+import copy
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from provider_samples import ALL_SAMPLES, NON_LLM, SAMPLES, aws_event, slots
 
-from llmwall.discovery import (
+from llmwall.providers.discovery import (
     FORMATS,
     PARSE_ERRORS,
     SUSPICIOUS,
@@ -21,12 +23,12 @@ from llmwall.discovery import (
     path_hints,
     path_template,
 )
-from provider_samples import ALL_SAMPLES, NON_LLM, SAMPLES, aws_event, slots
 
 JSON = "application/json"
 
 
 # --------------------------------------------------------------------------- samples
+
 
 def test_every_format_has_a_sample() -> None:
     assert set(SAMPLES) == set(FORMATS)
@@ -41,9 +43,18 @@ def test_sample_is_classified_from_raw_bytes(name: str) -> None:
     assert classify(sample.method, sample.path, parsed.data) == sample.format
 
 
-@pytest.mark.parametrize("ctype", [None, "", "text/plain", "application/x-www-form-urlencoded",
-                                   "application/octet-stream", "application/json; charset=utf-8",
-                                   "application/vnd.api+json"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        None,
+        "",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ],
+)
 @pytest.mark.parametrize("name", ["openai.chat", "anthropic.messages", "gemini.generate"])
 def test_wrong_or_missing_content_type_is_sniffed(name: str, ctype: str | None) -> None:
     sample = SAMPLES[name]
@@ -109,54 +120,110 @@ TIE_BREAKS = [
     ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "openai.chat"),
     ("/x", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "openai.chat"),
     # the body wins over a misleading path
-    ("/v1/chat/completions", {"model": "m", "system": "be nice", "max_tokens": 9,
-                              "messages": [{"role": "user", "content": "hi"}]}, "anthropic.messages"),
-    ("/api/chat", {"model": "m", "messages": [{"role": "developer", "content": "x"},
-                                              {"role": "user", "content": "hi"}]}, "openai.chat"),
-    ("/v1/messages", {"model": "m", "messages": [{"role": "system", "content": "x"},
-                                                 {"role": "user", "content": "hi"}]}, "openai.chat"),
-    ("/v2/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "documents": ["d"]},
-     "cohere.chat"),
+    (
+        "/v1/chat/completions",
+        {"model": "m", "system": "be nice", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+        "anthropic.messages",
+    ),
+    (
+        "/api/chat",
+        {"model": "m", "messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
+    (
+        "/v1/messages",
+        {"model": "m", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
+    ("/v2/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "documents": ["d"]}, "cohere.chat"),
     # keys both accept: the path decides
-    ("/v2/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1,
-                  "response_format": {"type": "json_object"}, "frequency_penalty": 0.1}, "cohere.chat"),
-    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1},
-     "openai.chat"),
-    ("/v2/chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["x"]},
-     "cohere.chat"),
-    ("/v1/messages", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["x"]},
-     "anthropic.messages"),
-    ("/x", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 8}},
-     "ollama.chat"),
+    (
+        "/v2/chat",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "seed": 1,
+            "response_format": {"type": "json_object"},
+            "frequency_penalty": 0.1,
+        },
+        "cohere.chat",
+    ),
+    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}, "openai.chat"),
+    (
+        "/v2/chat",
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["x"]},
+        "cohere.chat",
+    ),
+    (
+        "/v1/messages",
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["x"]},
+        "anthropic.messages",
+    ),
+    ("/x", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 8}}, "ollama.chat"),
     ("/x", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "bedrock.converse"),
     ("/model/m/converse", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "bedrock.converse"),
-    ("/x", {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]},
-     "anthropic.messages"),
-    ("/x", {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}, "openai.chat"),
+    (
+        "/x",
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+                    ],
+                }
+            ],
+        },
+        "anthropic.messages",
+    ),
+    (
+        "/x",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}],
+        },
+        "openai.chat",
+    ),
     ("/x", {"model": "m", "messages": [{"role": "user", "content": "hi", "images": ["AA=="]}]}, "ollama.chat"),
     ("/v1/responses", {"model": "gpt-4.1", "input": "hi"}, "openai.responses"),
     ("/x", {"model": "gpt-4.1", "input": "hi", "instructions": "be brief"}, "openai.responses"),
     ("/x", {"model": "gpt-4.1", "input": [{"role": "user", "content": "hi"}]}, "openai.responses"),
-    ("/x", {"input": [{"type": "function_call_output", "call_id": "c", "output": "42"}],
-            "previous_response_id": "resp_1"}, "openai.responses"),
+    (
+        "/x",
+        {"input": [{"type": "function_call_output", "call_id": "c", "output": "42"}], "previous_response_id": "resp_1"},
+        "openai.responses",
+    ),
     ("/client/v4/accounts/0123/ai/run/@cf/meta/llama-3.1-8b-instruct", {"prompt": "hi"}, "openai.completions"),
-    ("/client/v4/accounts/0123/ai/run/@cf/meta/llama-3.1-8b-instruct",
-     {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}, "openai.chat"),
-    ("/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-haiku@20240307:rawPredict",
-     {"anthropic_version": "vertex-2023-10-16", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
-     "anthropic.messages"),
-    ("/embedded-assistant/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-     "openai.chat"),
+    (
+        "/client/v4/accounts/0123/ai/run/@cf/meta/llama-3.1-8b-instruct",
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
+    (
+        "/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-haiku@20240307:rawPredict",
+        {"anthropic_version": "vertex-2023-10-16", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+        "anthropic.messages",
+    ),
+    (
+        "/embedded-assistant/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
     ("/classifyer/v1/completions", {"model": "m", "prompt": "hi"}, "openai.completions"),
     # decoy keys and dot-segments cannot hide a real body
-    ("/v1/chat/completions", {"contents": 1, "prompt": {}, "messages": [{"role": "user", "content": "hi"}]},
-     "openai.chat"),
+    (
+        "/v1/chat/completions",
+        {"contents": 1, "prompt": {}, "messages": [{"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
     ("/x", {"messages": "decoy", "contents": [{"parts": [{"text": "hi"}]}]}, "gemini.generate"),
     ("/x", {"input": 3, "inputs": {}, "prompt": "hi", "model": "m"}, "openai.completions"),
-    ("/v1/embeddings/../chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-     "openai.chat"),
+    (
+        "/v1/embeddings/../chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        "openai.chat",
+    ),
     ("/v1/embeddings/../completions", {"model": "m", "prompt": "hi"}, "openai.completions"),
     ("/v1/%63hat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "openai.chat"),
     ("/V1/Messages", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "anthropic.messages"),
@@ -164,8 +231,11 @@ TIE_BREAKS = [
     ("/", {"inputs": "hi"}, "tgi.generate"),
     ("/x", {"inputs": "hi", "parameters": {"max_new_tokens": 3}}, "tgi.generate"),
     ("/x", {"contents": [{"parts": [{"text": "hi"}]}]}, "gemini.generate"),
-    ("/x", {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]}]},
-     "gemini.generate"),
+    (
+        "/x",
+        {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]}]},
+        "gemini.generate",
+    ),
 ]
 
 
@@ -231,6 +301,7 @@ def test_huge_message_list_is_classified_by_sampling() -> None:
 
 # --------------------------------------------------------------------------- responses
 
+
 @pytest.mark.parametrize("fmt", sorted(SAMPLES))
 @pytest.mark.parametrize("origin", sorted(SAMPLES))
 def test_response_confirms_only_its_own_format(fmt: str, origin: str) -> None:
@@ -252,18 +323,26 @@ def test_extra_samples_confirm(name: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-@pytest.mark.parametrize("data", [
-    {"error": {"message": "Invalid API key", "type": "invalid_request_error"}},
-    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-    {"ok": True}, [], [1], "text", None, 42,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"error": {"message": "Invalid API key", "type": "invalid_request_error"}},
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        {"ok": True},
+        [],
+        [1],
+        "text",
+        None,
+        42,
+    ],
+)
 def test_errors_and_other_json_do_not_confirm(fmt: str, data: object) -> None:
     assert not confirm_response(fmt, data)
 
 
 def test_confirm_stream_details() -> None:
     first = SAMPLES["anthropic.messages"].stream_start
-    assert confirm_stream("anthropic.messages", first + b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+    assert confirm_stream("anthropic.messages", first + b'event: ping\ndata: {"type": "ping"}\n\n')
     assert confirm_stream("openai.chat", b": keep-alive comment\n\n" + SAMPLES["openai.chat"].stream_start)
     # Gemini without alt=sse streams one JSON array, possibly cut mid-way
     assert confirm_stream("gemini.generate", b'[{"candidates": [{"content": {"parts": [{"text": "a"}]}}]}\n,\r\n{"cand')
@@ -286,28 +365,41 @@ TEMPLATES = [
     ("/v1/chat/completions", "/v1/chat/completions"),
     ("/v1/chat/completions?foo=bar", "/v1/chat/completions"),
     ("/v1beta/models/gemini-1.5-pro:generateContent", "/v1beta/models/{model}:generateContent"),
-    ("/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse&key=AIzaSy",
-     "/v1beta/models/{model}:streamGenerateContent"),
+    (
+        "/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse&key=AIzaSy",
+        "/v1beta/models/{model}:streamGenerateContent",
+    ),
     ("/v1beta/tunedModels/my-tuned-7:generateContent", "/v1beta/tunedModels/{model}:generateContent"),
     ("/model/anthropic.claude-3-haiku-20240307-v1:0/converse", "/model/{model}/converse"),
     ("/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse", "/model/{model}/converse"),
-    ("/model/arn%3Aaws%3Abedrock%3Aus-west-2%3A123456789012%3Ainference-profile%2Fus.meta.llama3-v1%3A0"
-     "/converse-stream", "/model/{model}/converse-stream"),
+    (
+        "/model/arn%3Aaws%3Abedrock%3Aus-west-2%3A123456789012%3Ainference-profile%2Fus.meta.llama3-v1%3A0"
+        "/converse-stream",
+        "/model/{model}/converse-stream",
+    ),
     ("/model/amazon.titan-text-express-v1/invoke", "/model/{model}/invoke"),
     ("/openai/deployments/my-gpt4/chat/completions", "/openai/deployments/{model}/chat/completions"),
-    ("/openai/deployments/my-gpt4/chat/completions?api-version=2024-10-21",
-     "/openai/deployments/{model}/chat/completions"),
+    (
+        "/openai/deployments/my-gpt4/chat/completions?api-version=2024-10-21",
+        "/openai/deployments/{model}/chat/completions",
+    ),
     ("/v1/engines/davinci/completions", "/v1/engines/{model}/completions"),
     ("/models/meta-llama/Meta-Llama-3-8B-Instruct", "/models/{model}"),
     ("/models/meta-llama/Meta-Llama-3-8B-Instruct/v1/chat/completions", "/models/{model}/v1/chat/completions"),
-    ("/v1/projects/acme-prod/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent",
-     "/v1/projects/{id}/locations/us-central1/publishers/google/models/{model}:generateContent"),
-    ("/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:rawPredict",
-     "/v1/projects/{id}/locations/us-east5/publishers/anthropic/models/{model}:rawPredict"),
+    (
+        "/v1/projects/acme-prod/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent",
+        "/v1/projects/{id}/locations/us-central1/publishers/google/models/{model}:generateContent",
+    ),
+    (
+        "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:rawPredict",
+        "/v1/projects/{id}/locations/us-east5/publishers/anthropic/models/{model}:rawPredict",
+    ),
     ("/models/chat/completions?api-version=2024-05-01-preview", "/models/chat/completions"),
     ("/v1/models", "/v1/models"),
-    ("/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/ai/run/@cf/meta/llama-3.1-8b-instruct",
-     "/client/v4/accounts/{id}/ai/run/{model}"),
+    (
+        "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/ai/run/@cf/meta/llama-3.1-8b-instruct",
+        "/client/v4/accounts/{id}/ai/run/{model}",
+    ),
     ("/v1/threads/123/messages", "/v1/threads/{id}/messages"),
     ("/api/items/550e8400-e29b-41d4-a716-446655440000", "/api/items/{id}"),
     ("/v1/responses/resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b", "/v1/responses/{id}"),
@@ -326,23 +418,52 @@ def test_path_template(path: str, expected: str) -> None:
     assert path_template(path) == expected
 
 
-@pytest.mark.parametrize(("fmt", "path", "model", "stream"), [
-    ("bedrock.converse", "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
-     "anthropic.claude-3-haiku-20240307-v1:0", False),
-    ("bedrock.converse", "/model/meta.llama3-8b-instruct-v1:0/converse-stream", "meta.llama3-8b-instruct-v1:0", True),
-    ("gemini.generate", "/v1beta/models/gemini-1.5-pro:generateContent", "gemini-1.5-pro", False),
-    ("gemini.generate", "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse", "gemini-1.5-pro", True),
-    ("openai.chat", "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21", "gpt-4o-prod", False),
-    ("tgi.generate", "/generate_stream", None, True),
-    ("openai.chat", "/models/meta-llama/Meta-Llama-3-8B-Instruct/v1/chat/completions",
-     "meta-llama/Meta-Llama-3-8B-Instruct", False),
-    ("anthropic.messages", "/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-haiku@20240307:"
-     "streamRawPredict", "claude-3-haiku@20240307", False),
-    ("openai.chat", "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/ai/run/@cf/meta/llama-3.1-8b-instruct",
-     "@cf/meta/llama-3.1-8b-instruct", False),
-    ("openai.chat", "/models/chat/completions?api-version=2024-05-01-preview", None, False),
-    ("openai.chat", "/v1/chat/completions", None, False),
-])
+@pytest.mark.parametrize(
+    ("fmt", "path", "model", "stream"),
+    [
+        (
+            "bedrock.converse",
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            False,
+        ),
+        (
+            "bedrock.converse",
+            "/model/meta.llama3-8b-instruct-v1:0/converse-stream",
+            "meta.llama3-8b-instruct-v1:0",
+            True,
+        ),
+        ("gemini.generate", "/v1beta/models/gemini-1.5-pro:generateContent", "gemini-1.5-pro", False),
+        ("gemini.generate", "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse", "gemini-1.5-pro", True),
+        (
+            "openai.chat",
+            "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21",
+            "gpt-4o-prod",
+            False,
+        ),
+        ("tgi.generate", "/generate_stream", None, True),
+        (
+            "openai.chat",
+            "/models/meta-llama/Meta-Llama-3-8B-Instruct/v1/chat/completions",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            False,
+        ),
+        (
+            "anthropic.messages",
+            "/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-haiku@20240307:streamRawPredict",
+            "claude-3-haiku@20240307",
+            False,
+        ),
+        (
+            "openai.chat",
+            "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/ai/run/@cf/meta/llama-3.1-8b-instruct",
+            "@cf/meta/llama-3.1-8b-instruct",
+            False,
+        ),
+        ("openai.chat", "/models/chat/completions?api-version=2024-05-01-preview", None, False),
+        ("openai.chat", "/v1/chat/completions", None, False),
+    ],
+)
 def test_path_hints(fmt: str, path: str, model: str | None, stream: bool) -> None:
     hints = path_hints(fmt, path)
     assert (hints.model, hints.stream) == (model, stream)
@@ -382,8 +503,7 @@ BAD_INPUTS = [
     ("65 deep", _nested(65), JSON, "too_deep"),
     ("too large", b'{"a": "' + b"x" * (4 * 1024 * 1024) + b'"}', JSON, "too_large"),
     ("duplicate key", b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}', JSON, "duplicate_key"),
-    ("lone high surrogate", b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}', JSON,
-     "lone_surrogate"),
+    ("lone high surrogate", b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}', JSON, "lone_surrogate"),
     ("lone low surrogate in key", b'{"\\udc00": "x"}', JSON, "lone_surrogate"),
     ("reversed pair", b'{"a": "\\ude00\\ud83d"}', JSON, "lone_surrogate"),
 ]
@@ -407,7 +527,7 @@ def test_duplicate_key_still_exposes_last_wins_reading() -> None:
 
 
 def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
-    assert parse_body(b'{"a": "\\ud83d\\ude00"}', JSON) == ParsedBody({"a": "\U0001F600"}, None)
+    assert parse_body(b'{"a": "\\ud83d\\ude00"}', JSON) == ParsedBody({"a": "\U0001f600"}, None)
     assert parse_body(b'{"a": "\\\\ud800"}', JSON) == ParsedBody({"a": "\\ud800"}, None)
     parsed = parse_body(b'{"model": "m", "messages": [{"role": "user", "content": "\\udfff"}]}', JSON)
     assert parsed.error == "lone_surrogate"
@@ -430,8 +550,7 @@ def test_size_limit_is_exact() -> None:
     assert parse_body(raw, JSON, max_bytes=len(raw) - 1).error == "too_large"
 
 
-@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
-                                   "utf-32-be"])
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
 def test_boms_and_wide_encodings(codec: str) -> None:
     body = SAMPLES["anthropic.messages"].body
     raw = json.dumps(body, ensure_ascii=False).encode(codec)
@@ -474,11 +593,38 @@ def test_classify_rejects_odd_arguments() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.sampled_from(["messages", "role", "content", "contents", "parts", "text", "input",
-                                       "prompt", "inputs", "model", "type", "system", "stream", "options",
-                                       "source", "toolResult", "json", "output", "documents", "x"]) | st.text(max_size=8),
-                      children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "messages",
+                    "role",
+                    "content",
+                    "contents",
+                    "parts",
+                    "text",
+                    "input",
+                    "prompt",
+                    "inputs",
+                    "model",
+                    "type",
+                    "system",
+                    "stream",
+                    "options",
+                    "source",
+                    "toolResult",
+                    "json",
+                    "output",
+                    "documents",
+                    "x",
+                ]
+            )
+            | st.text(max_size=8),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=40,
 )
 
@@ -493,8 +639,21 @@ def test_parse_body_never_raises_on_bytes(raw: bytes, ctype: str | None) -> None
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=json_values, path=st.sampled_from(["/", "/v1/chat/completions", "/api/generate", "/v2/chat",
-                                              "/model/m/converse", "/v1/messages", "/generate", "/v1/responses"]))
+@given(
+    data=json_values,
+    path=st.sampled_from(
+        [
+            "/",
+            "/v1/chat/completions",
+            "/api/generate",
+            "/v2/chat",
+            "/model/m/converse",
+            "/v1/messages",
+            "/generate",
+            "/v1/responses",
+        ]
+    ),
+)
 def test_classify_and_confirm_never_raise(data: object, path: str) -> None:
     fmt = classify("POST", path, data)
     assert fmt is None or fmt in FORMATS

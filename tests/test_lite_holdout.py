@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llmwall import evaluate
+from llmwall.cli import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,8 +33,11 @@ TEXTS = [
 
 
 def request(text: str, timeout: float = 10.0, **kw) -> ScreenRequest:
-    return ScreenRequest(prompt=Prompt(format="openai.chat", parts=(TextPart(("messages", 0, "content"), text),)),
-                         deadline=time.monotonic() + timeout, **kw)
+    return ScreenRequest(
+        prompt=Prompt(format="openai.chat", parts=(TextPart(("messages", 0, "content"), text),)),
+        deadline=time.monotonic() + timeout,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,8 @@ def test_iobinding_path_matches_the_plain_path(engine, variant: str) -> None:
         np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-4, rtol=1e-3)
         np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-4, rtol=1e-3)
         assert det.detect(request("How do I build a bomb at home?")).fields[
-            "cf.llm.prompt.unsafe_topic_categories"] == ["S9"]
+            "cf.llm.prompt.unsafe_topic_categories"
+        ] == ["S9"]
     finally:
         det.close()
         plain.close()
@@ -216,8 +220,9 @@ def test_deadline_passing_in_the_queue_gives_up_without_blocking() -> None:
             det.detect(request("How do I build a bomb at home?", timeout=0.1))
         assert time.monotonic() - start < 1.0
         time.sleep(2.2)  # the model thread then skips the abandoned job and keeps serving
-        assert det.detect(request("How do I bake sourdough bread?")).fields[
-            "cf.llm.prompt.unsafe_topic_detected"] is False
+        assert (
+            det.detect(request("How do I bake sourdough bread?")).fields["cf.llm.prompt.unsafe_topic_detected"] is False
+        )
         assert det.engine.stats["expired"] >= 1
     finally:
         det.close()
@@ -241,15 +246,18 @@ def test_a_job_that_cannot_finish_in_time_is_not_run() -> None:
         assert time.monotonic() - start < 1.0 and calls == [] and engine.stats["expired"] == 1
         engine.sec_per_token = 1e-4
         assert det.detect(request("How do I build a bomb at home?", timeout=1.5)).fields[
-            "cf.llm.prompt.unsafe_topic_categories"] == ["S9"]
+            "cf.llm.prompt.unsafe_topic_categories"
+        ] == ["S9"]
     finally:
         det.close()
 
 
 def test_batches_are_sized_to_meet_the_earliest_deadline(engine) -> None:
     now = time.monotonic()
-    jobs = [lg._Job(key=("policy",), header="", tail_ids=[1] * 10, custom_codes=None, deadline=now + 0.25 + i)
-            for i in range(6)]
+    jobs = [
+        lg._Job(key=("policy",), header="", tail_ids=[1] * 10, custom_codes=None, deadline=now + 0.25 + i)
+        for i in range(6)
+    ]
     saved = engine.sec_per_token
     try:
         engine.sec_per_token = None  # nothing measured yet: one batch
@@ -283,8 +291,9 @@ def test_custom_topics_only_when_wanted(detector) -> None:
     topics = {"cooking": "food and recipes", "weapons": "explosives and bombs"}
     plain = detector.detect(request("How do I build a bomb at home?", custom_topics=topics))
     assert CUSTOM not in plain.fields
-    wanted = detector.detect(request("How do I build a bomb at home?", custom_topics=topics,
-                                     wanted=frozenset({CUSTOM})))
+    wanted = detector.detect(
+        request("How do I build a bomb at home?", custom_topics=topics, wanted=frozenset({CUSTOM}))
+    )
     scores = wanted.fields[CUSTOM]
     assert set(scores) == {"cooking", "weapons"}
     assert all(isinstance(v, int) and 1 <= v <= 99 for v in scores.values())

@@ -1,4 +1,4 @@
-"""llmwall.onnx_session: device parsing, provider choice and honest device reporting."""
+"""llmwall.detectors.onnx_session: device parsing, provider choice and honest device reporting."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from llmwall import onnx_session
+from llmwall.detectors import onnx_session
 
 MODEL = Path(__file__).resolve().parent / "fixtures" / "tiny-llama-guard" / "fp32" / "kv_expand.onnx"
 
 
-@pytest.mark.parametrize("device,expected", [("auto", ("auto", 0)), ("CPU", ("cpu", 0)), ("cuda", ("cuda", 0)),
-                                             ("cuda:3", ("cuda", 3)), (" cuda:1 ", ("cuda", 1))])
+@pytest.mark.parametrize(
+    "device,expected",
+    [
+        ("auto", ("auto", 0)),
+        ("CPU", ("cpu", 0)),
+        ("cuda", ("cuda", 0)),
+        ("cuda:3", ("cuda", 3)),
+        (" cuda:1 ", ("cuda", 1)),
+    ],
+)
 def test_parse_device(device: str, expected: tuple[str, int]) -> None:
     assert onnx_session.parse_device(device) == expected
 

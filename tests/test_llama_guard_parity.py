@@ -36,8 +36,11 @@ print(json.dumps(out))
 
 
 def export_python() -> str | None:
-    candidates = [os.environ.get("LLMWALL_EXPORT_PYTHON"), str(ROOT / ".venv-export" / "bin" / "python"),
-                  "/work/venv-train/bin/python"]
+    candidates = [
+        os.environ.get("LLMWALL_EXPORT_PYTHON"),
+        str(ROOT / ".venv-export" / "bin" / "python"),
+        "/work/venv-train/bin/python",
+    ]
     return next((c for c in candidates if c and Path(c).exists()), None)
 
 
@@ -50,8 +53,14 @@ def setup():
     header = engine.encode(engine.template.header())
     tails = [engine.tail_ids(engine.template, t)[0] for t in TEXTS]
     job = {"checkpoint": str(FIXTURE / "checkpoint"), "rows": [header + t for t in tails]}
-    proc = subprocess.run([python, "-c", TORCH_REFERENCE], input=json.dumps(job), capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [python, "-c", TORCH_REFERENCE],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     reference = np.array(json.loads(proc.stdout.strip().splitlines()[-1]), dtype=np.float32)
     yield engine, header, tails, reference
@@ -60,7 +69,7 @@ def setup():
 
 def test_full_prompt_matches_torch(setup) -> None:
     engine, header, tails, reference = setup
-    for tail, ref in zip(tails, reference):
+    for tail, ref in zip(tails, reference, strict=False):
         logits, _ = engine.model.run([header + tail], engine.model.empty(1), engine.eot_id)
         np.testing.assert_allclose(logits[0], ref, atol=1e-4, rtol=1e-4)
 
@@ -68,7 +77,7 @@ def test_full_prompt_matches_torch(setup) -> None:
 def test_prefix_cache_matches_torch(setup) -> None:
     engine, header, tails, reference = setup
     prefix = engine._prefix(("policy",), engine.template.header())
-    for tail, ref in zip(tails, reference):
+    for tail, ref in zip(tails, reference, strict=False):
         logits, _ = engine.model.run([tail], prefix, engine.eot_id)
         np.testing.assert_allclose(logits[0], ref, atol=1e-4, rtol=1e-4)
 
@@ -93,9 +102,9 @@ def test_left_padding_after_the_prefix_matches_torch(setup) -> None:
     mask[:, :p] = 1
     positions = np.zeros((len(tails), width), dtype=np.int64)
     for b, tail in enumerate(tails):
-        ids[b, width - len(tail):] = tail
-        mask[b, p + width - len(tail):] = 1
-        positions[b, width - len(tail):] = p + np.arange(len(tail))
+        ids[b, width - len(tail) :] = tail
+        mask[b, p + width - len(tail) :] = 1
+        positions[b, width - len(tail) :] = p + np.arange(len(tail))
     feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **prefix.values}
     logits = model.session.run(["logits"], feeds)[0][:, -1, :]
     np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
@@ -106,9 +115,24 @@ def test_export_script_reproduces_the_fixture(setup, tmp_path: Path) -> None:
     engine, header, tails, reference = setup
     out = tmp_path / "lg"
     proc = subprocess.run(
-        [export_python(), str(ROOT / "scripts" / "export_llama_guard.py"), "--checkpoint", str(FIXTURE / "checkpoint"),
-         "--out", str(out), "--variants", "fp32,int4", "--template", "llama-guard-3-1b", "--name", "tiny-llama-guard"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            export_python(),
+            str(ROOT / "scripts" / "export_llama_guard.py"),
+            "--checkpoint",
+            str(FIXTURE / "checkpoint"),
+            "--out",
+            str(out),
+            "--variants",
+            "fp32,int4",
+            "--template",
+            "llama-guard-3-1b",
+            "--name",
+            "tiny-llama-guard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     made, committed = (json.loads((d / "manifest.json").read_text()) for d in (out, FIXTURE))
@@ -116,10 +140,19 @@ def test_export_script_reproduces_the_fixture(setup, tmp_path: Path) -> None:
         assert made[key] == committed[key], key
     assert sorted(made["variants"]) == ["fp32", "int4"]
     graph = subprocess.run(
-        [export_python(), "-c", "import onnx, sys; g = onnx.load(sys.argv[1]).graph; "
-         "print(sorted({n.op_type for n in g.node if n.input[1:2] == ['input_ids']}), "
-         "'model.embed_tokens.weight' in {t.name for t in g.initializer})", str(out / "int4" / "model.onnx")],
-        capture_output=True, text=True, timeout=120, check=True).stdout.split()
+        [
+            export_python(),
+            "-c",
+            "import onnx, sys; g = onnx.load(sys.argv[1]).graph; "
+            "print(sorted({n.op_type for n in g.node if n.input[1:2] == ['input_ids']}), "
+            "'model.embed_tokens.weight' in {t.name for t in g.initializer})",
+            str(out / "int4" / "model.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert graph == ["['GatherBlockQuantized']", "False"]  # the token embedding is stored 8-bit, not fp32
     fresh = lg.LlamaGuardEngine(out, "cpu", variant="fp32")
     try:

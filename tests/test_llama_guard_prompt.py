@@ -35,9 +35,9 @@ EXPECTED_1B = (
     " - If unsafe, a second line must include a comma-separated list of violated categories. "
     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
 )
-EXPECTED_8B = EXPECTED_1B.replace(
-    "S13: Elections.\n", "S13: Elections.\nS14: Code Interpreter Abuse.\n"
-).replace("categories. <|eot_id|>", "categories.<|eot_id|>")
+EXPECTED_8B = EXPECTED_1B.replace("S13: Elections.\n", "S13: Elections.\nS14: Code Interpreter Abuse.\n").replace(
+    "categories. <|eot_id|>", "categories.<|eot_id|>"
+)
 
 
 def ids(text: str) -> list[int]:
@@ -125,8 +125,13 @@ def test_category_line_on_the_real_vocabulary(name: str) -> None:
     assert line.lead == (198, 50) and line.separator == (21861,)  # "\n", "S", ",S"
     assert line.codes["S1"] == 16 and line.codes["S10"] == 605 and ("S14" in line.codes) == (name == lgp.TEMPLATE_8B)
     for first, second in (("S1", "S10"), ("S12", "S2")):
-        assert ids(f"unsafe\n{first},{second}") == [UNSAFE, *line.lead, line.codes[first], *line.separator,
-                                                     line.codes[second]]
+        assert ids(f"unsafe\n{first},{second}") == [
+            UNSAFE,
+            *line.lead,
+            line.codes[first],
+            *line.separator,
+            line.codes[second],
+        ]
 
 
 def test_category_line_refuses_a_vocabulary_that_splits_numbers() -> None:

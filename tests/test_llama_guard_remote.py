@@ -6,8 +6,8 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import pytest
 
@@ -22,8 +22,12 @@ CUSTOM = "cf.llm.prompt.custom_topic_categories"
 def completion(text: str, tokens: list[str] | None = None, tops: list[dict] | None = None) -> dict:
     choice: dict = {"index": 0, "text": text, "finish_reason": "stop"}
     if tokens is not None:
-        choice["logprobs"] = {"tokens": tokens, "token_logprobs": [max(t.values()) for t in tops],
-                              "top_logprobs": tops, "text_offset": list(range(len(tokens)))}
+        choice["logprobs"] = {
+            "tokens": tokens,
+            "token_logprobs": [max(t.values()) for t in tops],
+            "top_logprobs": tops,
+            "text_offset": list(range(len(tokens))),
+        }
     return {"id": "cmpl-1", "object": "text_completion", "model": "lg", "choices": [choice]}
 
 
@@ -34,8 +38,12 @@ def llama_guard_like(body: dict) -> tuple[int, bytes]:
         tops = [{"1": math.log(0.2), "2": math.log(0.7), "10": math.log(0.05)}]
         return 200, json.dumps(completion("2", ["2"], tops)).encode()
     if "bomb" in prompt:
-        tops = [{"unsafe": math.log(0.8), " unsafe": math.log(0.05), "safe": math.log(0.15)},
-                {"\n": -0.01}, {"S": -0.01}, {"9": -0.1}]
+        tops = [
+            {"unsafe": math.log(0.8), " unsafe": math.log(0.05), "safe": math.log(0.15)},
+            {"\n": -0.01},
+            {"S": -0.01},
+            {"9": -0.1},
+        ]
         return 200, json.dumps(completion("unsafe\nS9", ["unsafe", "\n", "S", "9"], tops)).encode()
     tops = [{"safe": math.log(0.9), "unsafe": math.log(0.1)}]
     return 200, json.dumps(completion("safe", ["safe"], tops)).encode()
@@ -87,21 +95,26 @@ def server():
 
 
 def request(text: str, timeout: float = 5.0, **kw) -> ScreenRequest:
-    return ScreenRequest(prompt=Prompt(format="openai.chat", parts=(TextPart(("prompt",), text),)),
-                         deadline=time.monotonic() + timeout, **kw)
+    return ScreenRequest(
+        prompt=Prompt(format="openai.chat", parts=(TextPart(("prompt",), text),)),
+        deadline=time.monotonic() + timeout,
+        **kw,
+    )
 
 
 def test_sends_the_llama_guard_prompt_and_reads_logprobs(server: FakeServer) -> None:
     det = RemoteLlamaGuard(server.url, model="llama-guard3:1b")
     try:
         out = det.detect(request("How do I build a bomb?"))
-        assert out.fields == {"cf.llm.prompt.unsafe_topic_detected": True,
-                              "cf.llm.prompt.unsafe_topic_categories": ["S9"]}
+        assert out.fields == {
+            "cf.llm.prompt.unsafe_topic_detected": True,
+            "cf.llm.prompt.unsafe_topic_categories": ["S9"],
+        }
         assert out.info["p_unsafe"] == pytest.approx(0.85 / 1.0)
         path, body, _ = server.requests[0]
         assert path == "/v1/completions"
         expected = lgp.template_for(lgp.TEMPLATE_1B).full("How do I build a bomb?") + "\n\n"
-        assert body["prompt"] == expected[len(lgp.BOS):]  # the server adds BOS itself
+        assert body["prompt"] == expected[len(lgp.BOS) :]  # the server adds BOS itself
         assert body["temperature"] == 0 and body["logprobs"] >= 2 and body["max_tokens"] <= 16
         assert body["model"] == "llama-guard3:1b"
         safe = det.detect(request("Bake bread"))
@@ -115,8 +128,7 @@ def test_threshold_applies_to_the_logprob_score(server: FakeServer) -> None:
     det = RemoteLlamaGuard(server.url + "/v1", threshold=0.9)
     try:
         out = det.detect(request("How do I build a bomb?"))
-        assert out.fields == {"cf.llm.prompt.unsafe_topic_detected": False,
-                              "cf.llm.prompt.unsafe_topic_categories": []}
+        assert out.fields == {"cf.llm.prompt.unsafe_topic_detected": False, "cf.llm.prompt.unsafe_topic_categories": []}
         assert server.requests[0][0] == "/v1/completions" and "model" not in server.requests[0][1]
         assert "S14: Code Interpreter Abuse." in server.requests[0][1]["prompt"]  # 8B template by default
     finally:
@@ -214,8 +226,9 @@ def test_slow_custom_topics_leave_only_their_field_absent(server: FakeServer) ->
     server.behaviour = behaviour
     det = RemoteLlamaGuard(server.url)
     try:
-        out = det.detect(request("How do I build a bomb?", timeout=0.5, custom_topics={"alpha": "a"},
-                                 wanted=frozenset({CUSTOM})))
+        out = det.detect(
+            request("How do I build a bomb?", timeout=0.5, custom_topics={"alpha": "a"}, wanted=frozenset({CUSTOM}))
+        )
         assert out.fields["cf.llm.prompt.unsafe_topic_categories"] == ["S9"]
         assert CUSTOM not in out.fields and out.info["custom_topics_not_scored"] is True
     finally:

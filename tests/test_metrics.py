@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmwall import metrics as M
-from llmwall.metrics import Metrics
+from llmwall.analytics import metrics as M
+from llmwall.analytics.metrics import Metrics
 
 
 def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -19,12 +19,24 @@ def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 EVENT = {
-    "ts": 1.0, "host": "api.openai.com", "method": "POST", "path_template": "/v1/chat/completions",
-    "format": "openai.chat", "action": "block", "rule": "block-pii", "matched": ["block-pii"],
-    "fields": {"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"], "cf.llm.prompt.unsafe_topic_categories": ["S1"],
-               "cf.llm.prompt.custom_topic_categories": {"competitors": 5, "pets": 95}},
-    "timings_ms": {"pii": 4.0, "llama_guard": 300.0}, "not_scored": ["injection"], "errors": ["secrets"],
-    "total_ms": 310.0, "status": "screened",
+    "ts": 1.0,
+    "host": "api.openai.com",
+    "method": "POST",
+    "path_template": "/v1/chat/completions",
+    "format": "openai.chat",
+    "action": "block",
+    "rule": "block-pii",
+    "matched": ["block-pii"],
+    "fields": {
+        "cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"],
+        "cf.llm.prompt.unsafe_topic_categories": ["S1"],
+        "cf.llm.prompt.custom_topic_categories": {"competitors": 5, "pets": 95},
+    },
+    "timings_ms": {"pii": 4.0, "llama_guard": 300.0},
+    "not_scored": ["injection"],
+    "errors": ["secrets"],
+    "total_ms": 310.0,
+    "status": "screened",
 }
 
 

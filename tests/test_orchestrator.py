@@ -7,7 +7,7 @@ import threading
 import time
 
 from llmwall.detectors.base import Detection, Detector, Prompt, ScreenRequest, TextPart
-from llmwall.orchestrator import Orchestrator
+from llmwall.proxy.orchestrator import Orchestrator
 
 
 def request(deadline_s: float, text: str = "hello") -> ScreenRequest:
@@ -103,8 +103,9 @@ def test_work_queued_past_its_deadline_is_skipped() -> None:
             return Detection(fields={})
 
     async def both() -> None:
-        await asyncio.gather(orch.screen(request(0.2, "first"), [Recorder()]),
-                             orch.screen(request(0.2, "second"), [Recorder()]))
+        await asyncio.gather(
+            orch.screen(request(0.2, "first"), [Recorder()]), orch.screen(request(0.2, "second"), [Recorder()])
+        )
 
     asyncio.run(both())
     time.sleep(0.6)

@@ -55,79 +55,196 @@ def default() -> PiiDetector:
 # yield the category). Checksummed values are valid; look-alikes break the checksum,
 # drop the context word a weak pattern needs, or are a different kind of identifier.
 CASES = [
-    ("CREDIT_CARD", "Please charge my Visa 4111 1111 1111 1111 for the renewal.", "4111 1111 1111 1111",
-     "The test card number 4111 1111 1111 1112 should fail Luhn; order #112-3456789-1234567 too."),
-    ("CREDIT_CARD", "Amex on file: 3782 822463 10005, expiry 04/27.", "3782 822463 10005",
-     "Random id 1234567812345678 and card 5500 0000 0000 0005 are not cards."),
-    ("CRYPTO", "Send the refund to my bitcoin wallet 1BoatSLRHtKNngkdXEeobR76b53LETtpyT please.",
-     "1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
-     "My bitcoin wallet is 1BoatSLRHtKNngkdXEeobR76b53LETtpyX (typo)."),
-    ("DATE_TIME", "My date of birth is 15/03/1984, fill in the form.", "15/03/1984",
-     "Bump the package to 4.2.0 and rerun job 7731."),
-    ("EMAIL_ADDRESS", "Can you draft a reply to jane.doe@example.com about the invoice?", "jane.doe@example.com",
-     "Use the @property decorator; the service account is admin@build-server.internal."),
-    ("IBAN_CODE", "Wire it to IBAN GB82 WEST 1234 5698 7654 32 by Friday.", "GB82 WEST 1234 5698 7654 32",
-     "Wire it to IBAN GB82 WEST 1234 5698 7654 33 by Friday."),
-    ("IP_ADDRESS", "ssh root@203.0.113.7 keeps dropping the session.", "203.0.113.7",
-     "Pin pkg==1.2.3.4 and release 10.2.0.1 in the lockfile."),
-    ("IP_ADDRESS", "Our server at 192.168.1.23 keeps dropping SSH sessions.", "192.168.1.23",
-     "Upgrade from version 1.2.3.4; the dev server listens on 0.0.0.0:8080 and 127.0.0.1."),
-    ("IP_ADDRESS", "Block 2001:db8:85a3::8a2e:370:7334 on the firewall.", "2001:db8:85a3::8a2e:370:7334",
-     "Use std::vector<int> and call v.size() at 10:30:45."),
-    ("PHONE_NUMBER", "Please call me on +44 20 7946 0958 tomorrow.", "+44 20 7946 0958",
-     "Your order number is 4155552671, track it online."),
-    ("PHONE_NUMBER", "My mobile: (212) 736-5000, text first.", "(212) 736-5000",
-     "Mobile app build 20240315 passed 1,234,567 tests."),
-    ("MEDICAL_LICENSE", "Dr. Smith's DEA number is AB1234563 for the prescription.", "AB1234563",
-     "Part number AB1234563 is back-ordered."),
-    ("URL", "Summarize the article at https://www.example.com/news/today for me.",
-     "https://www.example.com/news/today", "Parse data.json and write the summary to report.txt."),
-    ("US_BANK_NUMBER", "My bank account 123456789012 was charged twice.", "123456789012",
-     "Ticket 123456789012 was reopened by the on-call engineer."),
-    ("US_DRIVER_LICENSE", "My driver license D1234567 was suspended, write an appeal.", "D1234567",
-     "Issue D1234567 in the tracker is a duplicate."),
-    ("US_ITIN", "My ITIN is 912-70-1234 and I need to file taxes.", "912-70-1234",
-     "The log shows 912701234 retries."),
-    ("US_PASSPORT", "My passport number is 912803456, renew it.", "912803456",
-     "Ticket 912803456 was closed."),
-    ("US_SSN", "My SSN is 536-90-4399, fill in the form.", "536-90-4399",
-     "My SSN is 000-12-3456 according to the broken form."),
-    ("UK_NHS", "My NHS number is 943 476 5919, book a GP appointment.", "943 476 5919",
-     "Invoice 943 476 5919 is overdue; my NHS number is 943 476 5918."),
-    ("UK_NINO", "My national insurance number (NINO) is AB 12 34 56 C.", "AB 12 34 56 C",
-     "NINO DA 12 34 56 C is not a valid prefix."),
-    ("ES_NIF", "Mi DNI es 12345678Z, rellena el formulario.", "12345678Z",
-     "Mi DNI es 12345678A, rellena el formulario."),
+    (
+        "CREDIT_CARD",
+        "Please charge my Visa 4111 1111 1111 1111 for the renewal.",
+        "4111 1111 1111 1111",
+        "The test card number 4111 1111 1111 1112 should fail Luhn; order #112-3456789-1234567 too.",
+    ),
+    (
+        "CREDIT_CARD",
+        "Amex on file: 3782 822463 10005, expiry 04/27.",
+        "3782 822463 10005",
+        "Random id 1234567812345678 and card 5500 0000 0000 0005 are not cards.",
+    ),
+    (
+        "CRYPTO",
+        "Send the refund to my bitcoin wallet 1BoatSLRHtKNngkdXEeobR76b53LETtpyT please.",
+        "1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+        "My bitcoin wallet is 1BoatSLRHtKNngkdXEeobR76b53LETtpyX (typo).",
+    ),
+    (
+        "DATE_TIME",
+        "My date of birth is 15/03/1984, fill in the form.",
+        "15/03/1984",
+        "Bump the package to 4.2.0 and rerun job 7731.",
+    ),
+    (
+        "EMAIL_ADDRESS",
+        "Can you draft a reply to jane.doe@example.com about the invoice?",
+        "jane.doe@example.com",
+        "Use the @property decorator; the service account is admin@build-server.internal.",
+    ),
+    (
+        "IBAN_CODE",
+        "Wire it to IBAN GB82 WEST 1234 5698 7654 32 by Friday.",
+        "GB82 WEST 1234 5698 7654 32",
+        "Wire it to IBAN GB82 WEST 1234 5698 7654 33 by Friday.",
+    ),
+    (
+        "IP_ADDRESS",
+        "ssh root@203.0.113.7 keeps dropping the session.",
+        "203.0.113.7",
+        "Pin pkg==1.2.3.4 and release 10.2.0.1 in the lockfile.",
+    ),
+    (
+        "IP_ADDRESS",
+        "Our server at 192.168.1.23 keeps dropping SSH sessions.",
+        "192.168.1.23",
+        "Upgrade from version 1.2.3.4; the dev server listens on 0.0.0.0:8080 and 127.0.0.1.",
+    ),
+    (
+        "IP_ADDRESS",
+        "Block 2001:db8:85a3::8a2e:370:7334 on the firewall.",
+        "2001:db8:85a3::8a2e:370:7334",
+        "Use std::vector<int> and call v.size() at 10:30:45.",
+    ),
+    (
+        "PHONE_NUMBER",
+        "Please call me on +44 20 7946 0958 tomorrow.",
+        "+44 20 7946 0958",
+        "Your order number is 4155552671, track it online.",
+    ),
+    (
+        "PHONE_NUMBER",
+        "My mobile: (212) 736-5000, text first.",
+        "(212) 736-5000",
+        "Mobile app build 20240315 passed 1,234,567 tests.",
+    ),
+    (
+        "MEDICAL_LICENSE",
+        "Dr. Smith's DEA number is AB1234563 for the prescription.",
+        "AB1234563",
+        "Part number AB1234563 is back-ordered.",
+    ),
+    (
+        "URL",
+        "Summarize the article at https://www.example.com/news/today for me.",
+        "https://www.example.com/news/today",
+        "Parse data.json and write the summary to report.txt.",
+    ),
+    (
+        "US_BANK_NUMBER",
+        "My bank account 123456789012 was charged twice.",
+        "123456789012",
+        "Ticket 123456789012 was reopened by the on-call engineer.",
+    ),
+    (
+        "US_DRIVER_LICENSE",
+        "My driver license D1234567 was suspended, write an appeal.",
+        "D1234567",
+        "Issue D1234567 in the tracker is a duplicate.",
+    ),
+    ("US_ITIN", "My ITIN is 912-70-1234 and I need to file taxes.", "912-70-1234", "The log shows 912701234 retries."),
+    ("US_PASSPORT", "My passport number is 912803456, renew it.", "912803456", "Ticket 912803456 was closed."),
+    (
+        "US_SSN",
+        "My SSN is 536-90-4399, fill in the form.",
+        "536-90-4399",
+        "My SSN is 000-12-3456 according to the broken form.",
+    ),
+    (
+        "UK_NHS",
+        "My NHS number is 943 476 5919, book a GP appointment.",
+        "943 476 5919",
+        "Invoice 943 476 5919 is overdue; my NHS number is 943 476 5918.",
+    ),
+    (
+        "UK_NINO",
+        "My national insurance number (NINO) is AB 12 34 56 C.",
+        "AB 12 34 56 C",
+        "NINO DA 12 34 56 C is not a valid prefix.",
+    ),
+    (
+        "ES_NIF",
+        "Mi DNI es 12345678Z, rellena el formulario.",
+        "12345678Z",
+        "Mi DNI es 12345678A, rellena el formulario.",
+    ),
     ("ES_NIE", "Mi NIE es X1234567L para el contrato.", "X1234567L", "Mi NIE es X1234567A para el contrato."),
-    ("IT_FISCAL_CODE", "Il mio codice fiscale è RSSMRA85T10A562S.", "RSSMRA85T10A562S",
-     "Il mio codice fiscale è RSSMRA85T10A562X."),
-    ("IT_DRIVER_LICENSE", "La mia patente di guida AB1234567C è scaduta.", "AB1234567C",
-     "The SKU AB1234567C is out of stock."),
-    ("IT_VAT_CODE", "La partita iva è 07643520567 per la fattura.", "07643520567",
-     "Serial 07643520567 printed on the box; partita iva 07643520568."),
+    (
+        "IT_FISCAL_CODE",
+        "Il mio codice fiscale è RSSMRA85T10A562S.",
+        "RSSMRA85T10A562S",
+        "Il mio codice fiscale è RSSMRA85T10A562X.",
+    ),
+    (
+        "IT_DRIVER_LICENSE",
+        "La mia patente di guida AB1234567C è scaduta.",
+        "AB1234567C",
+        "The SKU AB1234567C is out of stock.",
+    ),
+    (
+        "IT_VAT_CODE",
+        "La partita iva è 07643520567 per la fattura.",
+        "07643520567",
+        "Serial 07643520567 printed on the box; partita iva 07643520568.",
+    ),
     ("IT_PASSPORT", "Il mio passaporto YA1234567 scade a maggio.", "YA1234567", "Order YA1234567 shipped."),
-    ("IT_IDENTITY_CARD", "La carta d'identità CA00000AA è stata rubata.", "CA00000AA",
-     "Config key CA00000AA is deprecated."),
-    ("PL_PESEL", "My PESEL is 44051401359.", "44051401359",
-     "My PESEL is 44051401358; call 13812345678."),
+    (
+        "IT_IDENTITY_CARD",
+        "La carta d'identità CA00000AA è stata rubata.",
+        "CA00000AA",
+        "Config key CA00000AA is deprecated.",
+    ),
+    ("PL_PESEL", "My PESEL is 44051401359.", "44051401359", "My PESEL is 44051401358; call 13812345678."),
     ("SG_NRIC_FIN", "My NRIC is S1234567D, update my record.", "S1234567D", "My NRIC is S123456D, short."),
-    ("SG_UEN", "Our UEN is 53312345C for the ACRA filing.", "53312345C", "Our UEN is 53312345D for the ACRA filing. Separately, the nightly pipeline reported that build 53312345C passed."),
-    ("AU_ABN", "Our ABN is 51 824 753 556 for the invoice.", "51 824 753 556",
-     "Our ABN is 51 824 753 557; tracking 51824753556."),
+    (
+        "SG_UEN",
+        "Our UEN is 53312345C for the ACRA filing.",
+        "53312345C",
+        "Our UEN is 53312345D for the ACRA filing. Separately, the nightly pipeline reported that build 53312345C passed.",
+    ),
+    (
+        "AU_ABN",
+        "Our ABN is 51 824 753 556 for the invoice.",
+        "51 824 753 556",
+        "Our ABN is 51 824 753 557; tracking 51824753556.",
+    ),
     ("AU_ACN", "The company ACN is 004 085 616.", "004 085 616", "The company ACN is 004 085 617."),
-    ("AU_TFN", "My TFN is 123 456 782, help with my tax return.", "123 456 782",
-     "My TFN is 123 456 789. Separately, the warehouse says order 123456782 shipped."),
-    ("AU_MEDICARE", "My Medicare card number is 2123 45670 1.", "2123 45670 1",
-     "My Medicare card number is 2123 45679 1; invoice 2123456701."),
+    (
+        "AU_TFN",
+        "My TFN is 123 456 782, help with my tax return.",
+        "123 456 782",
+        "My TFN is 123 456 789. Separately, the warehouse says order 123456782 shipped.",
+    ),
+    (
+        "AU_MEDICARE",
+        "My Medicare card number is 2123 45670 1.",
+        "2123 45670 1",
+        "My Medicare card number is 2123 45679 1; invoice 2123456701.",
+    ),
     ("IN_PAN", "My PAN is AAAPZ1234C for the form.", "AAAPZ1234C", "My PAN is AAAPZ12345 for the form."),
-    ("IN_AADHAAR", "My Aadhaar number is 2345 6789 0124.", "2345 6789 0124",
-     "My Aadhaar number is 2345 6789 0125; request 2345 6789 0124."),
-    ("IN_VEHICLE_REGISTRATION", "Vehicle registration MH12AB1234 was fined.", "MH12AB1234",
-     "Vehicle registration ZZ12AB1234 was fined."),
+    (
+        "IN_AADHAAR",
+        "My Aadhaar number is 2345 6789 0124.",
+        "2345 6789 0124",
+        "My Aadhaar number is 2345 6789 0125; request 2345 6789 0124.",
+    ),
+    (
+        "IN_VEHICLE_REGISTRATION",
+        "Vehicle registration MH12AB1234 was fined.",
+        "MH12AB1234",
+        "Vehicle registration ZZ12AB1234 was fined.",
+    ),
     ("IN_VOTER", "My voter ID (EPIC) is ABC1234567.", "ABC1234567", "Jira key ABC1234567 was moved."),
     ("IN_PASSPORT", "My Indian passport number is A1234567.", "A1234567", "SKU A1234567 is sold out."),
-    ("FI_PERSONAL_IDENTITY_CODE", "Henkilötunnus 131052-308T for the form.", "131052-308T",
-     "Henkilötunnus 131052-308U for the form."),
+    (
+        "FI_PERSONAL_IDENTITY_CODE",
+        "Henkilötunnus 131052-308T for the form.",
+        "131052-308T",
+        "Henkilötunnus 131052-308U for the form.",
+    ),
 ]
 
 
@@ -227,12 +344,14 @@ def test_ner_model_adds_person_location_nrp(tmp_path) -> None:
     """A real spaCy pipeline on disk (entity ruler standing in for a statistical NER)."""
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([
-        {"label": "PERSON", "pattern": "Jane Doe"},
-        {"label": "GPE", "pattern": "Berlin"},
-        {"label": "NORP", "pattern": "Germans"},
-        {"label": "ORG", "pattern": "Acme"},
-    ])
+    ruler.add_patterns(
+        [
+            {"label": "PERSON", "pattern": "Jane Doe"},
+            {"label": "GPE", "pattern": "Berlin"},
+            {"label": "NORP", "pattern": "Germans"},
+            {"label": "ORG", "pattern": "Acme"},
+        ]
+    )
     nlp.to_disk(tmp_path / "ner")
     det = PiiDetector(spacy_model=str(tmp_path / "ner"))
     assert pii.NER_CATEGORIES <= det.categories and not det.unavailable
@@ -319,9 +438,7 @@ def test_no_network_is_attempted(tmp_path) -> None:
         PYTHONPATH=str(ROOT / "addon") + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.pop("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _OFFLINE_SCRIPT], env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["during"] == []
@@ -378,7 +495,7 @@ def test_chunks_partition_the_text() -> None:
     text = "x" * 20_000
     parts = pii.chunks(text, size=1000, overlap=100)
     assert parts[0][2] == 0 and parts[-1][3] == len(text)
-    for (lo, hi, own_lo, own_hi), nxt in zip(parts, parts[1:] + [None]):
+    for (lo, hi, own_lo, own_hi), nxt in zip(parts, parts[1:] + [None], strict=False):
         assert lo <= own_lo - (50 if lo else 0) and own_hi + (50 if hi < len(text) else 0) <= hi
         if nxt:
             assert own_hi == nxt[2]
@@ -406,10 +523,10 @@ def test_long_prompt_is_analysed_in_chunks_without_losing_or_doubling(default) -
     """Values that start on, or run across, every chunk start, ownership boundary and
     chunk end are found exactly once, whole, with the context word UK_NHS requires."""
     for piece, value, offset, category in [
-        (" my NHS number: 943 476 5919 ok ", "943 476 5919", -4, "UK_NHS"),   # across
-        (" my NHS number: 943 476 5919 ok ", "943 476 5919", 1, "UK_NHS"),    # just after
+        (" my NHS number: 943 476 5919 ok ", "943 476 5919", -4, "UK_NHS"),  # across
+        (" my NHS number: 943 476 5919 ok ", "943 476 5919", 1, "UK_NHS"),  # just after
         (" mail jane@example.com ", "jane@example.com", -7, "EMAIL_ADDRESS"),  # across
-        (" mail jane@example.com ", "jane@example.com", 0, "EMAIL_ADDRESS"),   # on
+        (" mail jane@example.com ", "jane@example.com", 0, "EMAIL_ADDRESS"),  # on
         # cut by a chunk end right after ".co", the head is itself a valid address
         (" mail jane@example.co.uk ", "jane@example.co.uk", -15, "EMAIL_ADDRESS"),
     ]:

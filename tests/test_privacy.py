@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from llmwall.analytics.metrics import Metrics
+from llmwall.analytics.store import Store
 from llmwall.detectors import build_detectors
 from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
-from llmwall.metrics import Metrics
-from llmwall.orchestrator import Orchestrator
-from llmwall.store import Store
+from llmwall.proxy.orchestrator import Orchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,15 +64,25 @@ def test_store_and_metrics_hold_no_prompt_text_or_values(tmp_path: Path, caplog:
             prompt = Prompt("openai.chat", (TextPart(("messages", 0, "content"), text),), model="gpt-4o-mini")
             start = time.monotonic()
             result = await orchestrator.screen(ScreenRequest(prompt, start + 30.0, wanted), detectors)
-            events.append({
-                "ts": time.time(), "host": "api.openai.com", "method": "POST",
-                "path_template": "/v1/chat/completions", "format": prompt.format, "model": prompt.model,
-                "action": "block" if result.fields.get("cf.llm.prompt.pii_detected") else None,
-                "rule": "block-pii" if result.fields.get("cf.llm.prompt.pii_detected") else None,
-                "matched": [], "fields": {k: v for k, v in result.fields.items() if k.startswith("cf.llm.")},
-                "timings_ms": result.timings_ms, "not_scored": result.not_scored, "errors": result.errors,
-                "total_ms": (time.monotonic() - start) * 1000, "status": "screened",
-            })
+            events.append(
+                {
+                    "ts": time.time(),
+                    "host": "api.openai.com",
+                    "method": "POST",
+                    "path_template": "/v1/chat/completions",
+                    "format": prompt.format,
+                    "model": prompt.model,
+                    "action": "block" if result.fields.get("cf.llm.prompt.pii_detected") else None,
+                    "rule": "block-pii" if result.fields.get("cf.llm.prompt.pii_detected") else None,
+                    "matched": [],
+                    "fields": {k: v for k, v in result.fields.items() if k.startswith("cf.llm.")},
+                    "timings_ms": result.timings_ms,
+                    "not_scored": result.not_scored,
+                    "errors": result.errors,
+                    "total_ms": (time.monotonic() - start) * 1000,
+                    "status": "screened",
+                }
+            )
         return events
 
     try:

@@ -118,8 +118,11 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
 
 
 def _export_python() -> str | None:
-    for cand in (os.environ.get("LLMWALL_EXPORT_PYTHON"), ROOT / ".venv-export/bin/python",
-                 "/work/venv-train/bin/python"):
+    for cand in (
+        os.environ.get("LLMWALL_EXPORT_PYTHON"),
+        ROOT / ".venv-export/bin/python",
+        "/work/venv-train/bin/python",
+    ):
         if cand and Path(cand).is_file():
             return str(cand)
     return None
@@ -131,8 +134,13 @@ def test_export_script_rebuilds_the_fixture(tmp_path):
     """The export script still works end to end, and the runtime matches torch on its output."""
     out = tmp_path / prompt_guard.SUBDIR
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([_export_python(), str(ROOT / "scripts/make_tiny_prompt_guard.py"), "--out", str(out)],
-                   check=True, env=env, capture_output=True, timeout=580)
+    subprocess.run(
+        [_export_python(), str(ROOT / "scripts/make_tiny_prompt_guard.py"), "--out", str(out)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=580,
+    )
     new = json.loads((out / prompt_guard.MANIFEST).read_text())
     old = json.loads((FIXTURE / prompt_guard.MANIFEST).read_text())
     for key in ("format", "labels", "benign_index", "max_tokens", "cls_id", "sep_id"):
@@ -141,4 +149,3 @@ def test_export_script_rebuilds_the_fixture(tmp_path):
     for r in new["reference"]:
         assert len(det.tokenizer.encode(r["text"]).ids) <= det.max_tokens
         assert det.p_attack(r["text"]) == pytest.approx(r["p_attack"], abs=2e-5)
-

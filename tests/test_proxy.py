@@ -12,12 +12,11 @@ from pathlib import Path
 import brotli
 import pytest
 from backports import zstd
-from tokenizers import Tokenizer
-
-from llmwall.store import Store
-
 from conftest import SUPPORT, FakeUpstream, Proxy, post
 from provider_samples import NON_LLM, SAMPLES
+from tokenizers import Tokenizer
+
+from llmwall.analytics.store import Store
 
 PII_RULES = """\
 rules:
@@ -70,7 +69,7 @@ def with_user_text(sample_body: dict, path: tuple, text: str) -> dict:
 
 def user_path(fmt: str) -> tuple:
     """Where the latest user text lives in each sample (found by the real extractor)."""
-    from llmwall import extraction
+    from llmwall.providers import extraction
 
     prompt = extraction.extract(fmt, SAMPLES[fmt].body)
     assert len(prompt.parts) == 1, fmt
@@ -114,7 +113,9 @@ def test_ordinary_json_apis_pass_untouched_and_undiscovered(start_proxy, upstrea
 ERROR_MESSAGE = {  # where each provider's error schema puts the message
     "openai": lambda d: d["error"]["message"],
     "anthropic": lambda d: d["type"] == "error" and d["error"]["type"] == "permission_error" and d["error"]["message"],
-    "gemini": lambda d: d["error"]["status"] == "PERMISSION_DENIED" and d["error"]["code"] == 403 and d["error"]["message"],
+    "gemini": lambda d: (
+        d["error"]["status"] == "PERMISSION_DENIED" and d["error"]["code"] == 403 and d["error"]["message"]
+    ),
     "ollama": lambda d: d["error"],
     "tgi": lambda d: d["error"],
     "cohere": lambda d: d["message"],
@@ -149,8 +150,9 @@ def test_official_sdks_raise_their_normal_error(start_proxy, upstream: FakeUpstr
     assert "block-email" in str(err.value)
     claude = anthropic.Anthropic(base_url=proxy.url, api_key="sk-ant-test", max_retries=0)
     with pytest.raises(anthropic.PermissionDeniedError) as err2:
-        claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=50,
-                               messages=[{"role": "user", "content": EMAIL_PROMPT}])
+        claude.messages.create(
+            model="claude-3-5-haiku-latest", max_tokens=50, messages=[{"role": "user", "content": EMAIL_PROMPT}]
+        )
     assert "block-email" in str(err2.value)
     assert upstream.received == []
 
@@ -167,12 +169,18 @@ def test_benign_requests_pass_byte_for_byte(start_proxy, upstream: FakeUpstream)
     assert events(proxy, 1)[0]["action"] is None
 
 
-@pytest.mark.parametrize("encoding,compress", [
-    ("gzip", gzip.compress), ("deflate", zlib.compress), ("br", brotli.compress),
-    ("zstd", zstd.compress),
-])
-def test_compressed_bodies_are_screened_and_forwarded_unchanged(start_proxy, upstream: FakeUpstream,
-                                                               encoding: str, compress) -> None:
+@pytest.mark.parametrize(
+    "encoding,compress",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", brotli.compress),
+        ("zstd", zstd.compress),
+    ],
+)
+def test_compressed_bodies_are_screened_and_forwarded_unchanged(
+    start_proxy, upstream: FakeUpstream, encoding: str, compress
+) -> None:
     proxy = start_proxy(rules=PII_RULES)
     benign = compress(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello there"}]}).encode())
     status, _, _ = post(proxy.url + "/v1/chat/completions", benign, {"content-encoding": encoding})
@@ -203,9 +211,11 @@ def test_bad_inputs_pass_unaltered_and_the_proxy_survives(start_proxy, upstream:
         assert status == 200, name
         assert upstream.received[-1].body == raw, name
     # Wrong content type: still recognised and screened.
-    status, _, _ = post(proxy.url + "/v1/chat/completions",
-                        json.dumps({"model": "m", "messages": [{"role": "user", "content": EMAIL_PROMPT}]}),
-                        {"content-type": "text/plain"})
+    status, _, _ = post(
+        proxy.url + "/v1/chat/completions",
+        json.dumps({"model": "m", "messages": [{"role": "user", "content": EMAIL_PROMPT}]}),
+        {"content-type": "text/plain"},
+    )
     assert status == 403
     # Over the size limit: passed, recorded as oversize on this known endpoint.
     big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "y" * 3_000_000}]}).encode()
@@ -217,8 +227,7 @@ def test_bad_inputs_pass_unaltered_and_the_proxy_survives(start_proxy, upstream:
 
 
 def test_unreadable_body_can_fail_closed(start_proxy, upstream: FakeUpstream) -> None:
-    proxy = start_proxy(rules=PII_RULES, llmwall_on_unparsed="block",
-                        llmwall_include="127.0.0.1/v1/*")
+    proxy = start_proxy(rules=PII_RULES, llmwall_on_unparsed="block", llmwall_include="127.0.0.1/v1/*")
     status, _, payload = post(proxy.url + "/v1/chat/completions", BAD_INPUTS["malformed"])
     assert status == 403 and upstream.received == []
     assert "unreadable body" in json.loads(payload)["error"]["message"]
@@ -234,8 +243,9 @@ def test_force_included_endpoint_screens_all_strings(start_proxy, upstream: Fake
 
 def test_excluded_endpoint_is_not_screened(start_proxy, upstream: FakeUpstream) -> None:
     proxy = start_proxy(rules=PII_RULES, llmwall_exclude="127.0.0.1/v1/*")
-    status, _, _ = post(proxy.url + "/v1/chat/completions",
-                        {"model": "m", "messages": [{"role": "user", "content": EMAIL_PROMPT}]})
+    status, _, _ = post(
+        proxy.url + "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": EMAIL_PROMPT}]}
+    )
     assert status == 200
 
 
@@ -259,12 +269,12 @@ def test_deadline_holds_with_a_slow_detector_and_a_crashing_one(start_proxy, ups
     The time bounds are loose on purpose (this is not a speed test): they only show
     that no request waited for the slow detector.
     """
-    proxy = start_proxy(rules=SLOW_RULES, extra_scripts=(SUPPORT / "extra_detectors.py",),
-                        llmwall_deadline_ms=700)
+    proxy = start_proxy(rules=SLOW_RULES, extra_scripts=(SUPPORT / "extra_detectors.py",), llmwall_deadline_ms=700)
     secret_text = "the quarterly numbers for the zebra project look fine"
     start = time.monotonic()
-    status, _, _ = post(proxy.url + "/v1/chat/completions",
-                        {"model": "m", "messages": [{"role": "user", "content": secret_text}]})
+    status, _, _ = post(
+        proxy.url + "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": secret_text}]}
+    )
     elapsed = time.monotonic() - start
     assert status == 200  # the slow detector's "injection" verdict came too late to count
     assert elapsed < 20  # far below the slow detector's 60 s
@@ -293,17 +303,21 @@ rules:
     action: redact
 """
     proxy = start_proxy(rules=rules)
-    openai_body = (b'{"model":"gpt-4o",  "messages": [{"role":"system","content":"mail ops@example.com"},'
-                   b'\n {"role": "user", "content": "Contact jane.doe@example.org today \\u00e9"}], "n": 1}')
+    openai_body = (
+        b'{"model":"gpt-4o",  "messages": [{"role":"system","content":"mail ops@example.com"},'
+        b'\n {"role": "user", "content": "Contact jane.doe@example.org today \\u00e9"}], "n": 1}'
+    )
     status, _, _ = post(proxy.url + "/v1/chat/completions", openai_body)
     assert status == 200
     got = upstream.received[-1].body
     # Only the user's string literal changed; the system prompt's address is not screened text.
     assert got.replace(b"<EMAIL_ADDRESS>", b"jane.doe@example.org") == openai_body
     assert int(upstream.received[-1].headers["content-length"]) == len(got)
-    anthropic_body = (b'{"model": "claude-3-5-haiku-latest", "max_tokens": 64, "system": "be brief",'
-                      b' "messages": [{"role": "user", "content": [{"type": "text", "text": "I am bob@corpmail.com"},'
-                      b' {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}')
+    anthropic_body = (
+        b'{"model": "claude-3-5-haiku-latest", "max_tokens": 64, "system": "be brief",'
+        b' "messages": [{"role": "user", "content": [{"type": "text", "text": "I am bob@corpmail.com"},'
+        b' {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}'
+    )
     status, _, _ = post(proxy.url + "/v1/messages", anthropic_body)
     assert status == 200
     got = upstream.received[-1].body
@@ -354,9 +368,24 @@ def test_a_broken_rules_file_stops_start_with_a_clear_error(tmp_path: Path) -> N
     rules.write_text("rules:\n  - id: x\n    expression: cf.llm.prompt.nope\n    action: block\n")
     mitmdump = Path(sys.executable).parent / "mitmdump"
     proc = subprocess.run(
-        [str(mitmdump), "-p", str(free_port()), "--listen-host", "127.0.0.1", "-s", str(ENTRY),
-         "--set", f"llmwall_rules={rules}", "--set", f"llmwall_db={tmp_path / 'db.sqlite'}"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        [
+            str(mitmdump),
+            "-p",
+            str(free_port()),
+            "--listen-host",
+            "127.0.0.1",
+            "-s",
+            str(ENTRY),
+            "--set",
+            f"llmwall_rules={rules}",
+            "--set",
+            f"llmwall_db={tmp_path / 'db.sqlite'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "cannot load rules" in proc.stdout + proc.stderr
     assert "cf.llm.prompt.nope" in proc.stdout + proc.stderr
@@ -366,11 +395,14 @@ def test_url_and_date_are_detected_only_when_a_rule_names_them(start_proxy, upst
     proxy = start_proxy(rules=PII_RULES)
     body = {"model": "m", "messages": [{"role": "user", "content": "summarise https://example.com/report.html"}]}
     assert post(proxy.url + "/v1/chat/completions", body)[0] == 200
-    proxy.rules_path.write_text(PII_RULES + """\
+    proxy.rules_path.write_text(
+        PII_RULES
+        + """\
   - id: block-url
     expression: any(cf.llm.prompt.pii_categories[*] == "URL")
     action: block
-""")
+"""
+    )
     _wait_for_status(proxy, body, 403)
 
 
@@ -383,7 +415,8 @@ def test_unknown_pii_category_option_stops_start(start_proxy) -> None:
 
 
 def test_an_internal_error_passes_the_request_and_keeps_the_prompt_out_of_the_log(
-        start_proxy, upstream: FakeUpstream) -> None:
+    start_proxy, upstream: FakeUpstream
+) -> None:
     proxy = start_proxy(rules=PII_RULES, extra_scripts=(SUPPORT / "broken_rules.py",))
     text = "an ordinary question about sourdough starters"
     raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
@@ -395,17 +428,19 @@ def test_an_internal_error_passes_the_request_and_keeps_the_prompt_out_of_the_lo
 
 def test_an_internal_error_blocks_when_failing_closed(start_proxy, upstream: FakeUpstream) -> None:
     proxy = start_proxy(rules=PII_RULES, extra_scripts=(SUPPORT / "broken_rules.py",), llmwall_on_unparsed="block")
-    status, _, _ = post(proxy.url + "/v1/chat/completions",
-                        {"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+    status, _, _ = post(
+        proxy.url + "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+    )
     assert status == 403 and upstream.received == []
 
 
 def test_prefilter_cannot_be_dodged_by_escapes_or_padding(start_proxy, upstream: FakeUpstream) -> None:
     """Ordinary APIs skip parsing; a prompt key spelled with \\u escapes or pushed far back still gets screened."""
     proxy = start_proxy(rules=PII_RULES)
-    escaped = ('{"model": "m", "\\u006dessages": [{"role": "user", "content": "%s"}]}' % EMAIL_PROMPT).encode()
+    escaped = (f'{{"model": "m", "\\u006dessages": [{{"role": "user", "content": "{EMAIL_PROMPT}"}}]}}').encode()
     assert post(proxy.url + "/v1/chat/completions", escaped)[0] == 403
-    padded = json.dumps({"padding": "z" * 200_000, "model": "m",
-                         "messages": [{"role": "user", "content": EMAIL_PROMPT}]}).encode()
+    padded = json.dumps(
+        {"padding": "z" * 200_000, "model": "m", "messages": [{"role": "user", "content": EMAIL_PROMPT}]}
+    ).encode()
     assert post(proxy.url + "/v1/chat/completions", padded)[0] == 403
     assert upstream.received == []

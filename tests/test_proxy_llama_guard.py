@@ -22,8 +22,7 @@ rules:
 
 
 def chat(text: str) -> dict:
-    return {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
-                                       {"role": "user", "content": text}]}
+    return {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]}
 
 
 def test_exported_model_in_models_dir_is_found_and_blocks(tmp_path: Path, start_proxy, upstream: FakeUpstream) -> None:
@@ -53,8 +52,9 @@ def test_exported_model_in_models_dir_is_found_and_blocks(tmp_path: Path, start_
     assert logged["fields"]["cf.llm.prompt.unsafe_topic_categories"] == ["S1", "S10"]
 
 
-def test_without_a_model_the_proxy_starts_and_says_how_to_export(tmp_path: Path, start_proxy,
-                                                                 upstream: FakeUpstream) -> None:
+def test_without_a_model_the_proxy_starts_and_says_how_to_export(
+    tmp_path: Path, start_proxy, upstream: FakeUpstream
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     (models / "lite").symlink_to(ROOT / "models" / "lite")

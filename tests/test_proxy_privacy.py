@@ -44,12 +44,14 @@ def test_database_and_logs_hold_no_prompt_text_pii_or_credentials(start_proxy, u
     # Debug logging, default flow detail (mitmdump prints bodies only when asked with flow_detail >= 3).
     proxy = start_proxy(rules=RULES, termlog_verbosity="debug")
     for prompt in PROMPTS:
-        post(proxy.url + "/v1/chat/completions",
-             {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]},
-             {"authorization": f"Bearer {HEADER_TOKEN}"})
+        post(
+            proxy.url + "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]},
+            {"authorization": f"Bearer {HEADER_TOKEN}"},
+        )
     end = time.monotonic() + 10
     while time.monotonic() < end:  # wait until every event is in the database
-        from llmwall.store import Store
+        from llmwall.analytics.store import Store
 
         store = Store(proxy.db_path)
         n = len(store.events(limit=100))
@@ -74,7 +76,7 @@ def test_database_and_logs_hold_no_prompt_text_pii_or_credentials(start_proxy, u
         words = prompt.split()[:4]
         assert " ".join(words).encode() not in b"".join(blobs.values())
     # The events still say what was found.
-    from llmwall.store import Store
+    from llmwall.analytics.store import Store
 
     store = Store(proxy.db_path)
     found = {c for e in store.events(limit=100) for c in e["fields"].get("cf.llm.prompt.pii_categories", [])}

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmwall.detectors.base import PART_SEPARATOR, Prompt, Span, TextPart
-from llmwall.redact import RedactError, locate_string, redact_body
+from llmwall.proxy.redact import RedactError, locate_string, redact_body
 
 
 def _prompt(*parts: tuple[tuple[str | int, ...], str], fmt: str = "openai.chat") -> Prompt:
@@ -48,8 +48,7 @@ def test_openai_body_only_the_user_literal_changes() -> None:
         (("messages", 0, "content"), data["messages"][0]["content"]),
         (("messages", 1, "content"), user),
     )
-    spans = [_span(prompt, "jane.doe@example.com", "EMAIL_ADDRESS"),
-             _span(prompt, "+1 415-555-2671", "PHONE_NUMBER")]
+    spans = [_span(prompt, "jane.doe@example.com", "EMAIL_ADDRESS"), _span(prompt, "+1 415-555-2671", "PHONE_NUMBER")]
     new, cats = redact_body(OPENAI_RAW, prompt, spans)
 
     assert cats == ["EMAIL_ADDRESS", "PHONE_NUMBER"]
@@ -71,8 +70,8 @@ ANTHROPIC_RAW = (
     ' "messages":[{"role":"user","content":[\n'
     '    {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},\n'
     '    {"type":"text",  "text":"Mon IBAN est FR14 2004 1010 0505 0001 3M02 606, merci\\t!"}\n'
-    ' ]}]}'
-).encode("utf-8")
+    " ]}]}"
+).encode()
 
 
 def test_anthropic_body_raw_utf8_and_content_length() -> None:
@@ -87,9 +86,7 @@ def test_anthropic_body_raw_utf8_and_content_length() -> None:
     new, cats = redact_body(ANTHROPIC_RAW, prompt, spans)
 
     assert cats == ["IBAN_CODE"]
-    expected = ANTHROPIC_RAW.replace(
-        b"FR14 2004 1010 0505 0001 3M02 606", b"<IBAN_CODE>"
-    )
+    expected = ANTHROPIC_RAW.replace(b"FR14 2004 1010 0505 0001 3M02 606", b"<IBAN_CODE>")
     assert new == expected
     assert len(new) == len(ANTHROPIC_RAW) - len(b"FR14 2004 1010 0505 0001 3M02 606") + len(b"<IBAN_CODE>")
     # non-ASCII in an untouched part stays raw UTF-8
@@ -215,7 +212,7 @@ def test_detect_then_redact_real_bodies() -> None:
 
     from llmwall.detectors import pii, secrets
     from llmwall.detectors.base import DetectorConfig, ScreenRequest
-    from llmwall.extraction import extract
+    from llmwall.providers.extraction import extract
 
     key = "AKIA" + "7QK2M4XR9TZB3WPA"
     bodies = {
@@ -244,10 +241,14 @@ _PLACEHOLDER_RE = re.compile(r"<[A-Z_]+>")
 
 @settings(max_examples=200, deadline=None)
 @given(
-    texts=st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>"), max_size=30),
-                   min_size=1, max_size=4),
-    raw_spans=st.lists(st.tuples(st.integers(0, 140), st.integers(0, 40), st.sampled_from(["PERSON", "US_SSN"])),
-                       max_size=6),
+    texts=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>"), max_size=30),
+        min_size=1,
+        max_size=4,
+    ),
+    raw_spans=st.lists(
+        st.tuples(st.integers(0, 140), st.integers(0, 40), st.sampled_from(["PERSON", "US_SSN"])), max_size=6
+    ),
     ascii_only=st.booleans(),
 )
 def test_property_multi_part_spans(texts, raw_spans, ascii_only) -> None:
@@ -262,13 +263,13 @@ def test_property_multi_part_spans(texts, raw_spans, ascii_only) -> None:
     out = json.loads(new)
     assert out["n"] == 1 and len(out["messages"]) == len(texts)
     covered_cats: set[str] = set()
-    for i, ((lo, hi), t) in enumerate(zip(prompt.part_offsets(), texts)):
+    for i, ((lo, hi), t) in enumerate(zip(prompt.part_offsets(), texts, strict=False)):
         covered = [False] * len(t)
         for s in spans:
             for k in range(max(s.start, lo), min(s.end, hi)):
                 covered[k - lo] = True
                 covered_cats.add(s.category)
-        kept = "".join(ch for ch, c in zip(t, covered) if not c)
+        kept = "".join(ch for ch, c in zip(t, covered, strict=False) if not c)
         got = out["messages"][i]["content"]
         assert _PLACEHOLDER_RE.sub("", got) == kept
         assert (got == t) == (not any(covered))

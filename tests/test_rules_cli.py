@@ -45,12 +45,15 @@ def test_check_reports_every_error_with_position(tmp_path, capsys) -> None:
         tmp_path,
         "bad.yaml",
         "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n"
-        "  - id: b\n    expression: cf.llm.prompt.injection_score lt \"20\"\n    action: drop\n",
+        '  - id: b\n    expression: cf.llm.prompt.injection_score lt "20"\n    action: drop\n',
     )
     code, out, err = run(["rules", "check", path], capsys)
     assert code == 1 and out == ""
     lines = err.strip().splitlines()
-    assert lines[0] == f"{path}:3:17: rule 'a': unknown field 'cf.llm.prompt.pii_detectd'; did you mean cf.llm.prompt.pii_detected?"
+    assert (
+        lines[0]
+        == f"{path}:3:17: rule 'a': unknown field 'cf.llm.prompt.pii_detectd'; did you mean cf.llm.prompt.pii_detected?"
+    )
     assert lines[1].startswith(f"{path}:6:50: rule 'b': cannot compare Int")
     assert lines[2].startswith(f"{path}:7:13: rule 'b': unknown action 'drop'")
     assert lines[3] == "3 errors"
@@ -68,11 +71,16 @@ def test_check_missing_file(tmp_path, capsys) -> None:
         ({"cf.llm.prompt.pii_detected": True}, {"matched": ["log-pii"], "action": "log", "rule": "log-pii"}),
         (
             {"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": True},
-            {"matched": ["block-unsafe-categories", "log-hate-and-sexual-content", "log-unsafe-prompts"],
-             "action": "block", "rule": "block-unsafe-categories"},
+            {
+                "matched": ["block-unsafe-categories", "log-hate-and-sexual-content", "log-unsafe-prompts"],
+                "action": "block",
+                "rule": "block-unsafe-categories",
+            },
         ),
-        ({"cf.llm.prompt.injection_score": 5, "ip.src": "10.1.2.3"},
-         {"matched": ["log-prompt-injection"], "action": "log", "rule": "log-prompt-injection"}),
+        (
+            {"cf.llm.prompt.injection_score": 5, "ip.src": "10.1.2.3"},
+            {"matched": ["log-prompt-injection"], "action": "log", "rule": "log-prompt-injection"},
+        ),
         ({"cf.llm.prompt.injection_score": None}, {"matched": [], "action": None, "rule": None}),  # null = missing
     ],
 )
@@ -85,9 +93,12 @@ def test_eval_prints_one_json_object(tmp_path, capsys, fields, expected) -> None
 
 
 def test_eval_reads_stdin(capsys, monkeypatch) -> None:
-    code, out, _ = run(["rules", "eval", str(ROOT / "rules.yaml"), "--fields", "-"], capsys,
-                       stdin='{"cf.llm.prompt.unsafe_topic_detected": true, "cf.llm.prompt.unsafe_topic_categories": ["S1"]}',
-                       monkeypatch=monkeypatch)
+    code, out, _ = run(
+        ["rules", "eval", str(ROOT / "rules.yaml"), "--fields", "-"],
+        capsys,
+        stdin='{"cf.llm.prompt.unsafe_topic_detected": true, "cf.llm.prompt.unsafe_topic_categories": ["S1"]}',
+        monkeypatch=monkeypatch,
+    )
     assert code == 0 and json.loads(out)["action"] == "block"
 
 
@@ -131,15 +142,23 @@ def test_console_script_check_ok_and_errors(tmp_path) -> None:
     ok = llmwall("rules", "check", "rules.yaml")
     assert ok.returncode == 0, ok.stderr
     assert "OK, 6 rules" in ok.stdout
-    bad = write(tmp_path, "bad.yaml", "rules:\n  - id: x\n    expression: any(cf.llm.prompt.pii_categories)\n    action: log\n")
+    bad = write(
+        tmp_path, "bad.yaml", "rules:\n  - id: x\n    expression: any(cf.llm.prompt.pii_categories)\n    action: log\n"
+    )
     res = llmwall("rules", "check", bad)
     assert res.returncode == 1
     assert f"{bad}:3:17: rule 'x': any() needs Array<Bool>, got Array<String>" in res.stderr
 
 
 def test_console_script_eval_matches_documented_example() -> None:
-    res = llmwall("rules", "eval", "rules.yaml", "--fields", "-",
-                  stdin='{"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": true}')
+    res = llmwall(
+        "rules",
+        "eval",
+        "rules.yaml",
+        "--fields",
+        "-",
+        stdin='{"llm.prompt.unsafe_topic_categories": ["S10"], "cf.llm.prompt.unsafe_topic_detected": true}',
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == (
         '{"matched": ["block-unsafe-categories", "log-hate-and-sexual-content", "log-unsafe-prompts"], '
@@ -154,9 +173,14 @@ def test_console_script_eval_rejects_unknown_field() -> None:
 
 
 def test_check_prints_warnings_and_still_succeeds(tmp_path, capsys) -> None:
-    path = write(tmp_path, "w.yaml",
-                 'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n    action: log\n')
+    path = write(
+        tmp_path,
+        "w.yaml",
+        'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n    action: log\n',
+    )
     code, out, err = run(["rules", "check", path], capsys)
     assert code == 0 and "OK, 1 rule (1 enabled)" in out
-    assert err.strip() == (f"{path}:3:66: rule 'a': warning: 'S01' never matches cf.llm.prompt.unsafe_topic_categories[*]: "
-                           "llmwall reports Llama Guard 3 hazard codes S1-S14; did you mean 'S1'?")
+    assert err.strip() == (
+        f"{path}:3:66: rule 'a': warning: 'S01' never matches cf.llm.prompt.unsafe_topic_categories[*]: "
+        "llmwall reports Llama Guard 3 hazard codes S1-S14; did you mean 'S1'?"
+    )

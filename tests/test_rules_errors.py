@@ -36,13 +36,17 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     (f"{P}pii_detectd", 1, 1, "unknown field 'cf.llm.prompt.pii_detectd'; did you mean cf.llm.prompt.pii_detected?"),
     ("llm.prompt.injection_scor lt 20", 1, 1, "did you mean llm.prompt.injection_score?"),
     ("any", 1, 1, "any is a function: call it as any(...)"),
-    (f'{P}unsafe_topic_categories eq "S1"', 1, 1,
-     "cannot compare Array<String> (cf.llm.prompt.unsafe_topic_categories) with 'eq'; compare one element"),
+    (
+        f'{P}unsafe_topic_categories eq "S1"',
+        1,
+        1,
+        "cannot compare Array<String> (cf.llm.prompt.unsafe_topic_categories) with 'eq'; compare one element",
+    ),
     (f'{P}unsafe_topic_categories in {{"S1"}}', 1, 1, "cannot compare Array<String>"),
     (f"{P}custom_topic_categories lt 20", 1, 1, "cannot compare Map<Int>"),
     (f'{P}injection_score lt "20"', 1, 34, "cannot compare Int (cf.llm.prompt.injection_score) with a string"),
     (f"{P}pii_detected eq 1", 1, 31, "cannot compare Bool (cf.llm.prompt.pii_detected) with an integer"),
-    ('http.host eq 10', 1, 14, "cannot compare String (http.host) with an integer"),
+    ("http.host eq 10", 1, 14, "cannot compare String (http.host) with an integer"),
     ('ip.src eq "10.0.0.1"', 1, 11, "write IP addresses without quotes"),
     ("ip.src eq 10.0.0.0/8", 1, 11, "use 'in {10.0.0.0/8}' for a CIDR range"),
     ("ip.src lt 10.0.0.1", 1, 1, "operator 'lt' does not apply to IP"),
@@ -53,7 +57,7 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     (f"{P}pii_detected in {{1}}", 1, 1, "operator 'in' does not apply to Bool"),
     ("http.host in {}", 1, 1, "empty set {}"),
     ('http.host in {"a" 1}', 1, 19, "set element 1 is an integer, but http.host is String"),
-    (f'{P}token_count in {{1 "2"}}', 1, 33, "set element \"2\" is a string"),
+    (f'{P}token_count in {{1 "2"}}', 1, 33, 'set element "2" is a string'),
     ('ip.src in {10.0.0.1 "x"}', 1, 21, 'set element "x" is a string, but ip.src is IP'),
     (f"{P}token_count in {{1 2.3.4.5}}", 1, 33, "set element 2.3.4.5 is an IP address"),
     ("http.host in {1..2}", 1, 15, "set element 1..2 is a range, but http.host is String"),
@@ -68,22 +72,22 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
     (f'{P}unsafe_topic_categories["S1"] eq "x"', 1, 1, "an array index must be a non-negative integer"),
     (f'{P}unsafe_topic_categories[-1] eq "x"', 1, 1, "an array index must be a non-negative integer"),
     (f"{P}custom_topic_categories[0] lt 20", 1, 1, "a map key must be a string"),
-    (f'{P}injection_score[0] eq 1', 1, 1, "only arrays and maps can be indexed"),
+    (f"{P}injection_score[0] eq 1", 1, 1, "only arrays and maps can be indexed"),
     (f'any({P}pii_categories[*][*] eq "x")', 1, 5, "is String; only arrays and maps can be indexed"),
     # functions
     (f"foo({P}pii_detected)", 1, 1, "unknown function foo(); supported: any, all, len"),
     ('lowr(http.host) eq "a"', 1, 1, "did you mean lower?"),
     (f"any({P}pii_detected, {P}pii_detected)", 1, 1, "any() takes 1 argument, got 2"),
     ("all()", 1, 1, "all() takes 1 argument, got 0"),
-    ('starts_with(http.host) ', 1, 1, "starts_with() takes 2 arguments, got 1"),
+    ("starts_with(http.host) ", 1, 1, "starts_with() takes 2 arguments, got 1"),
     ('ends_with(http.host, "a", "b")', 1, 1, "ends_with() takes 2 arguments, got 3"),
-    ("concat() eq \"\"", 1, 1, "concat() takes at least 1 argument, got 0"),
+    ('concat() eq ""', 1, 1, "concat() takes at least 1 argument, got 0"),
     (f"any({P}unsafe_topic_categories)", 1, 1, "any() needs Array<Bool>, got Array<String>"),
     (f"all({P}unsafe_topic_categories[*])", 1, 1, "all() needs Array<Bool>, got String with [*]"),
     (f"len({P}injection_score) eq 1", 1, 5, "len() argument 1 must be String or Array, got Int"),
-    (f"lower({P}injection_score) eq \"1\"", 1, 7, "lower() argument 1 must be String, got Int"),
-    (f"upper({P}pii_categories) eq \"1\"", 1, 7, "upper() argument 1 must be String, got Array<String>"),
-    ('starts_with(http.host, 1)', 1, 24, "starts_with() argument 2 must be String, got Int"),
+    (f'lower({P}injection_score) eq "1"', 1, 7, "lower() argument 1 must be String, got Int"),
+    (f'upper({P}pii_categories) eq "1"', 1, 7, "upper() argument 1 must be String, got Array<String>"),
+    ("starts_with(http.host, 1)", 1, 24, "starts_with() argument 2 must be String, got Int"),
     ('starts_with("abc", "a")', 1, 13, "the first argument must be a field, not a literal"),
     (f'concat(http.host, {P}pii_categories) eq "a"', 1, 19, "concat() argument 2 must be String, got Array<String>"),
     (f"concat({P}injection_score) eq 1", 1, 8, "concat() argument 1 must be String or Array, got Int"),
@@ -106,8 +110,9 @@ EXPRESSION_ERRORS: list[tuple[str, int | None, int | None, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("expression", "line", "column", "message"), EXPRESSION_ERRORS,
-                         ids=[e[3][:50] or e[0] for e in EXPRESSION_ERRORS])
+@pytest.mark.parametrize(
+    ("expression", "line", "column", "message"), EXPRESSION_ERRORS, ids=[e[3][:50] or e[0] for e in EXPRESSION_ERRORS]
+)
 def test_expression_error(expression: str, line: int | None, column: int | None, message: str) -> None:
     if line is None:  # a near miss that must be accepted
         parse_expression(expression)
@@ -125,7 +130,7 @@ def test_expression_error(expression: str, line: int | None, column: int | None,
     [r"[(?=]x", r"\(?=x\)", r"a+?b", r"[a-z]+\d*", r"(?i)abc", r"(?:a|b)+", r"\p{L}+", r"a{2,3}?", r"[\]]+"],
 )
 def test_supported_regex_constructs_are_accepted(pattern: str) -> None:
-    parse_expression(f"http.host matches r#\"{pattern}\"#")
+    parse_expression(f'http.host matches r#"{pattern}"#')
 
 
 def test_multiple_expression_errors_are_all_reported_in_order() -> None:
@@ -136,7 +141,7 @@ def test_multiple_expression_errors_are_all_reported_in_order() -> None:
 
 def test_multiline_expression_positions() -> None:
     with pytest.raises(RulesError) as info:
-        parse_expression("cf.llm.prompt.pii_detected and\n  cf.llm.prompt.token_count lt \"x\"")
+        parse_expression('cf.llm.prompt.pii_detected and\n  cf.llm.prompt.token_count lt "x"')
     assert [(i.line, i.column) for i in info.value.errors] == [(2, 32)]
 
 
@@ -147,8 +152,13 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
     ("- a\n- b\n", [(1, 1, None, "the top level must be a mapping")]),
     ("rules: [\n", [(2, 1, None, "YAML syntax error")]),
     ("rules:\n  - id: a\n   action: log\n", [(3, 4, None, "YAML syntax error")]),
-    ("rule: []\n", [(1, 1, None, "unknown key 'rule' in the top level; did you mean 'rules'?"),
-                    (1, 1, None, "missing top-level key 'rules'")]),
+    (
+        "rule: []\n",
+        [
+            (1, 1, None, "unknown key 'rule' in the top level; did you mean 'rules'?"),
+            (1, 1, None, "missing top-level key 'rules'"),
+        ],
+    ),
     ("rules: 3\n", [(1, 8, None, "'rules' must be a list")]),
     ("rules:\n  - just a string\n", [(2, 5, None, "each rule must be a mapping")]),
     ("rules: []\nrules: []\n", [(2, 1, None, "duplicate key 'rules' in the top level")]),
@@ -157,82 +167,146 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
         "  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n",
         [(5, 5, "a", "duplicate rule id 'a' (first defined on line 2)")],
     ),
-    ("rules:\n  - expression: cf.llm.prompt.pii_detected\n    action: log\n",
-     [(2, 5, None, "missing required key 'id'")]),
+    (
+        "rules:\n  - expression: cf.llm.prompt.pii_detected\n    action: log\n",
+        [(2, 5, None, "missing required key 'id'")],
+    ),
     ("rules:\n  - id: a\n    action: log\n", [(2, 5, "a", "missing required key 'expression'")]),
     ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n", [(2, 5, "a", "missing required key 'action'")]),
-    ("rules:\n  - id: 7\n    expression: cf.llm.prompt.pii_detected\n    action: log\n", [(2, 9, None, "id 7 must be a string")]),
-    ("rules:\n  - id: has space\n    expression: cf.llm.prompt.pii_detected\n    action: log\n",
-     [(2, 9, None, "id 'has space' must be a string")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: blok\n",
-     [(4, 13, "a", "unknown action 'blok'; did you mean 'block'? allowed: block, log, redact")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    enabeld: true\n",
-     [(5, 5, "a", "unknown key 'enabeld' in a rule; did you mean 'enabled'?")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    action: block\n",
-     [(5, 5, "a", "duplicate key 'action' in a rule (first on line 4)")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    enabled: yes please\n",
-     [(5, 14, "a", "enabled must be true or false")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: 99\n",
-     [(5, 13, "a", "status must be an HTTP status code between 100 and 599, got 99")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: \"403\"\n",
-     [(5, 13, "a", "status must be an HTTP status code")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    status: 403\n",
-     [(5, 5, "a", "status only applies to action 'block'")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: redact\n    body: nope\n",
-     [(5, 5, "a", "body only applies to action 'block'")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    description: [1]\n",
-     [(5, 18, "a", "description must be a string")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: 42\n",
-     [(5, 11, "a", "body must be a string or a JSON object or array")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: {when: 2020-01-01}\n",
-     [(5, 11, "a", "body must be plain JSON (quote dates and times)")]),
-    ("rules:\n  - id: a\n    expression: true\n    action: log\n",
-     [(3, 17, "a", 'expression must be a string (quote it: expression: "true")')]),
-    ("rules:\n  - id: a\n    expression: ! cf.llm.prompt.pii_detected\n    action: log\n",
-     [(3, 17, "a", "YAML reads a leading '!' as a tag, not as the not operator")]),
-    ("rules:\n  - id: a\n    expression: !cf.llm.prompt.pii_detected\n    action: log\n",
-     [(3, 17, "a", "YAML reads a leading '!' as a tag")]),
+    (
+        "rules:\n  - id: 7\n    expression: cf.llm.prompt.pii_detected\n    action: log\n",
+        [(2, 9, None, "id 7 must be a string")],
+    ),
+    (
+        "rules:\n  - id: has space\n    expression: cf.llm.prompt.pii_detected\n    action: log\n",
+        [(2, 9, None, "id 'has space' must be a string")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: blok\n",
+        [(4, 13, "a", "unknown action 'blok'; did you mean 'block'? allowed: block, log, redact")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    enabeld: true\n",
+        [(5, 5, "a", "unknown key 'enabeld' in a rule; did you mean 'enabled'?")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    action: block\n",
+        [(5, 5, "a", "duplicate key 'action' in a rule (first on line 4)")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    enabled: yes please\n",
+        [(5, 14, "a", "enabled must be true or false")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: 99\n",
+        [(5, 13, "a", "status must be an HTTP status code between 100 and 599, got 99")],
+    ),
+    (
+        'rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: "403"\n',
+        [(5, 13, "a", "status must be an HTTP status code")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    status: 403\n",
+        [(5, 5, "a", "status only applies to action 'block'")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: redact\n    body: nope\n",
+        [(5, 5, "a", "body only applies to action 'block'")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n    description: [1]\n",
+        [(5, 18, "a", "description must be a string")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: 42\n",
+        [(5, 11, "a", "body must be a string or a JSON object or array")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: {when: 2020-01-01}\n",
+        [(5, 11, "a", "body must be plain JSON (quote dates and times)")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: true\n    action: log\n",
+        [(3, 17, "a", 'expression must be a string (quote it: expression: "true")')],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: ! cf.llm.prompt.pii_detected\n    action: log\n",
+        [(3, 17, "a", "YAML reads a leading '!' as a tag, not as the not operator")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: !cf.llm.prompt.pii_detected\n    action: log\n",
+        [(3, 17, "a", "YAML reads a leading '!' as a tag")],
+    ),
     ("rules:\n  - id: a\n    expression: 42\n    action: log\n", [(3, 17, "a", "expression must be a string")]),
     # expression errors land on the exact file position for plain, quoted and literal-block scalars
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n",
-     [(3, 17, "a", "unknown field 'cf.llm.prompt.pii_detectd'")]),
-    ("rules:\n  - id: a\n    expression: \"cf.llm.prompt.injection_score lt 'x'\"\n    action: log\n",
-     [(3, 51, "a", "unexpected character")]),
-    ("rules:\n  - id: a\n    expression: 'cf.llm.prompt.injection_score lt \"x\"'\n    action: log\n",
-     [(3, 51, "a", "cannot compare Int")]),
-    ("rules:\n  - id: a\n    expression: |\n      cf.llm.prompt.pii_detected and\n      cf.llm.prompt.token_count lt \"x\"\n"
-     "    action: log\n",
-     [(5, 36, "a", "cannot compare Int")]),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detectd\n    action: log\n",
+        [(3, 17, "a", "unknown field 'cf.llm.prompt.pii_detectd'")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: \"cf.llm.prompt.injection_score lt 'x'\"\n    action: log\n",
+        [(3, 51, "a", "unexpected character")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: 'cf.llm.prompt.injection_score lt \"x\"'\n    action: log\n",
+        [(3, 51, "a", "cannot compare Int")],
+    ),
+    (
+        'rules:\n  - id: a\n    expression: |\n      cf.llm.prompt.pii_detected and\n      cf.llm.prompt.token_count lt "x"\n'
+        "    action: log\n",
+        [(5, 36, "a", "cannot compare Int")],
+    ),
     # a folded scalar cannot be mapped exactly: the error points at its start and names the spot
-    ("rules:\n  - id: a\n    expression: >\n      cf.llm.prompt.pii_detected and\n      cf.llm.prompt.nope\n"
-     "    action: log\n",
-     [(3, 17, "a", "expression line 1, column 32: unknown field 'cf.llm.prompt.nope'")]),
+    (
+        "rules:\n  - id: a\n    expression: >\n      cf.llm.prompt.pii_detected and\n      cf.llm.prompt.nope\n"
+        "    action: log\n",
+        [(3, 17, "a", "expression line 1, column 32: unknown field 'cf.llm.prompt.nope'")],
+    ),
     # custom topics
-    ("custom_topics:\n  Bad_Label: seeking things\nrules: []\n",
-     [(2, 3, None, "custom topic label 'Bad_Label' must be 2-20 characters of a-z, 0-9 and '-'")]),
+    (
+        "custom_topics:\n  Bad_Label: seeking things\nrules: []\n",
+        [(2, 3, None, "custom topic label 'Bad_Label' must be 2-20 characters of a-z, 0-9 and '-'")],
+    ),
     ("custom_topics:\n  ok: x\nrules: []\n", [(2, 3, None, "the description must be 2-50 printable ASCII characters")]),
     ("custom_topics:\n  ok: " + "y" * 51 + "\nrules: []\n", [(2, 3, None, "2-50 printable ASCII")]),
     ("custom_topics:\n  ok: café talk\nrules: []\n", [(2, 3, None, "2-50 printable ASCII")]),
     ("custom_topics:\n  ok: talk\n  ok: more talk\nrules: []\n", [(3, 3, None, "duplicate key 'ok' in custom_topics")]),
-    ("custom_topics:\n  - {label: ok, topic: talk}\n  - {label: ok, topic: more}\nrules: []\n",
-     [(3, 13, None, "duplicate custom topic label 'ok' (first on line 2)")]),
+    (
+        "custom_topics:\n  - {label: ok, topic: talk}\n  - {label: ok, topic: more}\nrules: []\n",
+        [(3, 13, None, "duplicate custom topic label 'ok' (first on line 2)")],
+    ),
     ("custom_topics:\n  - {label: ok}\nrules: []\n", [(2, 5, None, "each custom topic needs 'label' and 'topic'")]),
-    ("custom_topics:\n  - foo\nrules: []\n", [(2, 5, None, "each custom topic must be a mapping with 'label' and 'topic'")]),
-    ("custom_topics:\n  - {label: ab, topic: cd, x: 1}\nrules: []\n",
-     [(2, 28, None, "unknown key 'x' in a custom topic; allowed: label, topic")]),
-    ("rules:\n  - {[x]: 1, id: a, expression: cf.llm.prompt.pii_detected, action: log}\n",
-     [(2, 6, "a", "keys in a rule must be strings")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: !!int abc\n",
-     [(5, 13, "a", "invalid value: invalid literal for int()")]),
+    (
+        "custom_topics:\n  - foo\nrules: []\n",
+        [(2, 5, None, "each custom topic must be a mapping with 'label' and 'topic'")],
+    ),
+    (
+        "custom_topics:\n  - {label: ab, topic: cd, x: 1}\nrules: []\n",
+        [(2, 28, None, "unknown key 'x' in a custom topic; allowed: label, topic")],
+    ),
+    (
+        "rules:\n  - {[x]: 1, id: a, expression: cf.llm.prompt.pii_detected, action: log}\n",
+        [(2, 6, "a", "keys in a rule must be strings")],
+    ),
+    (
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    status: !!int abc\n",
+        [(5, 13, "a", "invalid value: invalid literal for int()")],
+    ),
     ("rules: []\n# \x00\n", [(2, 3, None, "YAML error: character '\\x00' is not allowed")]),
     ("custom_topics: 5\nrules: []\n", [(1, 16, None, "custom_topics must be a mapping")]),
-    ("custom_topics:\n" + "".join(f"  t{i:02d}: topic number {i}\n" for i in range(21)) + "rules: []\n",
-     [(2, 3, None, "21 custom topics; Cloudflare allows at most 20")]),
-    ("custom_topics:\n  competitors: seeking info on competitors\nrules:\n  - id: a\n"
-     "    expression: cf.llm.prompt.custom_topic_categories[\"finance\"] lt 20\n    action: log\n",
-     [(5, 17, "a", "unknown custom topic label 'finance' (declared in custom_topics: competitors)")]),
-    ("rules:\n  - id: a\n    expression: cf.llm.prompt.custom_topic_categories[\"finance\"] lt 20\n    action: log\n",
-     [(3, 17, "a", "unknown custom topic label 'finance' (declared in custom_topics: none)")]),
+    (
+        "custom_topics:\n" + "".join(f"  t{i:02d}: topic number {i}\n" for i in range(21)) + "rules: []\n",
+        [(2, 3, None, "21 custom topics; Cloudflare allows at most 20")],
+    ),
+    (
+        "custom_topics:\n  competitors: seeking info on competitors\nrules:\n  - id: a\n"
+        '    expression: cf.llm.prompt.custom_topic_categories["finance"] lt 20\n    action: log\n',
+        [(5, 17, "a", "unknown custom topic label 'finance' (declared in custom_topics: competitors)")],
+    ),
+    (
+        'rules:\n  - id: a\n    expression: cf.llm.prompt.custom_topic_categories["finance"] lt 20\n    action: log\n',
+        [(3, 17, "a", "unknown custom topic label 'finance' (declared in custom_topics: none)")],
+    ),
 ]
 
 
@@ -317,8 +391,11 @@ def test_non_string_expression_is_rejected() -> None:
         ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "'s12' never matches"),
         ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "did you mean 'S12'?"),
         ('cf.llm.prompt.unsafe_topic_categories[0] eq "S15"', '"S15"', "'S15' never matches"),
-        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"VIOLENCE_AND_WEAPONS"})', '"VIOLENCE',
-         "llmwall reports Llama Guard 3 hazard codes S1-S14"),
+        (
+            'any(cf.llm.prompt.unsafe_topic_categories[*] in {"VIOLENCE_AND_WEAPONS"})',
+            '"VIOLENCE',
+            "llmwall reports Llama Guard 3 hazard codes S1-S14",
+        ),
     ],
 )
 def test_unknown_category_values_warn(expression: str, literal: str, message: str) -> None:
@@ -326,7 +403,9 @@ def test_unknown_category_values_warn(expression: str, literal: str, message: st
     column = len("    expression: '") + expression.index(literal) + 1
     rs = parse_rules(text, "w.yaml")
     assert [r.id for r in rs.rules] == ["a"]  # still loaded
-    assert any(message in w.message and (w.line, w.column, w.rule_id) == (3, column, "a") for w in rs.warnings), rs.warnings
+    assert any(message in w.message and (w.line, w.column, w.rule_id) == (3, column, "a") for w in rs.warnings), (
+        rs.warnings
+    )
 
 
 @pytest.mark.parametrize(

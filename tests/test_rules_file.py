@@ -74,7 +74,13 @@ def test_rule_attributes_and_fields() -> None:
     rs = rules(ORDERED)
     assert [r.id for r in rs.rules] == ["log-a", "redact-b", "log-c", "block-d", "block-disabled"]
     block = rs.rules[3]
-    assert (block.action, block.status, block.body, block.line, block.enabled) == ("block", 451, {"error": "no"}, 12, True)
+    assert (block.action, block.status, block.body, block.line, block.enabled) == (
+        "block",
+        451,
+        {"error": "no"},
+        12,
+        True,
+    )
     assert rs.rules[4].enabled is False
     assert rs.rules[0].description == ""
     # only fields read by enabled rules; the disabled "true" rule reads none anyway
@@ -117,7 +123,10 @@ def test_custom_topics_mapping_and_api_list_forms() -> None:
             action: log
         """
     )
-    assert rs.custom_topics == {"competitors": "seeking info on competitors", "financial-advice": "seeking financial advice"}
+    assert rs.custom_topics == {
+        "competitors": "seeking info on competitors",
+        "financial-advice": "seeking financial advice",
+    }
     assert rs.fields == frozenset({f"{P}custom_topic_categories"})
     assert rs.evaluate({f"{P}custom_topic_categories": {"competitors": 3}}).action == "log"
     rs2 = rules(
@@ -156,13 +165,24 @@ def test_default_rules_file_loads_and_keeps_seed_rules_verbatim() -> None:
     "values",
     [
         # what the detectors report for an ordinary prompt
-        {f"{P}detected": True, f"{P}pii_detected": False, f"{P}pii_categories": [], f"{P}unsafe_topic_detected": False,
-         f"{P}unsafe_topic_categories": [], f"{P}injection_score": 95, f"{P}token_count": 40},
+        {
+            f"{P}detected": True,
+            f"{P}pii_detected": False,
+            f"{P}pii_categories": [],
+            f"{P}unsafe_topic_detected": False,
+            f"{P}unsafe_topic_categories": [],
+            f"{P}injection_score": 95,
+            f"{P}token_count": 40,
+        },
         # and when every detector missed its deadline
         {f"{P}detected": True},
         # an ordinary prompt that mentions an e-mail address is logged, not blocked
-        {f"{P}pii_detected": True, f"{P}pii_categories": ["EMAIL_ADDRESS"], f"{P}unsafe_topic_detected": False,
-         f"{P}injection_score": 90},
+        {
+            f"{P}pii_detected": True,
+            f"{P}pii_categories": ["EMAIL_ADDRESS"],
+            f"{P}unsafe_topic_detected": False,
+            f"{P}injection_score": 90,
+        },
     ],
 )
 def test_default_rules_never_block_ordinary_prompts(values) -> None:
@@ -289,7 +309,10 @@ def test_watcher_logs_warnings_on_load(tmp_path: Path, caplog) -> None:
     path = tmp_path / "rules.yaml"
     _write(path, GOOD_1)
     watcher = RulesWatcher(path)
-    _write(path, 'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n    action: log\n')
+    _write(
+        path,
+        'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n    action: log\n',
+    )
     with caplog.at_level("WARNING", logger="llmwall.rules.watcher"):
         assert watcher.poll() is None
     assert [r.id for r in watcher.current.rules] == ["w"]

@@ -12,16 +12,89 @@ from llmwall.rules import RulesError, parse_expression, parse_rules
 from llmwall.rules import nodes as n
 from llmwall.rules.parser import PATTERN_OPS, parse
 
-KEYWORDS = {"and", "or", "xor", "not", "eq", "ne", "lt", "le", "gt", "ge", "contains", "matches",
-            "wildcard", "strict", "in", "true", "false"}
+KEYWORDS = {
+    "and",
+    "or",
+    "xor",
+    "not",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "contains",
+    "matches",
+    "wildcard",
+    "strict",
+    "in",
+    "true",
+    "false",
+}
 OPS = ["eq", "ne", "lt", "le", "gt", "ge", "contains", "matches", "wildcard", "strict wildcard"]
 TOKENS = [
-    "cf.llm.prompt.pii_detected", "cf.llm.prompt.injection_score", "cf.llm.prompt.unsafe_topic_categories",
-    "cf.llm.prompt.custom_topic_categories", "ip.src", "http.host", "llm.prompt.token_count", "any", "all", "len",
-    "lower", "upper", "starts_with", "ends_with", "concat", "(", ")", "[", "]", "[*]", "{", "}", ",", "..", "*",
-    "and", "or", "xor", "not", "&&", "||", "^^", "!", "==", "!=", "<", "<=", ">", ">=", "~", *OPS, "in",
-    "true", "false", '"S10"', '"a\\"b"', 'r#"x"y"#', "r\"", '"', "0", "20", "-1", "1..20", "10.0.0.0/8",
-    "::1", "1.2.3.4..1.2.3.9", '["competitors"]', "\\", "#", "$", "\n", "é",
+    "cf.llm.prompt.pii_detected",
+    "cf.llm.prompt.injection_score",
+    "cf.llm.prompt.unsafe_topic_categories",
+    "cf.llm.prompt.custom_topic_categories",
+    "ip.src",
+    "http.host",
+    "llm.prompt.token_count",
+    "any",
+    "all",
+    "len",
+    "lower",
+    "upper",
+    "starts_with",
+    "ends_with",
+    "concat",
+    "(",
+    ")",
+    "[",
+    "]",
+    "[*]",
+    "{",
+    "}",
+    ",",
+    "..",
+    "*",
+    "and",
+    "or",
+    "xor",
+    "not",
+    "&&",
+    "||",
+    "^^",
+    "!",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "~",
+    *OPS,
+    "in",
+    "true",
+    "false",
+    '"S10"',
+    '"a\\"b"',
+    'r#"x"y"#',
+    'r"',
+    '"',
+    "0",
+    "20",
+    "-1",
+    "1..20",
+    "10.0.0.0/8",
+    "::1",
+    "1.2.3.4..1.2.3.9",
+    '["competitors"]',
+    "\\",
+    "#",
+    "$",
+    "\n",
+    "é",
 ]
 
 
@@ -54,11 +127,39 @@ def test_rules_loader_raises_only_its_own_error(text: str) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.sampled_from(["rules:", "  - id: a", "    expression: ", "cf.llm.prompt.pii_detected", "    action: log",
-                              "    action: block", "    status: 403", "    body: x", "    enabled: false", "custom_topics:",
-                              "  ab: cd ef", "  - ", "{", "}", "'", '"', ":", "-", "\t", "    status: !!int x", "    body: !!binary AA",
-                              "!!python/object:os.system", "&a x", "*a", "    id: !!timestamp 2020-13-45", "? [k]"]),
-             max_size=12),
+    st.lists(
+        st.sampled_from(
+            [
+                "rules:",
+                "  - id: a",
+                "    expression: ",
+                "cf.llm.prompt.pii_detected",
+                "    action: log",
+                "    action: block",
+                "    status: 403",
+                "    body: x",
+                "    enabled: false",
+                "custom_topics:",
+                "  ab: cd ef",
+                "  - ",
+                "{",
+                "}",
+                "'",
+                '"',
+                ":",
+                "-",
+                "\t",
+                "    status: !!int x",
+                "    body: !!binary AA",
+                "!!python/object:os.system",
+                "&a x",
+                "*a",
+                "    id: !!timestamp 2020-13-45",
+                "? [k]",
+            ]
+        ),
+        max_size=12,
+    ),
 )
 def test_rules_loader_raises_only_its_own_error_on_yaml_soup(lines: list[str]) -> None:
     try:
@@ -78,16 +179,30 @@ EVERY_FIELD_RULES = parse_rules(
     "rules:\n"
     + "".join(
         f"  - id: r{i}\n    expression: '{expr}'\n    action: {action}\n"
-        for i, (expr, action) in enumerate([
-            ('any(cf.llm.prompt.pii_categories[*] in {"A"}) or all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")', "log"),
-            ("cf.llm.prompt.injection_score lt 20 or cf.llm.prompt.token_count in {1..10}", "block"),
-            ('any(cf.llm.prompt.custom_topic_categories[*] lt 20) or len(cf.llm.prompt.unsafe_topic_categories) gt 0', "log"),
-            ("not cf.llm.prompt.pii_detected xor cf.llm.prompt.unsafe_topic_detected", "redact"),
-            ('cf.llm.prompt.secret_detected and ip.src in {10.0.0.0/8 ::1} and http.host wildcard "*.com"', "log"),
-            ('cf.llm.request.model matches "^gpt" or ends_with(http.request.uri.path, "/x") or cf.llm.prompt.detected', "log"),
-            ('concat(http.request.method, http.user_agent, http.request.uri, http.request.uri.query, '
-             'http.request.full_uri, cf.llm.request.format) contains "a"', "log"),
-        ])
+        for i, (expr, action) in enumerate(
+            [
+                (
+                    'any(cf.llm.prompt.pii_categories[*] in {"A"}) or all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")',
+                    "log",
+                ),
+                ("cf.llm.prompt.injection_score lt 20 or cf.llm.prompt.token_count in {1..10}", "block"),
+                (
+                    "any(cf.llm.prompt.custom_topic_categories[*] lt 20) or len(cf.llm.prompt.unsafe_topic_categories) gt 0",
+                    "log",
+                ),
+                ("not cf.llm.prompt.pii_detected xor cf.llm.prompt.unsafe_topic_detected", "redact"),
+                ('cf.llm.prompt.secret_detected and ip.src in {10.0.0.0/8 ::1} and http.host wildcard "*.com"', "log"),
+                (
+                    'cf.llm.request.model matches "^gpt" or ends_with(http.request.uri.path, "/x") or cf.llm.prompt.detected',
+                    "log",
+                ),
+                (
+                    "concat(http.request.method, http.user_agent, http.request.uri, http.request.uri.query, "
+                    'http.request.full_uri, cf.llm.request.format) contains "a"',
+                    "log",
+                ),
+            ]
+        )
     )
 )
 
@@ -109,7 +224,9 @@ texts = st.text(max_size=12)
 ints = st.integers(min_value=-(10**12), max_value=10**12)
 addresses = st.ip_addresses()
 networks = st.builds(
-    lambda a, bits: ipaddress.ip_network((a, bits % (a.max_prefixlen + 1)), strict=False), addresses, st.integers(0, 128)
+    lambda a, bits: ipaddress.ip_network((a, bits % (a.max_prefixlen + 1)), strict=False),
+    addresses,
+    st.integers(0, 128),
 )
 
 
@@ -137,7 +254,9 @@ values = st.deferred(
 )
 # A bare value used as a function argument is the value itself, never wrapped in Truthy.
 arguments = st.deferred(
-    lambda: st.one_of(plain_strings, ints.map(n.IntLit), values, conditions.filter(lambda c: not isinstance(c, n.Truthy)))
+    lambda: st.one_of(
+        plain_strings, ints.map(n.IntLit), values, conditions.filter(lambda c: not isinstance(c, n.Truthy))
+    )
 )
 
 
@@ -172,12 +291,22 @@ def test_print_then_parse_gives_the_same_tree(tree) -> None:
 # Well-typed expressions over the real schema: the full pipeline (parse + type check) round-trips.
 typed_atoms = st.one_of(
     st.sampled_from(["cf.llm.prompt.pii_detected", "llm.prompt.unsafe_topic_detected", "true"]).map(parse),
-    st.builds(lambda op, v: parse(f"cf.llm.prompt.injection_score {op} {v}"),
-              st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]), ints),
-    st.builds(lambda items: n.InSet(n.Index(n.Field("cf.llm.prompt.unsafe_topic_categories"), n.STAR), tuple(items)),
-              st.lists(plain_strings, min_size=1, max_size=3)).map(lambda s: n.Truthy(n.Call("any", (s,)))),
+    st.builds(
+        lambda op, v: parse(f"cf.llm.prompt.injection_score {op} {v}"),
+        st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]),
+        ints,
+    ),
+    st.builds(
+        lambda items: n.InSet(n.Index(n.Field("cf.llm.prompt.unsafe_topic_categories"), n.STAR), tuple(items)),
+        st.lists(plain_strings, min_size=1, max_size=3),
+    ).map(lambda s: n.Truthy(n.Call("any", (s,)))),
     st.builds(lambda t: n.Compare(n.Call("lower", (n.Field("http.host"),)), "eq", n.StrLit(t)), texts),
-    st.builds(lambda t: n.Compare(n.Field("http.request.uri.path"), "wildcard", n.StrLit(t.replace("*", "").replace("\\", ""), True)), texts),
+    st.builds(
+        lambda t: n.Compare(
+            n.Field("http.request.uri.path"), "wildcard", n.StrLit(t.replace("*", "").replace("\\", ""), True)
+        ),
+        texts,
+    ),
     st.builds(lambda a: n.InSet(n.Field("ip.src"), (n.IpLit(a),)), networks),
 )
 typed = st.recursive(

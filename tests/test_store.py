@@ -11,16 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from llmwall import store as S
-from llmwall.store import Store
+from llmwall.analytics import store as S
+from llmwall.analytics.store import Store
 
 
 def ev(when: float, **kw: object) -> dict:
     base = {
-        "ts": when, "host": "api.openai.com", "method": "POST", "path_template": "/v1/chat/completions",
-        "format": "openai.chat", "model": "gpt-4o-mini", "action": None, "rule": None, "matched": [],
+        "ts": when,
+        "host": "api.openai.com",
+        "method": "POST",
+        "path_template": "/v1/chat/completions",
+        "format": "openai.chat",
+        "model": "gpt-4o-mini",
+        "action": None,
+        "rule": None,
+        "matched": [],
         "fields": {"cf.llm.prompt.detected": True, "cf.llm.prompt.token_count": 12},
-        "timings_ms": {"tokens": 0.4, "pii": 3.0}, "not_scored": [], "errors": [], "total_ms": 4.1,
+        "timings_ms": {"tokens": 0.4, "pii": 3.0},
+        "not_scored": [],
+        "errors": [],
+        "total_ms": 4.1,
         "status": "screened",
     }
     base.update(kw)
@@ -56,13 +66,25 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_roundtrip_keeps_everything_but_text(db: Store) -> None:
     fields = {
-        "cf.llm.prompt.pii_detected": True, "cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS", "PHONE_NUMBER"],
-        "cf.llm.prompt.unsafe_topic_detected": True, "cf.llm.prompt.unsafe_topic_categories": ["S1"],
-        "cf.llm.prompt.injection_score": 87, "cf.llm.prompt.custom_topic_categories": {"competitors": 12, "pets": 90},
+        "cf.llm.prompt.pii_detected": True,
+        "cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS", "PHONE_NUMBER"],
+        "cf.llm.prompt.unsafe_topic_detected": True,
+        "cf.llm.prompt.unsafe_topic_categories": ["S1"],
+        "cf.llm.prompt.injection_score": 87,
+        "cf.llm.prompt.custom_topic_categories": {"competitors": 12, "pets": 90},
         "llm.prompt.token_count": 33,  # alias is canonicalised
     }
-    i = db.record_event(ev(100.0, action="block", rule="block-pii", matched=["block-pii", "log-all"],
-                           fields=fields, not_scored=["llama_guard"], errors=["injection"]))
+    i = db.record_event(
+        ev(
+            100.0,
+            action="block",
+            rule="block-pii",
+            matched=["block-pii", "log-all"],
+            fields=fields,
+            not_scored=["llama_guard"],
+            errors=["injection"],
+        )
+    )
     got = db.event(i)
     assert got is not None
     assert got["action"] == "block" and got["rule"] == "block-pii"
@@ -71,29 +93,35 @@ def test_roundtrip_keeps_everything_but_text(db: Store) -> None:
     assert got["fields"]["cf.llm.prompt.custom_topic_categories"] == {"competitors": 12, "pets": 90}
     assert got["not_scored"] == ["llama_guard"] and got["errors"] == ["injection"]
     assert got["endpoint"] == "api.openai.com/v1/chat/completions"
-    cats = sqlite3.connect(db.path).execute(
-        "SELECT kind, category FROM event_categories WHERE event_id = ? ORDER BY 1, 2", (i,)).fetchall()
+    cats = (
+        sqlite3.connect(db.path)
+        .execute("SELECT kind, category FROM event_categories WHERE event_id = ? ORDER BY 1, 2", (i,))
+        .fetchall()
+    )
     # custom topics count as detected only below CUSTOM_MATCH_SCORE
     assert cats == [("custom", "competitors"), ("pii", "EMAIL_ADDRESS"), ("pii", "PHONE_NUMBER"), ("unsafe", "S1")]
     assert db.event(i + 100) is None
 
 
-@pytest.mark.parametrize("bad", [
-    {"prompt": "tell me a secret"},                                   # unknown top-level key
-    {"headers": {"authorization": "Bearer sk-x"}},                    # unknown top-level key
-    {"fields": {"http.request.uri": "/v1?q=secret"}},                 # not an llm field
-    {"fields": {"cf.llm.prompt.text": "hello"}},                      # unknown field
-    {"fields": {"cf.llm.prompt.pii_categories": ["a\nb"]}},           # control chars: not a label
-    {"fields": {"cf.llm.prompt.pii_categories": ["x" * 500]}},        # too long to be a category
-    {"fields": {"cf.llm.prompt.pii_categories": "EMAIL_ADDRESS"}},    # not a list
-    {"fields": {"cf.llm.prompt.token_count": "12"}},                  # wrong type
-    {"fields": {"cf.llm.prompt.custom_topic_categories": {"a": "hi"}}},
-    {"action": "block this please"},                                  # not an identifier
-    {"not_scored": ["some detector text"]},
-    {"timings_ms": {"pii": "fast"}},
-    {"ts": float("nan")},
-    {"path_template": "/v1/chat/completions?key=sk-123"},            # queries may carry keys
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"prompt": "tell me a secret"},  # unknown top-level key
+        {"headers": {"authorization": "Bearer sk-x"}},  # unknown top-level key
+        {"fields": {"http.request.uri": "/v1?q=secret"}},  # not an llm field
+        {"fields": {"cf.llm.prompt.text": "hello"}},  # unknown field
+        {"fields": {"cf.llm.prompt.pii_categories": ["a\nb"]}},  # control chars: not a label
+        {"fields": {"cf.llm.prompt.pii_categories": ["x" * 500]}},  # too long to be a category
+        {"fields": {"cf.llm.prompt.pii_categories": "EMAIL_ADDRESS"}},  # not a list
+        {"fields": {"cf.llm.prompt.token_count": "12"}},  # wrong type
+        {"fields": {"cf.llm.prompt.custom_topic_categories": {"a": "hi"}}},
+        {"action": "block this please"},  # not an identifier
+        {"not_scored": ["some detector text"]},
+        {"timings_ms": {"pii": "fast"}},
+        {"ts": float("nan")},
+        {"path_template": "/v1/chat/completions?key=sk-123"},  # queries may carry keys
+    ],
+)
 def test_refuses_unknown_keys_and_bad_values(db: Store, bad: dict) -> None:
     with pytest.raises(ValueError):
         db.record_event(ev(1.0, **bad))
@@ -123,14 +151,26 @@ def test_stats_totals_top_and_series(db: Store) -> None:
     for i in range(6):
         db.record_event(ev(t0 + i * 60, action="block", fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}))
     for i in range(3):
-        db.record_event(ev(t0 + i * 60, action="log", fields={"cf.llm.prompt.unsafe_topic_categories": ["S1"]},
-                           not_scored=["llama_guard"]))
+        db.record_event(
+            ev(
+                t0 + i * 60,
+                action="log",
+                fields={"cf.llm.prompt.unsafe_topic_categories": ["S1"]},
+                not_scored=["llama_guard"],
+            )
+        )
     db.record_event(ev(t0 + 30, status="parse_error", fields={}))
     db.record_event(ev(t0 + 400))
     st = db.stats(since=t0, until=t0 + 600, bucket_s=60)
     tot = st["totals"]
-    assert (tot["events"], tot["screened"], tot["blocked"], tot["logged"], tot["not_scored"], tot["unparsed"]) == \
-        (11, 10, 6, 3, 3, 1)
+    assert (tot["events"], tot["screened"], tot["blocked"], tot["logged"], tot["not_scored"], tot["unparsed"]) == (
+        11,
+        10,
+        6,
+        3,
+        3,
+        1,
+    )
     assert tot["allowed"] == 1
     assert st["top_categories"][0] == {"kind": "pii", "category": "EMAIL_ADDRESS", "count": 6}
     series = st["series"]
@@ -195,7 +235,7 @@ def test_retention_by_size_shrinks_file_and_keeps_newest(tmp_path: Path) -> None
 
 def _writer(path: str, worker: int, n: int) -> None:
     s = Store(path)
-    for i in range(n):
+    for _i in range(n):
         s.record_event(ev(time.time(), fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}))
         s.upsert_endpoint("api.openai.com", "POST", "/v1/chat/completions", "openai.chat", time.time())
     s.close()
@@ -225,8 +265,10 @@ def test_threads_write_and_read_concurrently(db: Store) -> None:
 
     def write(n: int) -> None:
         try:
-            for i in range(n):
-                db.record_event(ev(time.time(), action="block", fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}))
+            for _i in range(n):
+                db.record_event(
+                    ev(time.time(), action="block", fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]})
+                )
                 db.upsert_endpoint("api.openai.com", "POST", "/v1/chat/completions", "openai.chat", time.time())
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -239,7 +281,9 @@ def test_threads_write_and_read_concurrently(db: Store) -> None:
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(100,)) for _ in range(6)] + [threading.Thread(target=read) for _ in range(2)]
+    threads = [threading.Thread(target=write, args=(100,)) for _ in range(6)] + [
+        threading.Thread(target=read) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

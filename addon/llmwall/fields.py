@@ -48,9 +48,7 @@ SCHEMA: Final[dict[str, str]] = {
 #: Which fields each standard detector fills; used to skip detectors no rule needs.
 PII_FIELDS: Final = frozenset({"cf.llm.prompt.pii_detected", "cf.llm.prompt.pii_categories"})
 SECRET_FIELDS: Final = frozenset({"cf.llm.prompt.secret_detected", "cf.llm.prompt.secret_categories"})
-UNSAFE_FIELDS: Final = frozenset(
-    {"cf.llm.prompt.unsafe_topic_detected", "cf.llm.prompt.unsafe_topic_categories"}
-)
+UNSAFE_FIELDS: Final = frozenset({"cf.llm.prompt.unsafe_topic_detected", "cf.llm.prompt.unsafe_topic_categories"})
 INJECTION_FIELDS: Final = frozenset({"cf.llm.prompt.injection_score"})
 CUSTOM_TOPIC_FIELDS: Final = frozenset({"cf.llm.prompt.custom_topic_categories"})
 TOKEN_FIELDS: Final = frozenset({"cf.llm.prompt.token_count"})

@@ -11,6 +11,6 @@ from pathlib import Path
 if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llmwall.addon import LLMWall
+from llmwall.proxy.addon import LLMWall
 
 addons = [LLMWall()]

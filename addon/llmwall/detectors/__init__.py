@@ -8,10 +8,10 @@ which keep the proxy useful on a laptop with no exported model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import import_module
-from typing import Callable
 
-from .base import Detector, DetectorConfig
+from llmwall.detectors.base import Detector, DetectorConfig
 
 log = logging.getLogger(__name__)
 

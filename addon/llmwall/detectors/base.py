@@ -8,8 +8,9 @@ its own when ``request.deadline`` (a ``time.monotonic()`` value) has passed.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from typing import Mapping
 import numpy as np
 from tokenizers import Tokenizer
 
-from .. import fields
-from ..onnx_session import make_session
-from .base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall import fields
+from llmwall.detectors.onnx_session import make_session
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,11 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class Manifest:
     variants: Mapping[str, Mapping[str, Any]]
 
     @classmethod
-    def load(cls, root: Path) -> "Manifest":
+    def load(cls, root: Path) -> Manifest:
         """Read and check ``root/manifest.json``; raises ValueError with the reason."""
         data = json.loads((root / MANIFEST).read_text())
         if data.get("format") != MANIFEST_FORMAT:
@@ -154,10 +155,11 @@ class OnnxLlama:
     Not thread-safe by design: only the detector's model thread calls it.
     """
 
-    def __init__(self, model_path: Path, device: str = "auto", kv_expand: Path | None = None,
-                 iobinding: bool | None = None):
+    def __init__(
+        self, model_path: Path, device: str = "auto", kv_expand: Path | None = None, iobinding: bool | None = None
+    ):
         """``iobinding`` defaults to on for CUDA; forcing it on a CPU runs the same binding code (tests)."""
-        from llmwall.onnx_session import make_session
+        from llmwall.detectors.onnx_session import make_session
 
         self.session, self.device = make_session(model_path, device)
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -171,7 +173,7 @@ class OnnxLlama:
         self.kv_dtype = _NP_TYPES[first.type]
         self.kv_heads, self.head_dim = int(first.shape[1]), int(first.shape[3])
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.present_of = {n: "present." + n[len("past_key_values."):] for n in self.past_names}
+        self.present_of = {n: "present." + n[len("past_key_values.") :] for n in self.past_names}
         self.on_cuda = self.device.startswith("cuda")
         self.device_id = int(self.device.partition(":")[2] or 0) if self.on_cuda else 0
         self.bound = self.on_cuda if iobinding is None else iobinding
@@ -205,11 +207,11 @@ class OnnxLlama:
         outs = []
         for name, value in prefix.values.items():
             binding.bind_ortvalue_input(name, value)
-            out = "expanded." + name[len("past_key_values."):]
+            out = "expanded." + name[len("past_key_values.") :]
             binding.bind_output(out, self.bind_device, self.device_id)
             outs.append(name)
         self.expander.run_with_iobinding(binding)
-        return KV(dict(zip(outs, binding.get_outputs())), mask, lengths)
+        return KV(dict(zip(outs, binding.get_outputs(), strict=False)), mask, lengths)
 
     def select(self, kv: KV, rows: Sequence[int]) -> KV:
         """The cache of some rows only (rare path: unsafe rows go on decoding)."""
@@ -251,7 +253,7 @@ class OnnxLlama:
             logits, present = self._run_bound(ids, mask, positions, past)
         else:
             feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past.values}
-            outputs = dict(zip(self.output_names, self.session.run(None, feeds)))
+            outputs = dict(zip(self.output_names, self.session.run(None, feeds), strict=False))
             logits = outputs["logits"]
             present = {n: outputs[self.present_of[n]] for n in self.past_names}
         return np.asarray(logits, dtype=np.float32)[:, -1, :], KV(present, mask, past.lengths + lengths)
@@ -273,7 +275,7 @@ class OnnxLlama:
             else:
                 binding.bind_output(name, self.bind_device, self.device_id)
         self.session.run_with_iobinding(binding)
-        outputs = dict(zip(self.output_names, binding.get_outputs()))
+        outputs = dict(zip(self.output_names, binding.get_outputs(), strict=False))
         logits = outputs["logits"].numpy()
         return logits, {n: outputs[self.present_of[n]] for n in self.past_names}
 
@@ -341,15 +343,16 @@ class LlamaGuardEngine:
     ):
         from tokenizers import Tokenizer
 
-        from llmwall.onnx_session import resolve_device
+        from llmwall.detectors.onnx_session import resolve_device
 
         self.manifest = Manifest.load(Path(model_dir))
         target = resolve_device(device)
         self.variant = self.manifest.pick_variant(target, variant or os.environ.get(VARIANT_ENV) or None)
         entry = self.manifest.variants[self.variant]
         root = self.manifest.root
-        self.model = OnnxLlama(root / entry["model"], device,
-                               root / entry["kv_expand"] if entry.get("kv_expand") else None, iobinding)
+        self.model = OnnxLlama(
+            root / entry["model"], device, root / entry["kv_expand"] if entry.get("kv_expand") else None, iobinding
+        )
         self.device = self.model.device
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.template = lgp.template_for(self.manifest.template, self.manifest.categories)
@@ -400,8 +403,14 @@ class LlamaGuardEngine:
             half = limit_chars // 2
             text, truncated = text[:half] + "\n...\n" + text[-half:], True
 
-    def submit(self, key: tuple, template: lgp.PromptTemplate, user_text: str, deadline: float,
-               custom_codes: Mapping[str, str] | None = None) -> tuple[_Job, bool]:
+    def submit(
+        self,
+        key: tuple,
+        template: lgp.PromptTemplate,
+        user_text: str,
+        deadline: float,
+        custom_codes: Mapping[str, str] | None = None,
+    ) -> tuple[_Job, bool]:
         """Queue one prompt; the returned job's future resolves to a ``Result``."""
         tail, truncated = self.tail_ids(template, user_text)
         job = _Job(key=key, header=template.header(), tail_ids=tail, custom_codes=custom_codes, deadline=deadline)
@@ -460,7 +469,7 @@ class LlamaGuardEngine:
                         j.future.set_exception(exc)
                     continue
                 self._observe(batch, time.monotonic() - started)
-                for j, r in zip(batch, results):
+                for j, r in zip(batch, results, strict=False):
                     j.future.set_result(r)
 
     def _claim(self, job: _Job) -> bool:
@@ -557,7 +566,7 @@ class LlamaGuardEngine:
         cats: dict[int, tuple[str, ...]] = {}
         if unsafe_rows:
             found = self._categories(model.select(kv, unsafe_rows) if len(unsafe_rows) < n else kv)
-            cats = dict(zip(unsafe_rows, found))
+            cats = dict(zip(unsafe_rows, found, strict=False))
         return [Result(float(probs[i]), cats.get(i, ())) for i in range(n)]
 
     def _categories(self, kv: KV) -> list[tuple[str, ...]]:
@@ -582,8 +591,11 @@ class LlamaGuardEngine:
                 chosen[i].append(best)
                 picks.append([codes[best]])
             logits, kv = model.run(picks, kv, self.eot_id)
-            going = [row for row, i in enumerate(active)
-                     if int(logits[row].argmax()) == self.line.separator[0] and len(chosen[i]) < len(codes)]
+            going = [
+                row
+                for row, i in enumerate(active)
+                if int(logits[row].argmax()) == self.line.separator[0] and len(chosen[i]) < len(codes)
+            ]
             if going and len(going) < len(active):
                 kv = model.select(kv, going)
             active = [active[row] for row in going]
@@ -598,7 +610,9 @@ class LlamaGuardEngine:
             codes = list(job.custom_codes or {})
             ids = [self._code_token(c) for c in codes]
             p_code = softmax_at(logits[i : i + 1], ids)[0]
-            custom = {job.custom_codes[c]: relevance_score(float(probs[i] * p)) for c, p in zip(codes, p_code)}
+            custom = {
+                job.custom_codes[c]: relevance_score(float(probs[i] * p)) for c, p in zip(codes, p_code, strict=False)
+            }
             results.append(Result(float(probs[i]), (), custom))
         return results
 
@@ -678,8 +692,7 @@ def create(config: DetectorConfig) -> Detector | None:
     if config.remote_llama_guard:
         from llmwall.detectors.llama_guard_remote import RemoteLlamaGuard
 
-        return RemoteLlamaGuard(config.remote_llama_guard, model=config.remote_model,
-                                threshold=config.unsafe_threshold)
+        return RemoteLlamaGuard(config.remote_llama_guard, model=config.remote_model, threshold=config.unsafe_threshold)
     model_dir = find_model(config.models_dir)
     if model_dir is None:
         log.info("no Llama Guard model under %s; %s", config.models_dir, EXPORT_HINT)
@@ -687,6 +700,7 @@ def create(config: DetectorConfig) -> Detector | None:
     try:
         return LlamaGuardDetector(model_dir, config.device, config.unsafe_threshold)
     except Exception as exc:  # a broken model directory must not stop the proxy
-        log.error("Llama Guard model in %s could not be loaded (%s: %s); %s",
-                  model_dir, type(exc).__name__, exc, EXPORT_HINT)
+        log.error(
+            "Llama Guard model in %s could not be loaded (%s: %s); %s", model_dir, type(exc).__name__, exc, EXPORT_HINT
+        )
         return None

@@ -18,8 +18,8 @@ Stdlib only: the export and fixture scripts (another Python) import this file to
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 BOS = "<|begin_of_text|>"
 START_HEADER = "<|start_header_id|>"
@@ -191,8 +191,9 @@ class CategoryLine:
     codes: Mapping[str, int]  # code -> the one token of its number
 
 
-def category_line(encode: Callable[[str], Sequence[int]], unsafe_id: int,
-                  categories: Sequence[tuple[str, str]]) -> CategoryLine:
+def category_line(
+    encode: Callable[[str], Sequence[int]], unsafe_id: int, categories: Sequence[tuple[str, str]]
+) -> CategoryLine:
     """Derive ``CategoryLine`` from the tokenizer; ValueError when a code is not one token.
 
     Category decoding feeds the line's fixed tokens and predicts only the numbers, which is
@@ -209,7 +210,7 @@ def category_line(encode: Callable[[str], Sequence[int]], unsafe_id: int,
         codes[code] = ids[-1]
     first, second = categories[0][0], categories[1][0]
     pair = list(encode(f"unsafe\n{first},{second}"))
-    separator = pair[len(lead) + 1: -1]
+    separator = pair[len(lead) + 1 : -1]
     if pair[: len(lead) + 1] != lead + [codes[first]] or pair[-1] != codes[second] or not separator:
         raise ValueError(f"unexpected tokens for a category list in this tokenizer: {pair}")
     return CategoryLine(tuple(lead[1:]), tuple(separator), codes)

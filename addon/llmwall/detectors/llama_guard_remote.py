@@ -21,8 +21,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any
 
 from llmwall import fields
 from llmwall.detectors import llama_guard_prompt as lgp
@@ -126,15 +127,20 @@ class RemoteLlamaGuard(Detector):
 
     def _prompt(self, template: lgp.PromptTemplate, text: str, forced: str = "\n\n") -> str:
         prompt = template.full(text) + forced
-        return prompt if self.send_bos else prompt[len(lgp.BOS):]
+        return prompt if self.send_bos else prompt[len(lgp.BOS) :]
 
     def _complete(self, prompt: str, deadline: float, max_tokens: int, logprobs: int) -> Mapping[str, Any]:
         """POST one completion; the first choice, or TimeoutError / RemoteError."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed before the remote call")
-        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                                "logprobs": logprobs, "stream": False}
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "logprobs": logprobs,
+            "stream": False,
+        }
         if self.model:
             body["model"] = self.model
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -146,7 +152,7 @@ class RemoteLlamaGuard(Detector):
                 raw = resp.read(_MAX_RESPONSE + 1)
         except urllib.error.HTTPError as exc:
             raise RemoteError(f"remote Llama Guard answered HTTP {exc.code}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise TimeoutError("remote Llama Guard did not answer before the deadline") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (socket.timeout, TimeoutError)):

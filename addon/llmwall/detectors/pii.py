@@ -35,16 +35,15 @@ from typing import Final
 import phonenumbers
 import spacy
 import tldextract
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
-from presidio_analyzer import RecognizerResult
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer import predefined_recognizers as pr
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.language import Language
 
-from .. import fields
-from .base import Detection, Detector, DetectorConfig, ScreenRequest, Span
+from llmwall import fields
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest, Span
 
 log = logging.getLogger(__name__)
 
@@ -441,10 +440,7 @@ class OfflineNlpEngine(NlpEngine):
             artifacts.keywords = [w for w in lemmas if w not in stop and w.strip("_")]
         else:
             artifacts.keywords = [
-                part
-                for w in lemmas
-                if w not in stop and any(c.isalnum() for c in w)
-                for part in w.split(":")
+                part for w in lemmas if w not in stop and any(c.isalnum() for c in w) for part in w.split(":")
             ]
         return artifacts
 
@@ -501,7 +497,11 @@ class FastContextEnhancer(LemmaContextAwareEnhancer):
         for result in raw_results:
             meta = result.recognition_metadata or {}
             recognizer = by_id.get(meta.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
-            if recognizer is None or not recognizer.context or meta.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
+            if (
+                recognizer is None
+                or not recognizer.context
+                or meta.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY)
+            ):
                 out.append(result)
                 continue
             if recognizer.id not in possible:
@@ -512,9 +512,14 @@ class FastContextEnhancer(LemmaContextAwareEnhancer):
             if not possible[recognizer.id]:
                 out.append(result)
                 continue
-            words = set(
-                context_words(nlp_artifacts, keywords, result.start, self.context_prefix_count, self.context_suffix_count)
-            ) | extra
+            words = (
+                set(
+                    context_words(
+                        nlp_artifacts, keywords, result.start, self.context_prefix_count, self.context_suffix_count
+                    )
+                )
+                | extra
+            )
             # whole-word matching, first context word in the recognizer's order (as Presidio)
             supporting = next((c for c in recognizer.context if c.lower() in words), "")
             if not supporting:
@@ -598,9 +603,7 @@ def resolve_categories(
         wanted |= NER_CATEGORIES
     unknown = wanted - set(CLOUDFLARE_CATEGORIES)
     if unknown:
-        raise ValueError(
-            f"unknown PII categories {sorted(unknown)}; known: {', '.join(CLOUDFLARE_CATEGORIES)}"
-        )
+        raise ValueError(f"unknown PII categories {sorted(unknown)}; known: {', '.join(CLOUDFLARE_CATEGORIES)}")
     available = set(PATTERN_RECOGNIZERS) | (NER_CATEGORIES if spacy_model else set())
     return frozenset(wanted & available), frozenset(wanted - available)
 
@@ -776,8 +779,7 @@ def _clean(spans: list[Span]) -> list[Span]:
     kept = [
         s
         for s in spans
-        if s.end > s.start
-        and not (s.category == "URL" and any(e.start <= s.start and s.end <= e.end for e in emails))
+        if s.end > s.start and not (s.category == "URL" and any(e.start <= s.start and s.end <= e.end for e in emails))
     ]
     return sorted(set(kept), key=lambda s: (s.start, s.end, s.category))
 
@@ -808,4 +810,3 @@ __all__ = [
     "create",
     "resolve_categories",
 ]
-

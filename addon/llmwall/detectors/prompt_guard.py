@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .. import fields
-from ..onnx_session import make_session
-from .base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall import fields
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.detectors.onnx_session import make_session
 
 SUBDIR = "prompt-guard"
 MANIFEST = "prompt_guard.json"
@@ -65,7 +65,7 @@ class PromptGuardDetector(Detector):
             starts.append(len(ids) - body)
         if len(starts) > MAX_WINDOWS:  # keep the head, the tail and evenly spread middles
             starts = sorted(set(np.linspace(0, len(ids) - body, MAX_WINDOWS).astype(int).tolist()))
-        chunks = [ids[s: s + body] for s in starts]
+        chunks = [ids[s : s + body] for s in starts]
         width = max(len(c) for c in chunks) + 2
         input_ids = np.full((len(chunks), width), self.pad_id, np.int64)
         mask = np.zeros((len(chunks), width), np.int64)
@@ -90,8 +90,10 @@ class PromptGuardDetector(Detector):
         if not text.strip():
             return Detection(fields={"cf.llm.prompt.injection_score": 99}, info={"scores": {"injection": 0.0}})
         p = self.p_attack(text)
-        return Detection(fields={"cf.llm.prompt.injection_score": attack_score(p)},
-                         info={"scores": {"injection": round(p, 4)}, "model": self.source})
+        return Detection(
+            fields={"cf.llm.prompt.injection_score": attack_score(p)},
+            info={"scores": {"injection": round(p, 4)}, "model": self.source},
+        )
 
     def describe(self) -> str:
         return f"prompt_guard: {self.source} ({self.device})"

@@ -43,8 +43,8 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from .. import fields
-from .base import Detection, Detector, DetectorConfig, ScreenRequest, Span
+from llmwall import fields
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest, Span
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ RULES: Final[tuple[Rule, ...]] = (
 GENERIC_CATEGORIES: Final = frozenset({"HIGH_ENTROPY_SECRET", "PASSWORD", "BEARER_TOKEN"})
 
 #: Every category this detector can report.
-SECRET_CATEGORY_NAMES: Final = frozenset(
-    {r.category for r in RULES} | {"PRIVATE_KEY"} | GENERIC_CATEGORIES
-)
+SECRET_CATEGORY_NAMES: Final = frozenset({r.category for r in RULES} | {"PRIVATE_KEY"} | GENERIC_CATEGORIES)
 
 # --- private key blocks: the span is the whole block, header to END line -----------
 #: detect-secrets' headers plus any "BEGIN ... PRIVATE KEY" (it misses PKCS#8
@@ -233,7 +231,9 @@ def _find(text: str) -> Iterator[Span]:
                 _PLACEHOLDER.search(m.group(group)) or _CODE_REFERENCE.fullmatch(m.group(group))
             ):
                 continue  # "Bearer YOUR_TOKEN", "s3://key_id:secret_access_key@bucket"
-            if rule.category == "BASIC_AUTH" and not (text[m.end() : m.end() + 1].isalnum() or text[m.end() : m.end() + 1] == "["):
+            if rule.category == "BASIC_AUTH" and not (
+                text[m.end() : m.end() + 1].isalnum() or text[m.end() : m.end() + 1] == "["
+            ):
                 continue  # "github://org:repo@/path" names no host: not a login
             start, end = _extend(text, start, end)
             yield Span(start, end, rule.category)
@@ -285,8 +285,7 @@ def _resolve(spans: Iterable[Span]) -> list[Span]:
     return [
         s
         for s in unique
-        if s.category not in GENERIC_CATEGORIES
-        or not any(o.start < s.end and s.start < o.end for o in specific)
+        if s.category not in GENERIC_CATEGORIES or not any(o.start < s.end and s.start < o.end for o in specific)
     ]
 
 
@@ -311,9 +310,7 @@ class SecretsDetector(Detector):
             raise TimeoutError("secrets: deadline passed before scanning started")
         spans = [s for s in _resolve(_find(request.prompt.text)) if s.category in self.categories]
         categories = sorted({s.category for s in spans})
-        return Detection(
-            fields={SECRET_DETECTED: bool(categories), SECRET_CATEGORIES: categories}, spans=spans
-        )
+        return Detection(fields={SECRET_DETECTED: bool(categories), SECRET_CATEGORIES: categories}, spans=spans)
 
     def describe(self) -> str:
         """Coverage for the start-up log."""

@@ -11,8 +11,8 @@ from importlib import resources
 
 from tokenizers import Tokenizer
 
-from ..fields import TOKEN_FIELDS
-from .base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.fields import TOKEN_FIELDS
 
 
 class TokenCountDetector(Detector):

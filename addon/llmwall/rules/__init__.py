@@ -8,11 +8,11 @@ Public API (see docs/rules.md for the language and the file format)::
     watcher = RulesWatcher("rules.yaml")   # hot reload: call watcher.poll() about once a second
 """
 
-from .cli import register_cli
-from .errors import RuleIssue, RulesError
-from .nodes import Expr
-from .ruleset import ACTIONS, Decision, Rule, RuleSet, load_rules, parse_expression, parse_rules
-from .watcher import RulesWatcher
+from llmwall.rules.cli import register_cli
+from llmwall.rules.errors import RuleIssue, RulesError
+from llmwall.rules.nodes import Expr
+from llmwall.rules.ruleset import ACTIONS, Decision, Rule, RuleSet, load_rules, parse_expression, parse_rules
+from llmwall.rules.watcher import RulesWatcher
 
 __all__ = [
     "ACTIONS",

@@ -11,9 +11,9 @@ import json
 import sys
 from collections.abc import Mapping
 
-from .. import fields as schema
-from .errors import RulesError
-from .ruleset import coerce_value, load_rules
+from llmwall import fields as schema
+from llmwall.rules.errors import RulesError
+from llmwall.rules.ruleset import coerce_value, load_rules
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check)
     ev = sub.add_parser("eval", help="evaluate a rules file on field values given as JSON")
     ev.add_argument("file", help="path to rules.yaml")
-    ev.add_argument("--fields", required=True, metavar="FIELDS.json",
-                    help='JSON object keyed by field name, e.g. {"cf.llm.prompt.pii_detected": true}; - reads stdin')
+    ev.add_argument(
+        "--fields",
+        required=True,
+        metavar="FIELDS.json",
+        help='JSON object keyed by field name, e.g. {"cf.llm.prompt.pii_detected": true}; - reads stdin',
+    )
     ev.set_defaults(func=cmd_eval)
 
 
@@ -44,8 +48,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_errors(exc)
         return 1
     for warning in rs.warnings:
-        print(f"{warning.source}:{warning.line}:{warning.column}: rule {warning.rule_id!r}: warning: {warning.message}",
-              file=sys.stderr)
+        print(
+            f"{warning.source}:{warning.line}:{warning.column}: rule {warning.rule_id!r}: warning: {warning.message}",
+            file=sys.stderr,
+        )
     enabled = sum(r.enabled for r in rs.rules)
     count = len(rs.rules)
     print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")
@@ -96,9 +102,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{args.fields}: {e}", file=sys.stderr)
         return 2
     decision = rs.evaluate(values)
-    print(json.dumps({
-        "matched": list(decision.matched),
-        "action": decision.action,
-        "rule": decision.rule.id if decision.rule else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "matched": list(decision.matched),
+                "action": decision.action,
+                "rule": decision.rule.id if decision.rule else None,
+            }
+        )
+    )
     return 0

@@ -17,10 +17,10 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from .. import fields as schema
-from . import nodes as n
-from .errors import ExpressionError, ExprIssue
-from .patterns import (
+from llmwall import fields as schema
+from llmwall.rules import nodes as n
+from llmwall.rules.errors import ExpressionError, ExprIssue
+from llmwall.rules.patterns import (
     ascii_lower,
     ascii_upper,
     compile_regex,
@@ -36,12 +36,33 @@ BOOL, INT, STRING, IP = "Bool", "Int", "String", "IP"
 ERROR = "?"  # the type of something already reported; suppresses follow-on errors
 FUNCTIONS = ("any", "all", "len", "lower", "upper", "starts_with", "ends_with", "concat")
 #: Cloudflare functions llmwall does not implement, named so the error can say so.
-CLOUDFLARE_ONLY_FUNCTIONS = frozenset({
-    "bit_slice", "cidr", "cidr6", "decode_base64", "encode_base64", "has_key", "has_value", "is_timed_hmac_valid_v0",
-    "join", "lookup_json_integer", "lookup_json_string", "regex_replace", "remove_bytes", "remove_query_args",
-    "sha256", "split", "substring", "to_string", "url_decode", "uuidv4", "wildcard_replace", "is_jwt_valid",
-    "is_jwt_present",
-})
+CLOUDFLARE_ONLY_FUNCTIONS = frozenset(
+    {
+        "bit_slice",
+        "cidr",
+        "cidr6",
+        "decode_base64",
+        "encode_base64",
+        "has_key",
+        "has_value",
+        "is_timed_hmac_valid_v0",
+        "join",
+        "lookup_json_integer",
+        "lookup_json_string",
+        "regex_replace",
+        "remove_bytes",
+        "remove_query_args",
+        "sha256",
+        "split",
+        "substring",
+        "to_string",
+        "url_decode",
+        "uuidv4",
+        "wildcard_replace",
+        "is_jwt_valid",
+        "is_jwt_present",
+    }
+)
 _LITERAL_KIND = {n.StrLit: "a string", n.IntLit: "an integer", n.BoolLit: "a boolean", n.IpLit: "an IP address"}
 _LITERAL_TYPE = {n.StrLit: STRING, n.IntLit: INT, n.BoolLit: BOOL, n.IpLit: IP}
 _ORDERING = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
@@ -183,7 +204,7 @@ class _Checker:
                 self.warnings.append(ExprIssue(*lit.pos, f"{lit.value!r} never matches {lhs}: {why}{hint}"))
 
     def _escaped_star(self, pos: n.Pos) -> Compiled:
-        return self.error(pos, "[*] is only allowed inside a function call, for example any(field[*] eq \"x\")")
+        return self.error(pos, '[*] is only allowed inside a function call, for example any(field[*] eq "x")')
 
     def negation(self, node: n.Not) -> Compiled:
         c = self.condition(node.item)
@@ -198,11 +219,12 @@ class _Checker:
         parts = [self.condition(item) for item in node.items]
         if any(p.ty == ERROR for p in parts):
             return _error()
-        for item, p in zip(node.items, parts):
+        for item, p in zip(node.items, parts, strict=False):
             if p.ty != BOOL:
                 return self.error(
-                    item.pos, f"'{node.KEYWORD}' combines conditions, not per-element [*] results; "
-                    "wrap each side in any(...) or all(...)"
+                    item.pos,
+                    f"'{node.KEYWORD}' combines conditions, not per-element [*] results; "
+                    "wrap each side in any(...) or all(...)",
                 )
         # Fold into binary closures: a chain of plain calls is faster per request than a generator.
         fn = parts[0].fn
@@ -221,13 +243,21 @@ class _Checker:
             return self._collection_compare(node, ty)
         want = _LITERAL_TYPE.get(type(rhs))
         allowed = {
-            "eq": (BOOL, INT, STRING, IP), "ne": (BOOL, INT, STRING, IP),
-            "lt": (INT, STRING), "le": (INT, STRING), "gt": (INT, STRING), "ge": (INT, STRING),
-            "contains": (STRING,), "matches": (STRING,), "wildcard": (STRING,), "strict wildcard": (STRING,),
+            "eq": (BOOL, INT, STRING, IP),
+            "ne": (BOOL, INT, STRING, IP),
+            "lt": (INT, STRING),
+            "le": (INT, STRING),
+            "gt": (INT, STRING),
+            "ge": (INT, STRING),
+            "contains": (STRING,),
+            "matches": (STRING,),
+            "wildcard": (STRING,),
+            "strict wildcard": (STRING,),
         }[op]
         if ty not in allowed:
-            return self.error(node.pos, f"operator '{op}' does not apply to {ty} ({node.lhs}); it works on "
-                              + ", ".join(allowed))
+            return self.error(
+                node.pos, f"operator '{op}' does not apply to {ty} ({node.lhs}); it works on " + ", ".join(allowed)
+            )
         if want != ty:
             hint = " (write IP addresses without quotes)" if ty == IP and want == STRING else ""
             return self.error(rhs.pos, f"cannot compare {ty} ({node.lhs}) with {_LITERAL_KIND[type(rhs)]}{hint}")
@@ -243,7 +273,9 @@ class _Checker:
         if ty.startswith("Map<"):
             hint = f'look up one key, for example {node.lhs}["key"]'
         else:
-            hint = f"compare one element ({node.lhs}[0]) or every element inside any()/all(): any({node.lhs}[*] {op} ...)"
+            hint = (
+                f"compare one element ({node.lhs}[0]) or every element inside any()/all(): any({node.lhs}[*] {op} ...)"
+            )
         return self.error(node.pos, f"cannot compare {ty} ({node.lhs}) with '{op}'; {hint}")
 
     def _test(self, op: str, rhs: n.Literal) -> Callable[[object], bool] | None:
@@ -280,7 +312,9 @@ class _Checker:
     def _apply(c: Compiled, test: Callable[[object], bool]) -> Compiled:
         f = c.fn
         if c.mapped:
-            return Compiled(array_of(BOOL), lambda v: None if (a := f(v)) is None else [x is not None and test(x) for x in a])  # type: ignore[union-attr]
+            return Compiled(
+                array_of(BOOL), lambda v: None if (a := f(v)) is None else [x is not None and test(x) for x in a]
+            )  # type: ignore[union-attr]
         return Compiled(BOOL, lambda v: (x := f(v)) is not None and test(x))
 
     def in_set(self, node: n.InSet) -> Compiled:
@@ -293,7 +327,9 @@ class _Checker:
         if element(ty) is not None:
             return self._collection_compare(node, ty)
         if ty not in (STRING, INT, IP):
-            return self.error(node.pos, f"operator 'in' does not apply to {ty} ({node.lhs}); it works on String, Int, IP")
+            return self.error(
+                node.pos, f"operator 'in' does not apply to {ty} ({node.lhs}); it works on String, Int, IP"
+            )
         if not node.items:
             return self.error(node.pos, "empty set {}: list at least one value")
         singles: set[object] = set()
@@ -325,6 +361,7 @@ class _Checker:
         members = frozenset(singles)
         spans, nets = tuple(ranges), tuple(networks)
         if ty == IP:
+
             def test(x: object) -> bool:
                 return (
                     x in members
@@ -332,11 +369,14 @@ class _Checker:
                     or any(lo.version == x.version and lo <= x <= hi for lo, hi in spans)  # type: ignore[attr-defined,operator]
                 )
         elif spans:
+
             def test(x: object) -> bool:
                 return x in members or any(lo <= x <= hi for lo, hi in spans)  # type: ignore[operator]
         else:
+
             def test(x: object) -> bool:
                 return x in members
+
         return self._apply(c, test)
 
     # --- values -------------------------------------------------------------------------
@@ -368,7 +408,9 @@ class _Checker:
             if node.name in FUNCTIONS:
                 hint = f"; {node.name} is a function: call it as {node.name}(...)"
             elif not close and node.name.split(".")[0] in ("cf", "http", "ip", "ssl", "raw", "cf.llm"):
-                hint = "; it may be a Cloudflare field, but llmwall cannot compute it (see docs/rules.md for the fields)"
+                hint = (
+                    "; it may be a Cloudflare field, but llmwall cannot compute it (see docs/rules.md for the fields)"
+                )
             return self.error(node.pos, f"unknown field {node.name!r}{hint}")
         self.fields.add(name)
         return Compiled(schema.SCHEMA[name], lambda v: v.get(name))
@@ -401,10 +443,13 @@ class _Checker:
                 and key not in self.custom_topics
             ):
                 declared = ", ".join(sorted(self.custom_topics)) or "none"
-                return self.error(node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared})")
+                return self.error(
+                    node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared})"
+                )
 
             def get(m: object) -> object:
                 return None if m is None else m.get(key)  # type: ignore[attr-defined]
+
         if base.mapped:
             return Compiled(inner, lambda v: None if (a := f(v)) is None else [get(x) for x in a], mapped=True)  # type: ignore[union-attr]
         return Compiled(inner, lambda v: get(f(v)))
@@ -421,8 +466,9 @@ class _Checker:
     def call(self, node: n.Call) -> Compiled:
         if node.name in CLOUDFLARE_ONLY_FUNCTIONS:
             return self.error(
-                node.pos, f"{node.name}() is a Cloudflare function that llmwall does not support; "
-                f"supported: {', '.join(FUNCTIONS)}"
+                node.pos,
+                f"{node.name}() is a Cloudflare function that llmwall does not support; "
+                f"supported: {', '.join(FUNCTIONS)}",
             )
         if node.name not in FUNCTIONS:
             close = difflib.get_close_matches(node.name, FUNCTIONS, n=1)
@@ -435,8 +481,16 @@ class _Checker:
             self.depth -= 1
         if any(a.ty == ERROR for a in args):
             return _error()
-        arity = {"any": (1, 1), "all": (1, 1), "len": (1, 1), "lower": (1, 1), "upper": (1, 1),
-                 "starts_with": (2, 2), "ends_with": (2, 2), "concat": (1, 64)}[node.name]
+        arity = {
+            "any": (1, 1),
+            "all": (1, 1),
+            "len": (1, 1),
+            "lower": (1, 1),
+            "upper": (1, 1),
+            "starts_with": (2, 2),
+            "ends_with": (2, 2),
+            "concat": (1, 64),
+        }[node.name]
         if not arity[0] <= len(args) <= arity[1]:
             want = f"{arity[0]}" if arity[0] == arity[1] else f"at least {arity[0]}"
             s = "" if arity[0] == 1 else "s"
@@ -454,18 +508,22 @@ class _Checker:
         fns = [a.fn for a in args]
         first, rest = fns[0], fns[1:]
         if args[0].mapped:
+
             def mapped(v: Values) -> object:
                 items = first(v)
                 others = [g(v) for g in rest]
                 if items is None or any(o is None for o in others):
                     return None
                 return [None if x is None else impl(x, *others) for x in items]  # type: ignore[union-attr]
+
             return Compiled(array_of(ret), mapped)
 
         if len(fns) == 1:
+
             def one(v: Values) -> object:
                 x = first(v)
                 return None if x is None else impl(x)
+
             return Compiled(ret, one)
         if len(fns) == 2:
             second = fns[1]
@@ -473,11 +531,13 @@ class _Checker:
             def two(v: Values) -> object:
                 x, y = first(v), second(v)
                 return None if x is None or y is None else impl(x, y)
+
             return Compiled(ret, two)
 
         def many(v: Values) -> object:
             vals = [g(v) for g in fns]
             return None if None in vals else impl(*vals)
+
         return Compiled(ret, many)
 
     # Array<Bool> elements are True, False or None (missing), so membership tests are exact.
@@ -494,7 +554,7 @@ class _Checker:
         if a.ty != array_of(BOOL) or a.mapped:
             got = f"{a.ty} with [*]" if a.mapped else a.ty
             return self.error(
-                node.pos, f"{node.name}() needs Array<Bool>, got {got}; write {node.name}(field[*] eq \"value\")"
+                node.pos, f'{node.name}() needs Array<Bool>, got {got}; write {node.name}(field[*] eq "value")'
             )
         return self._lift([a], BOOL, fold)
 

@@ -139,7 +139,7 @@ class Field:
 
 @dataclass(frozen=True)
 class Index:
-    base: "Value"
+    base: Value
     key: int | str | Star
     pos: Pos = _pos()
 
@@ -156,7 +156,7 @@ class Index:
 @dataclass(frozen=True)
 class Call:
     name: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
     pos: Pos = _pos()
 
     def __str__(self) -> str:
@@ -203,7 +203,7 @@ class Truthy:
 
 @dataclass(frozen=True)
 class Not:
-    item: "Expr"
+    item: Expr
     pos: Pos = _pos()
 
     def __str__(self) -> str:
@@ -213,7 +213,7 @@ class Not:
 
 @dataclass(frozen=True)
 class _Logical:
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
     pos: Pos = _pos()
     KEYWORD = ""
     PRECEDENCE = 0

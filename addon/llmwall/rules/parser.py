@@ -1,4 +1,4 @@
-"""Text -> expression tree, with lark's LALR parser and the grammar in ``llmwall/rules.lark``.
+"""Text -> expression tree, with lark's LALR parser and the grammar in ``llmwall/rules/rules.lark``.
 
 Strings are decoded here because their escaping depends on where they stand (as in
 Cloudflare): after ``matches``/``wildcard`` a quoted string keeps its backslashes for the
@@ -14,8 +14,8 @@ from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
-from . import nodes as n
-from .errors import ExpressionError, ExprIssue
+from llmwall.rules import nodes as n
+from llmwall.rules.errors import ExpressionError, ExprIssue
 
 #: Cloudflare's limit on the length of one rule expression.
 MAX_EXPRESSION_LENGTH = 4096
@@ -23,7 +23,7 @@ MAX_EXPRESSION_LENGTH = 4096
 _OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "~": "matches"}
 PATTERN_OPS = frozenset({"matches", "wildcard", "strict wildcard"})
 
-_GRAMMAR = (resources.files("llmwall") / "rules.lark").read_text(encoding="utf-8")
+_GRAMMAR = (resources.files("llmwall.rules") / "rules.lark").read_text(encoding="utf-8")
 _PARSER = Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 _TERMINAL_NAMES = {
@@ -41,8 +41,27 @@ _DISPLAY = {
 }
 _DISPLAY["$END"] = _TERMINAL_NAMES["$END"]
 _COMPARISON_TOKENS = {
-    repr(s) for s in ("eq", "ne", "lt", "le", "gt", "ge", "==", "!=", "<", "<=", ">", ">=",
-                      "contains", "matches", "~", "wildcard", "strict", "in")
+    repr(s)
+    for s in (
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "==",
+        "!=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "contains",
+        "matches",
+        "~",
+        "wildcard",
+        "strict",
+        "in",
+    )
 }
 
 
@@ -213,7 +232,7 @@ class _ToNodes(Transformer_NonRecursive):
         tok = items[1]
         raise _Issue(
             _tpos(tok),
-            f"named lists ({tok}) are not supported in llmwall; write the values inline: in {{\"a\" \"b\"}}",
+            f'named lists ({tok}) are not supported in llmwall; write the values inline: in {{"a" "b"}}',
         )
 
     @v_args(meta=True)

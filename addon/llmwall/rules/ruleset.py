@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from .. import fields as schema
-from . import nodes as n
-from .compiler import CompiledExpression, compile_expression
-from .errors import ExpressionError, ExprIssue, RuleIssue, RulesError
-from .parser import parse
+from llmwall import fields as schema
+from llmwall.rules import nodes as n
+from llmwall.rules.compiler import CompiledExpression, compile_expression
+from llmwall.rules.errors import ExpressionError, ExprIssue, RuleIssue, RulesError
+from llmwall.rules.parser import parse
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,9 @@ class RuleSet:
             try:
                 hit = test(vals)
             except Exception as exc:  # never crash the proxy; values are not logged
-                log.warning("rules: rule %r failed to evaluate (%s); treated as not matching", rule.id, type(exc).__name__)
+                log.warning(
+                    "rules: rule %r failed to evaluate (%s); treated as not matching", rule.id, type(exc).__name__
+                )
                 hit = False
             if not hit:
                 continue
@@ -209,7 +211,11 @@ class _Loader:
                 self.issue(key_node, f"keys in {where} must be strings", rule_id)
                 continue
             if key in out:
-                self.issue(key_node, f"duplicate key {key!r} in {where} (first on line {out[key][0].start_mark.line + 1})", rule_id)
+                self.issue(
+                    key_node,
+                    f"duplicate key {key!r} in {where} (first on line {out[key][0].start_mark.line + 1})",
+                    rule_id,
+                )
                 continue
             out[key] = (key_node, value_node)
         return out
@@ -240,7 +246,9 @@ class _Loader:
             self.issues.append(RuleIssue(self.source, None, 1, 1, f"YAML error: {first_line}"))
             raise RulesError(self.issues) from None
         if root is None:
-            self.issues.append(RuleIssue(self.source, None, 1, 1, "the file is empty; it needs a top-level 'rules:' list"))
+            self.issues.append(
+                RuleIssue(self.source, None, 1, 1, "the file is empty; it needs a top-level 'rules:' list")
+            )
             raise RulesError(self.issues)
         if not isinstance(root, yaml.MappingNode):
             self.issue(root, "the top level must be a mapping with a 'rules:' key")
@@ -276,7 +284,9 @@ class _Loader:
                     continue
                 label = self.construct(keys["label"][1])
                 if isinstance(label, str) and label in seen:
-                    self.issue(keys["label"][1], f"duplicate custom topic label {label!r} (first on line {seen[label]})")
+                    self.issue(
+                        keys["label"][1], f"duplicate custom topic label {label!r} (first on line {seen[label]})"
+                    )
                     continue
                 if isinstance(label, str):
                     seen[label] = item.start_mark.line + 1
@@ -315,7 +325,9 @@ class _Loader:
             if rule is None:
                 continue
             if rule.id in first_seen:
-                self.issue(item, f"duplicate rule id {rule.id!r} (first defined on line {first_seen[rule.id]})", rule.id)
+                self.issue(
+                    item, f"duplicate rule id {rule.id!r} (first defined on line {first_seen[rule.id]})", rule.id
+                )
                 continue
             first_seen[rule.id] = rule.line
             rules.append(rule)
@@ -326,8 +338,14 @@ class _Loader:
             self.issue(node, "each rule must be a mapping with id, expression and action")
             return None
         rid = next(
-            (v.value for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "id"
-             and isinstance(v, yaml.ScalarNode) and v.tag == "tag:yaml.org,2002:str"),
+            (
+                v.value
+                for k, v in node.value
+                if isinstance(k, yaml.ScalarNode)
+                and k.value == "id"
+                and isinstance(v, yaml.ScalarNode)
+                and v.tag == "tag:yaml.org,2002:str"
+            ),
             None,
         )
         keys = self.pairs(node, "a rule", rid)
@@ -341,8 +359,11 @@ class _Loader:
             if required not in keys:
                 self.issue(node, f"missing required key {required!r}", rid)
         if "id" in keys and (not isinstance(rule_id, str) or not _RULE_ID.fullmatch(rule_id)):
-            self.issue(keys["id"][1], f"id {rule_id!r} must be a string of letters, digits, '-', '_', '.', ':' "
-                       "(starting with a letter or digit, at most 128 characters)")
+            self.issue(
+                keys["id"][1],
+                f"id {rule_id!r} must be a string of letters, digits, '-', '_', '.', ':' "
+                "(starting with a letter or digit, at most 128 characters)",
+            )
         action = values.get("action")
         if "action" in keys and action not in ACTIONS:
             close = difflib.get_close_matches(str(action), ACTIONS, n=1)
@@ -359,9 +380,13 @@ class _Loader:
         status = values.get("status")
         if "status" in keys:
             if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-                self.issue(keys["status"][1], f"status must be an HTTP status code between 100 and 599, got {status!r}", rid)
+                self.issue(
+                    keys["status"][1], f"status must be an HTTP status code between 100 and 599, got {status!r}", rid
+                )
             if action in ACTIONS and action != "block":
-                self.issue(keys["status"][0], f"status only applies to action 'block' (this rule's action is {action!r})", rid)
+                self.issue(
+                    keys["status"][0], f"status only applies to action 'block' (this rule's action is {action!r})", rid
+                )
         if "body" in keys:
             body = values.get("body")
             if not isinstance(body, (str, dict, list)):
@@ -376,8 +401,11 @@ class _Loader:
         expression = values.get("expression")
         if "expression" in keys and self.text.startswith("!", keys["expression"][1].start_mark.index):
             # `expression: ! x` is the YAML tag "!" and the string "x": the negation would vanish.
-            self.issue(keys["expression"][1], "YAML reads a leading '!' as a tag, not as the not operator; "
-                       "quote the expression or write 'not ...'", rid)
+            self.issue(
+                keys["expression"][1],
+                "YAML reads a leading '!' as a tag, not as the not operator; quote the expression or write 'not ...'",
+                rid,
+            )
         elif "expression" in keys:
             if not isinstance(expression, str):
                 hint = f' (quote it: expression: "{str(expression).lower()}")' if isinstance(expression, bool) else ""

@@ -7,8 +7,8 @@ import logging
 import os
 import time
 
-from .errors import RuleIssue, RulesError
-from .ruleset import RuleSet, parse_rules
+from llmwall.rules.errors import RuleIssue, RulesError
+from llmwall.rules.ruleset import RuleSet, parse_rules
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,11 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Final, Iterable
+from typing import Any, Final
 
-from . import fields as F
+from llmwall import fields as F
 
 #: Default database path; the addon option ``llmwall_db`` uses the same default.
 DEFAULT_DB: Final = "~/.llmwall/llmwall.sqlite"
@@ -42,8 +43,24 @@ SCHEMA_VERSION: Final = 1
 
 #: Event keys and the validator of each; anything else is refused.
 EVENT_KEYS: Final = frozenset(
-    {"ts", "host", "method", "path_template", "format", "model", "action", "rule", "matched",
-     "fields", "timings_ms", "not_scored", "errors", "total_ms", "status", "redacted"}
+    {
+        "ts",
+        "host",
+        "method",
+        "path_template",
+        "format",
+        "model",
+        "action",
+        "rule",
+        "matched",
+        "fields",
+        "timings_ms",
+        "not_scored",
+        "errors",
+        "total_ms",
+        "status",
+        "redacted",
+    }
 )
 #: Category list fields -> the ``kind`` stored in event_categories.
 CATEGORY_KINDS: Final[dict[str, str]] = {
@@ -122,6 +139,7 @@ def endpoint_key(host: str, path_template: str) -> str:
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _check_str(name: str, value: object, max_len: int, optional: bool = True) -> str | None:
     if value is None and optional:
@@ -261,6 +279,7 @@ def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- store
 
+
 class Store:
     """Events + endpoint inventory in one SQLite file; thread-safe, multi-process safe."""
 
@@ -306,7 +325,9 @@ class Store:
         with self._write():
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: schema version {version} is newer than this llmwall ({SCHEMA_VERSION})")
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this llmwall ({SCHEMA_VERSION})"
+                )
             for stmt in filter(None, (s.strip() for s in _SCHEMA_SQL.split(";"))):
                 c.execute(stmt)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -314,7 +335,7 @@ class Store:
     class _Tx:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the writer lock (ROLLBACK on error)."""
 
-        def __init__(self, store: "Store") -> None:
+        def __init__(self, store: Store) -> None:
             self.store = store
 
         def __enter__(self) -> sqlite3.Connection:
@@ -332,7 +353,7 @@ class Store:
             finally:
                 self.store._wlock.release()
 
-    def _write(self) -> "Store._Tx":
+    def _write(self) -> Store._Tx:
         if self._closed:
             raise RuntimeError("store is closed")
         return Store._Tx(self)
@@ -350,15 +371,29 @@ class Store:
         ev = validate_event(event)
         data = json.dumps(
             {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")},
-            separators=(",", ":"), sort_keys=True,
+            separators=(",", ":"),
+            sort_keys=True,
         )
         with self._write() as c:
             cur = c.execute(
                 "INSERT INTO events (ts, host, method, path_template, endpoint, format, model, action, rule,"
                 " status, total_ms, n_not_scored, n_errors, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (ev["ts"], ev["host"], ev["method"], ev["path_template"],
-                 endpoint_key(ev["host"], ev["path_template"]), ev["format"], ev["model"], ev["action"],
-                 ev["rule"], ev["status"], ev["total_ms"], len(ev["not_scored"]), len(ev["errors"]), data),
+                (
+                    ev["ts"],
+                    ev["host"],
+                    ev["method"],
+                    ev["path_template"],
+                    endpoint_key(ev["host"], ev["path_template"]),
+                    ev["format"],
+                    ev["model"],
+                    ev["action"],
+                    ev["rule"],
+                    ev["status"],
+                    ev["total_ms"],
+                    len(ev["not_scored"]),
+                    len(ev["errors"]),
+                    data,
+                ),
             )
             event_id = int(cur.lastrowid or 0)
             c.executemany(
@@ -372,8 +407,14 @@ class Store:
         return event_id
 
     def upsert_endpoint(
-        self, host: str, method: str, path_template: str, fmt: str, ts: float,
-        confirmed: bool | None = None, count: int | None = None,
+        self,
+        host: str,
+        method: str,
+        path_template: str,
+        fmt: str,
+        ts: float,
+        confirmed: bool | None = None,
+        count: int | None = None,
     ) -> None:
         """Add or refresh an inventory row.
 
@@ -414,7 +455,8 @@ class Store:
         with self._write() as c:
             c.execute(
                 "DELETE FROM endpoints WHERE rowid IN (SELECT rowid FROM endpoints"
-                " ORDER BY last_seen DESC LIMIT -1 OFFSET ?)", (MAX_ENDPOINTS,),
+                " ORDER BY last_seen DESC LIMIT -1 OFFSET ?)",
+                (MAX_ENDPOINTS,),
             )
         for _ in range(20):  # each pass removes enough oldest rows to get ~10% under the limit
             used = self._used_bytes()
@@ -425,9 +467,7 @@ class Store:
                 if total == 0:
                     break
                 drop = max(1, math.ceil(total * (1 - 0.9 * self.max_bytes / used)))
-                c.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts, id LIMIT ?)", (drop,)
-                )
+                c.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts, id LIMIT ?)", (drop,))
         with self._wlock:
             self._w.execute("PRAGMA incremental_vacuum").fetchall()
             self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -471,8 +511,11 @@ class Store:
 
     @staticmethod
     def _where(
-        since: float | None, until: float | None, action: str | None = None,
-        category: str | None = None, endpoint: str | None = None,
+        since: float | None,
+        until: float | None,
+        action: str | None = None,
+        category: str | None = None,
+        endpoint: str | None = None,
     ) -> tuple[str, list[Any]]:
         clauses, params = [], []
         if since is not None:
@@ -493,8 +536,10 @@ class Store:
         if category:
             kind, sep, cat = category.partition(":")
             if sep and kind in KINDS:
-                clauses.append("EXISTS (SELECT 1 FROM event_categories c WHERE c.event_id = e.id"
-                               " AND c.category = ? AND c.kind = ?)")
+                clauses.append(
+                    "EXISTS (SELECT 1 FROM event_categories c WHERE c.event_id = e.id"
+                    " AND c.category = ? AND c.kind = ?)"
+                )
                 params += [cat, kind]
             else:
                 clauses.append("EXISTS (SELECT 1 FROM event_categories c WHERE c.event_id = e.id AND c.category = ?)")
@@ -511,8 +556,14 @@ class Store:
         return d
 
     def events(
-        self, since: float | None = None, until: float | None = None, action: str | None = None,
-        category: str | None = None, endpoint: str | None = None, limit: int = 100, offset: int = 0,
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+        category: str | None = None,
+        endpoint: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Events newest first.  ``category`` is ``"S1"`` or ``"kind:S1"``; ``action="allow"`` = no action."""
         where, params = self._where(since, until, action, category, endpoint)
@@ -528,7 +579,9 @@ class Store:
         rows = self._query("SELECT e.* FROM events e WHERE e.id = ?", (int(event_id),))
         return self._row(rows[0]) if rows else None
 
-    def stats(self, since: float | None = None, until: float | None = None, bucket_s: int | None = None) -> dict[str, Any]:
+    def stats(
+        self, since: float | None = None, until: float | None = None, bucket_s: int | None = None
+    ) -> dict[str, Any]:
         """Totals, top categories and time series (by action and by category) over a time range."""
         where, params = self._where(since, until)
         t = self._query(
@@ -542,15 +595,29 @@ class Store:
             " coalesce(sum(e.n_errors > 0), 0) AS errors,"
             " coalesce(sum(e.status != 'screened'), 0) AS unparsed,"
             " min(e.ts) AS first_ts, max(e.ts) AS last_ts"
-            f" FROM events e{where}", params,
+            f" FROM events e{where}",
+            params,
         )[0]
-        totals = {k: t[k] for k in ("events", "screened", "blocked", "logged", "redacted", "allowed",
-                                    "not_scored", "errors", "unparsed")}
+        totals = {
+            k: t[k]
+            for k in (
+                "events",
+                "screened",
+                "blocked",
+                "logged",
+                "redacted",
+                "allowed",
+                "not_scored",
+                "errors",
+                "unparsed",
+            )
+        }
         top = [
             {"kind": r["kind"], "category": r["category"], "count": r["n"]}
             for r in self._query(
                 "SELECT c.kind, c.category, count(*) AS n FROM events e CROSS JOIN event_categories c ON c.event_id = e.id"
-                f"{where} GROUP BY c.kind, c.category ORDER BY n DESC, c.kind, c.category LIMIT 10", params,
+                f"{where} GROUP BY c.kind, c.category ORDER BY n DESC, c.kind, c.category LIMIT 10",
+                params,
             )
         ]
         end = until if until is not None else (max(time.time(), t["last_ts"] or 0) if t["events"] else None)
@@ -572,7 +639,8 @@ class Store:
             by_action: dict[str, list[int]] = {}
             for r in self._query(
                 f"SELECT CAST(e.ts / ? AS INTEGER) * ? AS bk, coalesce(e.action, 'allow') AS a, count(*) AS n"
-                f" FROM events e{where} GROUP BY bk, a", [b, b, *params],
+                f" FROM events e{where} GROUP BY bk, a",
+                [b, b, *params],
             ):
                 i = int((r["bk"] - first) // b)
                 if 0 <= i < n:
@@ -582,7 +650,8 @@ class Store:
             for r in self._query(
                 "SELECT CAST(e.ts / ? AS INTEGER) * ? AS bk, c.kind, c.category, count(*) AS n"
                 f" FROM events e CROSS JOIN event_categories c ON c.event_id = e.id{where}"
-                " GROUP BY bk, c.kind, c.category", [b, b, *params],
+                " GROUP BY bk, c.kind, c.category",
+                [b, b, *params],
             ):
                 if (r["kind"], r["category"]) not in top_keys:
                     continue
@@ -591,8 +660,13 @@ class Store:
                     by_cat.setdefault(f"{r['kind']}:{r['category']}", [0] * n)[i] += r["n"]
             series = {"bucket_s": b, "buckets": buckets, "by_action": by_action, "by_category": by_cat}
         return {
-            "since": since, "until": until, "totals": totals, "top_categories": top,
-            "first_ts": t["first_ts"], "last_ts": t["last_ts"], "series": series,
+            "since": since,
+            "until": until,
+            "totals": totals,
+            "top_categories": top,
+            "first_ts": t["first_ts"],
+            "last_ts": t["last_ts"],
+            "series": series,
         }
 
 
@@ -605,6 +679,7 @@ def _pick_bucket(span_s: float) -> int:
 
 
 # --------------------------------------------------------------------------- CLI
+
 
 def _fmt_ts(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
@@ -620,9 +695,9 @@ def _open_existing(db: str) -> Store | None:
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip())
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
@@ -642,9 +717,19 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
         return 0
     _print_table(
         ["HOST", "METHOD", "PATH", "FORMAT", "FIRST SEEN", "LAST SEEN", "REQUESTS", "CONFIRMED"],
-        [[e["host"], e["method"], e["path_template"], e["format"] or "-", _fmt_ts(e["first_seen"]),
-          _fmt_ts(e["last_seen"]), str(e["request_count"]),
-          {None: "-", True: "yes", False: "no"}[e["confirmed"]]] for e in eps],
+        [
+            [
+                e["host"],
+                e["method"],
+                e["path_template"],
+                e["format"] or "-",
+                _fmt_ts(e["first_seen"]),
+                _fmt_ts(e["last_seen"]),
+                str(e["request_count"]),
+                {None: "-", True: "yes", False: "no"}[e["confirmed"]],
+            ]
+            for e in eps
+        ],
     )
     return 0
 
@@ -666,12 +751,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    print(f"events {_fmt_ts(st['first_ts'])} .. {_fmt_ts(st['last_ts'])}" + (f" (since {args.since})" if args.since else ""))
+    print(
+        f"events {_fmt_ts(st['first_ts'])} .. {_fmt_ts(st['last_ts'])}"
+        + (f" (since {args.since})" if args.since else "")
+    )
     _print_table(["TOTAL", "COUNT"], [[k, str(v)] for k, v in st["totals"].items()])
     if st["top_categories"]:
         print()
-        _print_table(["KIND", "CATEGORY", "COUNT"],
-                     [[c["kind"], c["category"], str(c["count"])] for c in st["top_categories"]])
+        _print_table(
+            ["KIND", "CATEGORY", "COUNT"], [[c["kind"], c["category"], str(c["count"])] for c in st["top_categories"]]
+        )
     return 0
 
 
@@ -689,7 +778,7 @@ def register_cli(subparsers: Any) -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m llmwall.store stats``) until/besides ``llmwall.cli``."""
+    """Stand-alone entry (``python -m llmwall.analytics.store stats``) until/besides ``llmwall.cli.main``."""
     parser = argparse.ArgumentParser(prog="llmwall")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

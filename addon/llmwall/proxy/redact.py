@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Final
 
-from .detectors.base import Prompt, Span
+from llmwall.detectors.base import Prompt, Span
 
 _WS: Final = b" \t\r\n"
 _BOM: Final = b"\xef\xbb\xbf"
@@ -63,7 +63,7 @@ def redact_body(
         redacted |= cats
 
     edits.sort()
-    for (_, end_a, _), (start_b, _, _) in zip(edits, edits[1:]):
+    for (_, end_a, _), (start_b, _, _) in zip(edits, edits[1:], strict=False):
         if start_b < end_a:  # two parts claim the same literal
             raise RedactError("two prompt parts resolve to the same JSON string")
     out, pos = bytearray(), 0

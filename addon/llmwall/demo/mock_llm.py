@@ -15,10 +15,11 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Iterator, Mapping
+from typing import Any, Final
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 MODEL: Final = "llmwall-demo"
@@ -33,8 +34,11 @@ REPLIES: Final = (
     "Answer #{n} from the demo backend: {words} words arrived after screening. "
     "Open the dashboard to see this request counted, without its text.",
 )
-_TYPES: Final = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8"}
+_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 
 
 def _text_of(content: Any) -> str:
@@ -95,16 +99,23 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             path = "/static/chat.html"
         if path == "/v1/models":
-            self._json(200, {"object": "list", "data": [
-                {"id": MODEL, "object": "model", "created": 0, "owned_by": "llmwall"}]})
+            self._json(
+                200, {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "llmwall"}]}
+            )
         elif path == "/demo-config.json":
             self._json(200, {"dashboard_url": self.config.get("dashboard_url"), "model": MODEL})
-        elif path.startswith("/static/") and path[len("/static/"):] in CHAT_FILES:
-            f = STATIC_DIR / path[len("/static/"):]
-            self._send(200, f.read_bytes(), _TYPES[f.suffix], {
-                "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                                           "connect-src 'self'; img-src 'self' data:; base-uri 'none'",
-                "X-Content-Type-Options": "nosniff"})
+        elif path.startswith("/static/") and path[len("/static/") :] in CHAT_FILES:
+            f = STATIC_DIR / path[len("/static/") :]
+            self._send(
+                200,
+                f.read_bytes(),
+                _TYPES[f.suffix],
+                {
+                    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                    "connect-src 'self'; img-src 'self' data:; base-uri 'none'",
+                    "X-Content-Type-Options": "nosniff",
+                },
+            )
         elif path == "/favicon.ico":
             self._send(204, b"", "image/x-icon")
         else:
@@ -156,8 +167,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 choice["text"] = answer
             n = len(answer.split())
-            self._json(200, {"id": ident, "object": obj, "created": created, "model": model, "choices": [choice],
-                             "usage": {"prompt_tokens": 0, "completion_tokens": n, "total_tokens": n}})
+            self._json(
+                200,
+                {
+                    "id": ident,
+                    "object": obj,
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": n, "total_tokens": n},
+                },
+            )
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -170,10 +190,16 @@ class _Handler(BaseHTTPRequestHandler):
         if chat:
             events.append({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
         for piece in _chunks(answer):
-            events.append({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
-                          else {"index": 0, "text": piece, "finish_reason": None})
-        events.append({"index": 0, "delta": {}, "finish_reason": "stop"} if chat
-                      else {"index": 0, "text": "", "finish_reason": "stop"})
+            events.append(
+                {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                if chat
+                else {"index": 0, "text": piece, "finish_reason": None}
+            )
+        events.append(
+            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": "", "finish_reason": "stop"}
+        )
         for choice in events:
             chunk = {"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]}
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
@@ -192,8 +218,8 @@ def serve(port: int, bind: str = "127.0.0.1", dashboard_url: str | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llmwall.mock_llm --port N``: run the mock in the foreground."""
-    p = argparse.ArgumentParser(prog="python -m llmwall.mock_llm", description=__doc__.splitlines()[0])
+    """``python -m llmwall.demo.mock_llm --port N``: run the mock in the foreground."""
+    p = argparse.ArgumentParser(prog="python -m llmwall.demo.mock_llm", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8800)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--dashboard-url", help="dashboard link shown by the chat page")

@@ -8,7 +8,7 @@ readable message instead of failing to parse an unfamiliar body.
 from __future__ import annotations
 
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from mitmproxy import http
 
@@ -26,8 +26,9 @@ def block_message(rule_id: str | None, categories: Sequence[str]) -> str:
     return msg
 
 
-def error_body(fmt: str | None, message: str, status: int, rule_id: str | None,
-               categories: Sequence[str]) -> tuple[dict[str, object], dict[str, str]]:
+def error_body(
+    fmt: str | None, message: str, status: int, rule_id: str | None, categories: Sequence[str]
+) -> tuple[dict[str, object], dict[str, str]]:
     """The provider-shaped error body and extra headers for a block."""
     family = (fmt or "openai").split(".", 1)[0]
     extra = {"rule": rule_id, "categories": list(categories)}
@@ -44,8 +45,13 @@ def error_body(fmt: str | None, message: str, status: int, rule_id: str | None,
     return {"error": {"message": message, "type": "llmwall_blocked", "param": None, "code": "blocked", **extra}}, {}
 
 
-def block_response(fmt: str | None, rule_id: str | None, categories: Sequence[str],
-                   status: int | None = None, body: object | None = None) -> http.Response:
+def block_response(
+    fmt: str | None,
+    rule_id: str | None,
+    categories: Sequence[str],
+    status: int | None = None,
+    body: object | None = None,
+) -> http.Response:
     """Build the response that replaces a blocked request.
 
     A rule's ``status`` and ``body`` override the defaults; a string body is sent
@@ -64,8 +70,13 @@ def block_response(fmt: str | None, rule_id: str | None, categories: Sequence[st
     return http.Response.make(status, content, {"content-type": ctype, "x-llmwall-action": "block", **headers})
 
 
-def annotate(flow: http.HTTPFlow, action: str | None, rule_id: str | None,
-             categories: Sequence[str], summary: Mapping[str, object]) -> None:
+def annotate(
+    flow: http.HTTPFlow,
+    action: str | None,
+    rule_id: str | None,
+    categories: Sequence[str],
+    summary: Mapping[str, object],
+) -> None:
     """Make the decision visible in mitmweb/mitmproxy and in mitmdump's output."""
     flow.metadata["llmwall"] = dict(summary)
     if action is None:

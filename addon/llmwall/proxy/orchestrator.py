@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
 
-from .detectors.base import Detection, Detector, ScreenRequest, Span
-from .fields import INJECTION_FIELDS, INJECTION_NOT_SCORED
+from llmwall.detectors.base import Detection, Detector, ScreenRequest, Span
+from llmwall.fields import INJECTION_FIELDS, INJECTION_NOT_SCORED
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ class Orchestrator:
         if not detectors:
             return result
         loop = asyncio.get_running_loop()
-        futures = {
-            loop.run_in_executor(self._pool, _timed_detect, det, request): det for det in detectors
-        }
+        futures = {loop.run_in_executor(self._pool, _timed_detect, det, request): det for det in detectors}
         timeout = max(0.0, request.deadline - time.monotonic())
         done, pending = await asyncio.wait(futures, timeout=timeout)
         for fut in pending:

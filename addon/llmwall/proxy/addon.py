@@ -14,32 +14,40 @@ import fnmatch
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
 
-from . import actions, discovery, extraction
-from .detectors import build_detectors, pii
-from .detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
-from .orchestrator import Orchestrator, ScreenResult
-from .redact import RedactError, redact_body
-from .rules import RulesError, RulesWatcher
-from .store import DEFAULT_DB, Store
-from .dashboard import Dashboard
-from .metrics import Metrics
+from llmwall.analytics.dashboard import Dashboard
+from llmwall.analytics.metrics import Metrics
+from llmwall.analytics.store import DEFAULT_DB, Store
+from llmwall.detectors import build_detectors, pii
+from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
+from llmwall.providers import discovery, extraction
+from llmwall.proxy import actions
+from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
+from llmwall.proxy.redact import RedactError, redact_body
+from llmwall.rules import RulesError, RulesWatcher
 
 log = logging.getLogger(__name__)
 
 #: Options whose change means the detectors must be rebuilt.
-DETECTOR_OPTIONS = frozenset({
-    "llmwall_models", "llmwall_device", "llmwall_pii_entities", "llmwall_pii_min_score",
-    "llmwall_spacy_model", "llmwall_unsafe_threshold", "llmwall_remote_llama_guard",
-    "llmwall_remote_model",
-})
+DETECTOR_OPTIONS = frozenset(
+    {
+        "llmwall_models",
+        "llmwall_device",
+        "llmwall_pii_entities",
+        "llmwall_pii_min_score",
+        "llmwall_spacy_model",
+        "llmwall_unsafe_threshold",
+        "llmwall_remote_llama_guard",
+        "llmwall_remote_model",
+    }
+)
 DEVICES = ("auto", "cpu", "cuda")
 UNPARSED_MODES = ("pass", "block")
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
@@ -76,27 +84,83 @@ class LLMWall:
 
     # ----------------------------------------------------------------- options
     def load(self, loader) -> None:
-        loader.add_option("llmwall_rules", str, "rules.yaml", "Path of the rules file (Cloudflare Rules-language expressions); hot-reloaded.")
-        loader.add_option("llmwall_deadline_ms", int, 2000, "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.")
-        loader.add_option("llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/).")
-        loader.add_option("llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable.")
+        loader.add_option(
+            "llmwall_rules",
+            str,
+            "rules.yaml",
+            "Path of the rules file (Cloudflare Rules-language expressions); hot-reloaded.",
+        )
+        loader.add_option(
+            "llmwall_deadline_ms",
+            int,
+            2000,
+            "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.",
+        )
+        loader.add_option(
+            "llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/)."
+        )
+        loader.add_option(
+            "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
+        )
         loader.add_option("llmwall_retention_days", int, 30, "Delete analytics events older than this many days.")
-        loader.add_option("llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size.")
+        loader.add_option(
+            "llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size."
+        )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
-        loader.add_option("llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize).")
-        loader.add_option("llmwall_on_unparsed", str, "pass", "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) but cannot be read, or that hits an internal error: pass or block.")
-        loader.add_option("llmwall_whole_conversation", bool, False, "Screen every user and assistant turn instead of only the latest user turn.")
-        loader.add_option("llmwall_include", Sequence[str], [], "Force-include endpoints: glob patterns on host+path, e.g. 'llm.internal/api/*'.")
-        loader.add_option("llmwall_exclude", Sequence[str], [], "Never screen endpoints matching these host+path glob patterns.")
+        loader.add_option(
+            "llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize)."
+        )
+        loader.add_option(
+            "llmwall_on_unparsed",
+            str,
+            "pass",
+            "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) but cannot be read, or that hits an internal error: pass or block.",
+        )
+        loader.add_option(
+            "llmwall_whole_conversation",
+            bool,
+            False,
+            "Screen every user and assistant turn instead of only the latest user turn.",
+        )
+        loader.add_option(
+            "llmwall_include",
+            Sequence[str],
+            [],
+            "Force-include endpoints: glob patterns on host+path, e.g. 'llm.internal/api/*'.",
+        )
+        loader.add_option(
+            "llmwall_exclude", Sequence[str], [], "Never screen endpoints matching these host+path glob patterns."
+        )
         loader.add_option("llmwall_workers", int, 8, "Detector worker threads.")
-        loader.add_option("llmwall_pii_entities", Sequence[str], [], "PII entities to detect (empty: llmwall's defaults).")
+        loader.add_option(
+            "llmwall_pii_entities", Sequence[str], [], "PII entities to detect (empty: llmwall's defaults)."
+        )
         loader.add_option("llmwall_pii_min_score", str, "0.5", "Minimum Presidio score for a PII finding (0-1).")
-        loader.add_option("llmwall_spacy_model", Optional[str], None, "Installed spaCy model for PERSON/LOCATION/NRP, e.g. en_core_web_lg.")
+        loader.add_option(
+            "llmwall_spacy_model",
+            Optional[str],
+            None,
+            "Installed spaCy model for PERSON/LOCATION/NRP, e.g. en_core_web_lg.",
+        )
         loader.add_option("llmwall_unsafe_threshold", str, "0.5", "P(unsafe) threshold for Llama Guard (0-1).")
-        loader.add_option("llmwall_remote_llama_guard", Optional[str], None, "Base URL of an OpenAI-compatible server running Llama Guard (uses /v1/completions).")
-        loader.add_option("llmwall_remote_model", Optional[str], None, "Model name to send to the remote Llama Guard server.")
-        loader.add_option("llmwall_dashboard_port", int, 0, "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).")
-        loader.add_option("llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token.")
+        loader.add_option(
+            "llmwall_remote_llama_guard",
+            Optional[str],
+            None,
+            "Base URL of an OpenAI-compatible server running Llama Guard (uses /v1/completions).",
+        )
+        loader.add_option(
+            "llmwall_remote_model", Optional[str], None, "Model name to send to the remote Llama Guard server."
+        )
+        loader.add_option(
+            "llmwall_dashboard_port",
+            int,
+            0,
+            "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).",
+        )
+        loader.add_option(
+            "llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token."
+        )
         loader.add_option("llmwall_dashboard_token", Optional[str], None, "Bearer token required by the dashboard.")
 
     def configure(self, updated: set[str]) -> None:
@@ -124,7 +188,8 @@ class LLMWall:
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
         if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
-                opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1):
+            opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1
+        ):
             raise exceptions.OptionsError("llmwall_retention_days and llmwall_db_max_mb must be at least 1")
         if updated & {"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"}:
             self._open_store(opts.llmwall_db)
@@ -136,13 +201,16 @@ class LLMWall:
         opts = ctx.options
         unknown = sorted(set(opts.llmwall_pii_entities) - set(pii.CLOUDFLARE_CATEGORIES))
         if unknown:
-            raise exceptions.OptionsError(f"llmwall_pii_entities: unknown categories {', '.join(unknown)}; "
-                                          f"known: {', '.join(pii.CLOUDFLARE_CATEGORIES)}")
+            raise exceptions.OptionsError(
+                f"llmwall_pii_entities: unknown categories {', '.join(unknown)}; "
+                f"known: {', '.join(pii.CLOUDFLARE_CATEGORIES)}"
+            )
         config = _options_config(opts)
         extras = _pii_extras(self.rules.current) if self.rules else frozenset()
         if extras:
             config = dataclasses.replace(
-                config, pii_entities=tuple(sorted(set(config.pii_entities or pii.DEFAULT_CATEGORIES) | extras)))
+                config, pii_entities=tuple(sorted(set(config.pii_entities or pii.DEFAULT_CATEGORIES) | extras))
+            )
         return config
 
     def _rebuild_detectors(self, config: DetectorConfig) -> None:
@@ -154,8 +222,11 @@ class LLMWall:
             log.info("llmwall: detector %s", det.describe())
         provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
         if "cf.llm.prompt.unsafe_topic_detected" not in provided:
-            log.warning("llmwall: no unsafe-topic model in %s: export Llama Guard with "
-                        "scripts/export_llama_guard.py or rebuild models/lite (see README)", config.models_dir)
+            log.warning(
+                "llmwall: no unsafe-topic model in %s: export Llama Guard with "
+                "scripts/export_llama_guard.py or rebuild models/lite (see README)",
+                config.models_dir,
+            )
 
     def _open_store(self, path: str) -> None:
         if self.store:
@@ -164,8 +235,11 @@ class LLMWall:
         if not path:
             return
         try:
-            self.store = Store(os.path.expanduser(path), retention_days=ctx.options.llmwall_retention_days,
-                               max_mb=ctx.options.llmwall_db_max_mb)
+            self.store = Store(
+                os.path.expanduser(path),
+                retention_days=ctx.options.llmwall_retention_days,
+                max_mb=ctx.options.llmwall_db_max_mb,
+            )
         except Exception as exc:
             raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
 
@@ -237,8 +311,13 @@ class LLMWall:
         except Exception as exc:
             # A bug in llmwall must not take the request down with it, nor leak the prompt
             # through a traceback: log the exception type only; pass, or block when failing closed.
-            log.error("llmwall: internal error on %s %s%s: %s", flow.request.method, flow.request.pretty_host,
-                      discovery.path_template(flow.request.path), type(exc).__name__)
+            log.error(
+                "llmwall: internal error on %s %s%s: %s",
+                flow.request.method,
+                flow.request.pretty_host,
+                discovery.path_template(flow.request.path),
+                type(exc).__name__,
+            )
             if ctx.options.llmwall_on_unparsed == "block" and flow.response is None:
                 flow.response = actions.block_response(None, None, ["internal error"])
 
@@ -291,8 +370,9 @@ class LLMWall:
             prompt = extraction.extract(fmt, parsed.data, ctx.options.llmwall_whole_conversation)
             hints = discovery.path_hints(fmt, req.path)
             if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):
-                prompt = dataclasses.replace(prompt, model=prompt.model or hints.model,
-                                             stream=prompt.stream or hints.stream)
+                prompt = dataclasses.replace(
+                    prompt, model=prompt.model or hints.model, stream=prompt.stream or hints.stream
+                )
         elif forced:
             fmt = "custom"
             prompt = extraction.extract_all_strings(parsed.data, fmt)
@@ -300,15 +380,15 @@ class LLMWall:
             return Analysis("not_llm")
         return Analysis("screened", fmt=fmt, prompt=prompt, body=body)
 
-    async def _screen(self, flow: http.HTTPFlow, analysis: Analysis, template: str,
-                      start: float, deadline: float) -> None:
+    async def _screen(
+        self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float, deadline: float
+    ) -> None:
         assert analysis.prompt is not None and self.rules is not None and self.orchestrator is not None
         ruleset = self.rules.current
         prompt = analysis.prompt
         wanted = ruleset.fields
         detectors = [d for d in self.detectors if d.provides & wanted or d.name in ALWAYS_RUN]
-        request = ScreenRequest(prompt=prompt, deadline=deadline, wanted=wanted,
-                                custom_topics=ruleset.custom_topics)
+        request = ScreenRequest(prompt=prompt, deadline=deadline, wanted=wanted, custom_topics=ruleset.custom_topics)
         result = await self.orchestrator.screen(request, detectors)
         values = {
             **request_fields(flow),
@@ -323,8 +403,13 @@ class LLMWall:
         categories = _categories(result)
         redacted: list[str] = []
         if action == "block":
-            flow.response = actions.block_response(analysis.fmt, rule.id if rule else None, categories,
-                                                   rule.status if rule else None, rule.body if rule else None)
+            flow.response = actions.block_response(
+                analysis.fmt,
+                rule.id if rule else None,
+                categories,
+                rule.status if rule else None,
+                rule.body if rule else None,
+            )
         elif action == "redact":
             try:
                 new_body, redacted = redact_body(analysis.body or b"", prompt, result.spans)
@@ -364,13 +449,30 @@ class LLMWall:
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
         event = {
-            "ts": time.time(), "host": flow.request.pretty_host, "method": flow.request.method,
-            "path_template": template, "format": None, "model": None, "action": action, "rule": None,
-            "matched": [], "fields": {}, "timings_ms": {}, "not_scored": [], "errors": [],
-            "total_ms": round((time.monotonic() - start) * 1000.0, 3), "status": analysis.status,
+            "ts": time.time(),
+            "host": flow.request.pretty_host,
+            "method": flow.request.method,
+            "path_template": template,
+            "format": None,
+            "model": None,
+            "action": action,
+            "rule": None,
+            "matched": [],
+            "fields": {},
+            "timings_ms": {},
+            "not_scored": [],
+            "errors": [],
+            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
+            "status": analysis.status,
         }
-        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, flow.request.pretty_host, template,
-                    analysis.status, analysis.error)
+        log.warning(
+            "llmwall: %s %s%s: %s (%s)",
+            flow.request.method,
+            flow.request.pretty_host,
+            template,
+            analysis.status,
+            analysis.error,
+        )
         actions.annotate(flow, action, None, [], event)
         self._record(event)
 
@@ -381,11 +483,13 @@ class LLMWall:
 
     def _submit(self, fn, *args) -> None:
         """Run a store write off the event loop; failures are logged, never raised into a flow."""
+
         def run() -> None:
             try:
                 fn(*args)
             except Exception as exc:
                 log.error("llmwall: analytics write failed: %s", exc)
+
         self._io.submit(run)
 
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -399,8 +503,9 @@ class LLMWall:
         resp = flow.response
         loop = asyncio.get_running_loop()
         confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, ctx.options.llmwall_max_body_kb * 1024)
-        self._submit(self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"],
-                     fmt, time.time(), confirmed)
+        self._submit(
+            self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"], fmt, time.time(), confirmed
+        )
 
 
 def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
@@ -438,8 +543,11 @@ def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
 def _categories(result: ScreenResult) -> list[str]:
     """Category names to show a blocked user (never values)."""
     out: list[str] = []
-    for name in ("cf.llm.prompt.unsafe_topic_categories", "cf.llm.prompt.pii_categories",
-                 "cf.llm.prompt.secret_categories"):
+    for name in (
+        "cf.llm.prompt.unsafe_topic_categories",
+        "cf.llm.prompt.pii_categories",
+        "cf.llm.prompt.secret_categories",
+    ):
         value = result.fields.get(name)
         if isinstance(value, list):
             out.extend(str(v) for v in value)

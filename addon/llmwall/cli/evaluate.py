@@ -15,14 +15,14 @@ import json
 import math
 import sys
 import time
-from importlib import import_module
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
-from . import fields
-from .detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall import fields
+from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
 _DETECTOR_DEADLINE_S = 60.0  # generous: eval measures quality, not the proxy's deadline
@@ -81,8 +81,7 @@ def binary_metrics(pred: np.ndarray, labels: np.ndarray) -> dict[str, float | in
     recall = tp / (tp + fn) if tp + fn else math.nan
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
     fpr = fp / (fp + tn) if fp + tn else math.nan
-    return {"precision": precision, "recall": recall, "f1": f1, "fpr": fpr,
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {"precision": precision, "recall": recall, "f1": f1, "fpr": fpr, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 # ----------------------------------------------------------------------------- data
@@ -112,8 +111,15 @@ def load_dataset(path: Path) -> list[Example]:
             inj = d.get("injection")
             if inj is not None and not isinstance(inj, bool):
                 raise DatasetError(f"{path}:{n}: injection must be true or false")
-            out.append(Example(d["text"], None if label is None else label == "unsafe", cats, inj,
-                               bool(d.get("hard_negative", False))))
+            out.append(
+                Example(
+                    d["text"],
+                    None if label is None else label == "unsafe",
+                    cats,
+                    inj,
+                    bool(d.get("hard_negative", False)),
+                )
+            )
     return out
 
 
@@ -122,8 +128,12 @@ def load_dataset(path: Path) -> list[Example]:
 
 #: The factories of the fields eval measures, in the proxy's order of preference
 #: (``detectors.build_detectors``); building only these skips loading PII/spaCy.
-_FACTORIES = (("llama_guard", "create"), ("lite", "create_topics"),
-              ("prompt_guard", "create"), ("lite", "create_injection"))
+_FACTORIES = (
+    ("llama_guard", "create"),
+    ("lite", "create_topics"),
+    ("prompt_guard", "create"),
+    ("lite", "create_injection"),
+)
 
 
 def build(models_dir: str, device: str = "auto") -> list:
@@ -173,8 +183,7 @@ def score(detectors: list, text: str, threshold: float | None) -> Scored:
                     s.categories = set()
                 elif not s.categories:
                     s.categories = {max(CATEGORIES, key=lambda c: float(scores.get(c, 0.0)))}
-            s.category_scores = {c: float(scores[c]) if c in scores else float(c in s.categories)
-                                 for c in CATEGORIES}
+            s.category_scores = {c: float(scores[c]) if c in scores else float(c in s.categories) for c in CATEGORIES}
         if "cf.llm.prompt.injection_score" in vals and s.injection_score is None:
             s.injection_score = int(vals["cf.llm.prompt.injection_score"])
     return s
@@ -211,7 +220,9 @@ def compute(examples: list[Example], scored: list[Scored], injection_below: int 
         s = np.array([scored[i].injection_score for i in idx])
         report["injection"] = {
             **binary_metrics(s < injection_below, y),
-            "auprc": auprc(100 - s, y), "n": len(idx), "threshold": f"score < {injection_below}",
+            "auprc": auprc(100 - s, y),
+            "n": len(idx),
+            "threshold": f"score < {injection_below}",
             "benign_high_band": float((s[~y] < 20).mean()) if (~y).any() else math.nan,
             "attack_high_band": float((s[y] < 20).mean()) if y.any() else math.nan,
         }
@@ -247,8 +258,9 @@ def format_table(report: dict) -> str:
         lines.append(f"other safe prompts: n={o['n']} false-positive rate {_fmt(o['fpr'])}")
     if "injection" in report:
         i = report["injection"]
-        lines.append(f"injection bands: attacks < 20: {_fmt(i['attack_high_band'])}, "
-                     f"benign < 20: {_fmt(i['benign_high_band'])}")
+        lines.append(
+            f"injection bands: attacks < 20: {_fmt(i['attack_high_band'])}, benign < 20: {_fmt(i['benign_high_band'])}"
+        )
     lines.append(f"examples: {report['n']}")
     return "\n".join(lines)
 
@@ -274,9 +286,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    scored = [score(detectors, e.text, args.threshold)
-              for e in tqdm(examples, desc="eval", unit="prompt", file=sys.stderr,
-                            disable=len(examples) < 20 or not sys.stderr.isatty())]
+    scored = [
+        score(detectors, e.text, args.threshold)
+        for e in tqdm(
+            examples, desc="eval", unit="prompt", file=sys.stderr, disable=len(examples) < 20 or not sys.stderr.isatty()
+        )
+    ]
     report = compute(examples, scored, args.injection_below)
     report["detectors"] = [d.name for d in detectors]
     for d in detectors:
@@ -287,14 +302,20 @@ def run(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``eval DATASET.jsonl [--json] [--models DIR] [--threshold P]``."""
-    p = subparsers.add_parser("eval", help="measure the detectors on a labelled JSONL prompt file",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "eval", help="measure the detectors on a labelled JSONL prompt file", description=__doc__.splitlines()[0]
+    )
     p.add_argument("dataset", help="JSONL: text, label (safe|unsafe), categories, injection")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--models", default="models", help="models directory (default: models)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="unsafe probability threshold overriding the model's own (lite model)")
-    p.add_argument("--injection-below", type=int, default=50,
-                   help="an injection score below this counts as an attack (default 50)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="unsafe probability threshold overriding the model's own (lite model)",
+    )
+    p.add_argument(
+        "--injection-below", type=int, default=50, help="an injection score below this counts as an attack (default 50)"
+    )
     p.set_defaults(func=run)

@@ -13,18 +13,18 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
-from . import discovery, extraction
-from .detectors import build_detectors
-from .detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
-from .orchestrator import Orchestrator
+from llmwall.detectors import build_detectors
+from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.providers import discovery, extraction
+from llmwall.proxy.orchestrator import Orchestrator
 
 #: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
-CLI_MODULES = ("rules", "evaluate", "store", "demo")
-ENTRY = Path(__file__).resolve().parent / "mitm_entry.py"
+CLI_MODULES = ("llmwall.rules", "llmwall.cli.evaluate", "llmwall.analytics.store", "llmwall.demo.launch")
+ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,15 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmwall", description="A firewall for LLM traffic.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("proxy", help="run mitmdump with llmwall loaded; every argument after it goes to mitmdump",
-                   add_help=False)
+    sub.add_parser(
+        "proxy", help="run mitmdump with llmwall loaded; every argument after it goes to mitmdump", add_help=False
+    )
 
     scan = sub.add_parser("scan", help="screen prompts without a proxy and print the fields as JSON")
     src = scan.add_mutually_exclusive_group(required=True)
     src.add_argument("text", nargs="?", help="the prompt text")
     src.add_argument("--file", help="one prompt per line, or JSONL with a 'text' key ('-' for stdin)")
     src.add_argument("--request", help="a provider request body (JSON) to parse first")
-    scan.add_argument("--path", default="/v1/chat/completions", help="request path used with --request to tell formats apart")
+    scan.add_argument(
+        "--path", default="/v1/chat/completions", help="request path used with --request to tell formats apart"
+    )
     scan.add_argument("--models", default="models", help="models directory")
     scan.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     scan.add_argument("--deadline-ms", type=int, default=10_000, help="per-prompt deadline (default 10000)")
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan.set_defaults(func=cmd_scan)
 
     for name in CLI_MODULES:
-        import_module(f"{__package__}.{name}").register_cli(sub)
+        import_module(name).register_cli(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
@@ -72,7 +75,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     detectors = build_detectors(config)
     topics: dict[str, str] = {}
     if args.custom_topics:
-        from .rules import RulesError, load_rules
+        from llmwall.rules import RulesError, load_rules
+
         try:
             topics = load_rules(args.custom_topics).custom_topics
         except RulesError as exc:
@@ -92,8 +96,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _scan_all(prompts: Iterable[Prompt], detectors: list[Detector], wanted: frozenset[str],
-                    topics: dict[str, str], deadline_ms: int) -> None:
+async def _scan_all(
+    prompts: Iterable[Prompt],
+    detectors: list[Detector],
+    wanted: frozenset[str],
+    topics: dict[str, str],
+    deadline_ms: int,
+) -> None:
     orchestrator = Orchestrator(workers=max(4, len(detectors)))
     try:
         for prompt in prompts:

@@ -16,9 +16,10 @@ Nothing here raises on odd shapes: a wrong type anywhere just yields fewer parts
 
 from __future__ import annotations
 
-from typing import Callable, Final, Iterator
+from collections.abc import Callable, Iterator
+from typing import Final
 
-from .detectors.base import Prompt, TextPart
+from llmwall.detectors.base import Prompt, TextPart
 
 Path = tuple[str | int, ...]
 # (path, text, role) candidates, before the latest-turn selection.
@@ -75,6 +76,7 @@ def _text_at(container: object, key: str | int, path: Path, role: str) -> Turn:
 # --------------------------------------------------------------------------- per-block readers
 # Each returns the (path, text, role) parts of one message's content; ``role`` is the
 # message's role and tool results inside it are re-labelled "tool".
+
 
 def _openai_content(content: object, path: Path, role: str) -> Turn:
     """String content, or a list of parts where {"type": "text"} parts carry text."""
@@ -150,8 +152,7 @@ def _cohere_content(content: object, path: Path, role: str) -> Turn:
         if part.get("type") == "text":
             out += _text_at(part, "text", path + (i,), role)
         elif part.get("type") == "document" and isinstance(part.get("document"), dict):
-            out += [(p, s, role) for p, s in _strings(part["document"].get("data"),
-                                                        path + (i, "document", "data"))]
+            out += [(p, s, role) for p, s in _strings(part["document"].get("data"), path + (i, "document", "data"))]
     return out
 
 
@@ -173,9 +174,15 @@ def _gemini_parts(parts: object, path: Path, role: str) -> Turn:
 
 # --------------------------------------------------------------------------- turn selection
 
-def _messages(items: object, base: Path, role_of: Callable[[dict], str | None],
-              content_key: str, reader: Callable[[object, Path, str], Turn],
-              latest_only: bool) -> list[Turn]:
+
+def _messages(
+    items: object,
+    base: Path,
+    role_of: Callable[[dict], str | None],
+    content_key: str,
+    reader: Callable[[object, Path, str], Turn],
+    latest_only: bool,
+) -> list[Turn]:
     """One Turn per message with a kept role (system messages are dropped here).
 
     ``latest_only`` walks backwards and stops at the first turn with user text, so
@@ -231,14 +238,17 @@ def _responses_turns(data: dict) -> list[Turn]:
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
-        if kind in ("function_call_output", "custom_tool_call_output", "computer_call_output",
-                    "local_shell_call_output"):
+        if kind in (
+            "function_call_output",
+            "custom_tool_call_output",
+            "computer_call_output",
+            "local_shell_call_output",
+        ):
             output = item.get("output")
             if isinstance(output, str):
                 turns.append([(("input", i, "output"), output, "tool")])
             else:
-                turns.append([(p, t, "tool") for p, t, _ in
-                              _openai_content(output, ("input", i, "output"), "tool")])
+                turns.append([(p, t, "tool") for p, t, _ in _openai_content(output, ("input", i, "output"), "tool")])
         elif kind in (None, "message"):
             role = _role(item.get("role"))
             if role is not None:
@@ -259,12 +269,12 @@ def _prompt_turns(data: dict, key: str) -> list[Turn]:
 
 
 def _cohere_turns(data: dict, latest_only: bool) -> list[Turn]:
-    turns = _messages(data.get("messages"), ("messages",), _role_key, "content", _cohere_content,
-                      latest_only)
+    turns = _messages(data.get("messages"), ("messages",), _role_key, "content", _cohere_content, latest_only)
     docs = data.get("documents")
     if isinstance(docs, list) and not latest_only:  # RAG documents: untrusted, like tool results
-        turns.insert(0, [(p, s, "tool") for p, s in _strings(docs, ("documents",))
-                         if not (len(p) == 3 and p[2] == "id")])
+        turns.insert(
+            0, [(p, s, "tool") for p, s in _strings(docs, ("documents",)) if not (len(p) == 3 and p[2] == "id")]
+        )
     return turns
 
 
@@ -314,6 +324,5 @@ def extract(fmt: str, data: object, whole_conversation: bool = False) -> Prompt:
 
 def extract_all_strings(data: object, fmt: str = "unknown", max_parts: int = 1000) -> Prompt:
     """Every string value in the body (keys excluded), for force-included unknown endpoints."""
-    parts = tuple(TextPart(path=p, text=s, role="unknown")
-                  for p, s in _strings(data, (), limit=max_parts))
+    parts = tuple(TextPart(path=p, text=s, role="unknown") for p, s in _strings(data, (), limit=max_parts))
     return Prompt(format=fmt, parts=parts)

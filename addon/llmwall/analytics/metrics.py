@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .store import CATEGORY_KINDS, CUSTOM_FIELD, CUSTOM_MATCH_SCORE
+from llmwall.analytics.store import CATEGORY_KINDS, CUSTOM_FIELD, CUSTOM_MATCH_SCORE
 
 #: Latency buckets in seconds: detectors run from well under 1 ms (token count) to seconds (Llama Guard on CPU).
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,27 +30,41 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "llmwall_requests", "Screened LLM requests by final action and endpoint",
-            ["action", "endpoint"], registry=r)
+            "llmwall_requests", "Screened LLM requests by final action and endpoint", ["action", "endpoint"], registry=r
+        )
         self.detections = Counter(
-            "llmwall_detections", "Requests in which a category was detected, by kind (unsafe/pii/secret/custom)",
-            ["kind", "category"], registry=r)
+            "llmwall_detections",
+            "Requests in which a category was detected, by kind (unsafe/pii/secret/custom)",
+            ["kind", "category"],
+            registry=r,
+        )
         self.rule_decisions = Counter(
-            "llmwall_rule_decisions", "Requests decided by each rule", ["rule", "action"], registry=r)
+            "llmwall_rule_decisions", "Requests decided by each rule", ["rule", "action"], registry=r
+        )
         self.screening = Histogram(
-            "llmwall_screening_seconds", "Total screening latency per request (all detectors, under the deadline)",
-            buckets=LATENCY_BUCKETS, registry=r)
+            "llmwall_screening_seconds",
+            "Total screening latency per request (all detectors, under the deadline)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.detector = Histogram(
-            "llmwall_detector_seconds", "Latency of each detector", ["detector"], buckets=LATENCY_BUCKETS, registry=r)
+            "llmwall_detector_seconds", "Latency of each detector", ["detector"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.deadline_hits = Counter(
-            "llmwall_deadline_hits", "Requests where at least one detector missed the deadline", registry=r)
+            "llmwall_deadline_hits", "Requests where at least one detector missed the deadline", registry=r
+        )
         self.not_scored = Counter(
-            "llmwall_detector_not_scored", "Detector results missing because of the deadline", ["detector"], registry=r)
+            "llmwall_detector_not_scored", "Detector results missing because of the deadline", ["detector"], registry=r
+        )
         self.detector_errors = Counter(
-            "llmwall_detector_errors", "Detector failures (exceptions)", ["detector"], registry=r)
+            "llmwall_detector_errors", "Detector failures (exceptions)", ["detector"], registry=r
+        )
         self.unscreened = Counter(
-            "llmwall_unscreened", "LLM requests that could not be screened, by status (parse_error, oversize, ...)",
-            ["status"], registry=r)
+            "llmwall_unscreened",
+            "LLM requests that could not be screened, by status (parse_error, oversize, ...)",
+            ["status"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {}
 
@@ -72,8 +86,9 @@ class Metrics:
         if status != "screened":
             self.unscreened.labels(self._label("status", status)).inc()
         action = event.get("action") or "allow"
-        endpoint = self._label("endpoint", f"{event.get('host', '')}{event.get('path_template', '')}",
-                               MAX_ENDPOINT_LABELS)
+        endpoint = self._label(
+            "endpoint", f"{event.get('host', '')}{event.get('path_template', '')}", MAX_ENDPOINT_LABELS
+        )
         self.requests.labels(self._label("action", action), endpoint).inc()
         if event.get("rule"):
             self.rule_decisions.labels(self._label("rule", event["rule"]), self._label("action", action)).inc()

@@ -23,10 +23,10 @@ import webbrowser
 from pathlib import Path
 from typing import Any, Final
 
-from . import mock_llm
+from llmwall.demo import mock_llm
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
-ENTRY: Final = PACKAGE_DIR / "mitm_entry.py"
+ENTRY: Final = PACKAGE_DIR.parent / "mitm_entry.py"
 DEMO_RULES: Final = PACKAGE_DIR / "demo_rules.yaml"
 DEFAULT_PORT: Final = 8800
 DEMO_DB: Final = "~/.llmwall/demo.sqlite"
@@ -42,7 +42,7 @@ def default_models_dir() -> str:
     env = os.environ.get("LLMWALL_MODELS")
     if env:
         return env
-    checkout = PACKAGE_DIR.parent.parent / "models"
+    checkout = PACKAGE_DIR.parent.parent.parent / "models"
     return str(checkout) if checkout.is_dir() else "models"
 
 
@@ -101,10 +101,23 @@ class Demo:
         Path(self.db).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.mock = mock_llm.serve(self.port, dashboard_url=self.dashboard_url)
         cmd = [
-            _mitmdump(), "--mode", f"reverse:{self.mock_url.rstrip('/')}", "--listen-host", "127.0.0.1",
-            "-p", str(self.port + 1), "-s", str(ENTRY),
-            "--set", f"llmwall_rules={self.rules}", "--set", f"llmwall_db={self.db}",
-            "--set", f"llmwall_models={self.models}", "--set", f"llmwall_dashboard_port={self.port + 2}",
+            _mitmdump(),
+            "--mode",
+            f"reverse:{self.mock_url.rstrip('/')}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(self.port + 1),
+            "-s",
+            str(ENTRY),
+            "--set",
+            f"llmwall_rules={self.rules}",
+            "--set",
+            f"llmwall_db={self.db}",
+            "--set",
+            f"llmwall_models={self.models}",
+            "--set",
+            f"llmwall_dashboard_port={self.port + 2}",
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         # Own process group: Ctrl-C in the terminal reaches us, and we stop mitmdump in order.
@@ -177,9 +190,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """Add ``demo`` to the ``llmwall`` command."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "demo", help="run a mock LLM behind llmwall with a chat page and the dashboard")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help=f"first of three ports: mock LLM, proxy/chat page, dashboard (default {DEFAULT_PORT})")
+        "demo", help="run a mock LLM behind llmwall with a chat page and the dashboard"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"first of three ports: mock LLM, proxy/chat page, dashboard (default {DEFAULT_PORT})",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--rules", default=str(DEMO_RULES), help="rules file (default: the demo rules)")
     p.add_argument("--db", default=DEMO_DB, help=f"event database for the demo (default {DEMO_DB})")
@@ -188,7 +206,7 @@ def register_cli(subparsers: Any) -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m llmwall.demo``: the same as ``llmwall demo`` without the other subcommands."""
+    """``python -m llmwall.demo.launch``: the same as ``llmwall demo`` without the other subcommands."""
     parser = argparse.ArgumentParser(prog="llmwall")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])

@@ -218,64 +218,211 @@ _CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "too
 # Top-level keys as evidence: each key counts for every chat format that accepts it
 # (Cohere v2 shares seed/response_format/penalties with OpenAI, stop_sequences with Anthropic).
 _OPENAI, _ANTHROPIC, _OLLAMA, _COHERE, _BEDROCK = (
-    "openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat", "bedrock.converse")
+    "openai.chat",
+    "anthropic.messages",
+    "ollama.chat",
+    "cohere.chat",
+    "bedrock.converse",
+)
 _KEY_EVIDENCE: Final[dict[str, tuple[str, ...]]] = {
-    **dict.fromkeys((
-        "n", "logit_bias", "top_logprobs", "stream_options", "max_completion_tokens", "user",
-        "parallel_tool_calls", "modalities", "audio", "reasoning_effort", "prediction", "service_tier",
-        "functions", "function_call", "web_search_options", "verbosity", "store",
-    ), (_OPENAI,)),
-    **dict.fromkeys(("seed", "response_format", "frequency_penalty", "presence_penalty", "logprobs"),
-                    (_OPENAI, _COHERE)),
-    **dict.fromkeys(("anthropic_version", "top_k", "thinking", "anthropic_beta", "mcp_servers",
-                     "container"), (_ANTHROPIC,)),
+    **dict.fromkeys(
+        (
+            "n",
+            "logit_bias",
+            "top_logprobs",
+            "stream_options",
+            "max_completion_tokens",
+            "user",
+            "parallel_tool_calls",
+            "modalities",
+            "audio",
+            "reasoning_effort",
+            "prediction",
+            "service_tier",
+            "functions",
+            "function_call",
+            "web_search_options",
+            "verbosity",
+            "store",
+        ),
+        (_OPENAI,),
+    ),
+    **dict.fromkeys(
+        ("seed", "response_format", "frequency_penalty", "presence_penalty", "logprobs"), (_OPENAI, _COHERE)
+    ),
+    **dict.fromkeys(
+        ("anthropic_version", "top_k", "thinking", "anthropic_beta", "mcp_servers", "container"), (_ANTHROPIC,)
+    ),
     "stop_sequences": (_ANTHROPIC, _COHERE),
     **dict.fromkeys(("options", "keep_alive", "format", "think"), (_OLLAMA,)),
-    **dict.fromkeys(("documents", "citation_options", "safety_mode", "k", "p", "strict_tools",
-                     "return_prompt", "tool_results", "priority"), (_COHERE,)),
-    **dict.fromkeys(("inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-                     "additionalModelResponseFieldPaths", "promptVariables", "performanceConfig",
-                     "requestMetadata"), (_BEDROCK,)),
+    **dict.fromkeys(
+        (
+            "documents",
+            "citation_options",
+            "safety_mode",
+            "k",
+            "p",
+            "strict_tools",
+            "return_prompt",
+            "tool_results",
+            "priority",
+        ),
+        (_COHERE,),
+    ),
+    **dict.fromkeys(
+        (
+            "inferenceConfig",
+            "toolConfig",
+            "guardrailConfig",
+            "additionalModelRequestFields",
+            "additionalModelResponseFieldPaths",
+            "promptVariables",
+            "performanceConfig",
+            "requestMetadata",
+        ),
+        (_BEDROCK,),
+    ),
 }
-_BEDROCK_BLOCKS: Final = frozenset({
-    "text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
-    "reasoningContent", "cachePoint",
-})
-_ANTHROPIC_BLOCK_TYPES: Final = frozenset({
-    "tool_use", "tool_result", "document", "thinking", "redacted_thinking", "search_result",
-    "server_tool_use", "web_search_tool_result", "container_upload",
-})
+_BEDROCK_BLOCKS: Final = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "video",
+        "toolUse",
+        "toolResult",
+        "guardContent",
+        "reasoningContent",
+        "cachePoint",
+    }
+)
+_ANTHROPIC_BLOCK_TYPES: Final = frozenset(
+    {
+        "tool_use",
+        "tool_result",
+        "document",
+        "thinking",
+        "redacted_thinking",
+        "search_result",
+        "server_tool_use",
+        "web_search_tool_result",
+        "container_upload",
+    }
+)
 _OPENAI_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
 _COHERE_PART_TYPES: Final = frozenset({"document", "thinking"})
 
-_RESPONSES_KEYS: Final = frozenset({
-    "instructions", "previous_response_id", "reasoning", "text", "tools", "tool_choice", "store",
-    "max_output_tokens", "include", "truncation", "background", "conversation", "prompt",
-    "max_tool_calls", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-})
-_RESPONSES_ITEM_TYPES: Final = frozenset({
-    "message", "function_call", "function_call_output", "reasoning", "item_reference",
-    "file_search_call", "web_search_call", "computer_call", "computer_call_output",
-    "code_interpreter_call", "custom_tool_call", "custom_tool_call_output", "mcp_call",
-    "mcp_approval_response", "local_shell_call", "local_shell_call_output",
-})
+_RESPONSES_KEYS: Final = frozenset(
+    {
+        "instructions",
+        "previous_response_id",
+        "reasoning",
+        "text",
+        "tools",
+        "tool_choice",
+        "store",
+        "max_output_tokens",
+        "include",
+        "truncation",
+        "background",
+        "conversation",
+        "prompt",
+        "max_tool_calls",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
+_RESPONSES_ITEM_TYPES: Final = frozenset(
+    {
+        "message",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "item_reference",
+        "file_search_call",
+        "web_search_call",
+        "computer_call",
+        "computer_call_output",
+        "code_interpreter_call",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "mcp_call",
+        "mcp_approval_response",
+        "local_shell_call",
+        "local_shell_call_output",
+    }
+)
 
-_COMPLETION_PARAMS: Final = frozenset({
-    "max_tokens", "temperature", "top_p", "stop", "stream", "n", "echo", "best_of", "logprobs",
-    "suffix", "n_predict", "options", "raw", "template", "context", "system", "keep_alive",
-})
-_OPENAI_COMPLETION_KEYS: Final = frozenset({
-    "max_tokens", "temperature", "top_p", "stop", "n", "echo", "best_of", "logprobs",
-    "logit_bias", "presence_penalty", "frequency_penalty", "seed", "user", "stream_options",
-})
-_OLLAMA_GENERATE_KEYS: Final = frozenset({
-    "options", "keep_alive", "context", "raw", "template", "system", "images", "format", "think",
-})
+_COMPLETION_PARAMS: Final = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "n",
+        "echo",
+        "best_of",
+        "logprobs",
+        "suffix",
+        "n_predict",
+        "options",
+        "raw",
+        "template",
+        "context",
+        "system",
+        "keep_alive",
+    }
+)
+_OPENAI_COMPLETION_KEYS: Final = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "echo",
+        "best_of",
+        "logprobs",
+        "logit_bias",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "user",
+        "stream_options",
+    }
+)
+_OLLAMA_GENERATE_KEYS: Final = frozenset(
+    {
+        "options",
+        "keep_alive",
+        "context",
+        "raw",
+        "template",
+        "system",
+        "images",
+        "format",
+        "think",
+    }
+)
 # Image/speech generation also sends {model, prompt}/{model, input}: not text generation.
-_MEDIA_KEYS: Final = frozenset({
-    "size", "quality", "style", "aspect_ratio", "negative_prompt", "width", "height",
-    "num_inference_steps", "guidance_scale", "voice", "encoding_format", "dimensions",
-})
+_MEDIA_KEYS: Final = frozenset(
+    {
+        "size",
+        "quality",
+        "style",
+        "aspect_ratio",
+        "negative_prompt",
+        "width",
+        "height",
+        "num_inference_steps",
+        "guidance_scale",
+        "voice",
+        "encoding_format",
+        "dimensions",
+    }
+)
 # Non-generation endpoints whose bodies reuse {model, input} / {model, prompt} / contents:
 # matched on whole path segments so "/embedded-assistant/chat" is not caught.
 _NON_GENERATION_PATH: Final = re.compile(
@@ -351,8 +498,10 @@ def _is_gemini(data: dict) -> bool:
 
 def _is_tgi(tail: str, data: dict) -> bool:
     inputs = data.get("inputs")
-    if not (isinstance(inputs, str) or (isinstance(inputs, list) and inputs
-                                        and all(isinstance(x, str) for x in _sample(inputs)))):
+    if not (
+        isinstance(inputs, str)
+        or (isinstance(inputs, list) and inputs and all(isinstance(x, str) for x in _sample(inputs)))
+    ):
         return False
     if isinstance(data.get("parameters"), dict) or isinstance(data.get("stream"), bool):
         return True
@@ -389,8 +538,10 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
         pass
     elif isinstance(prompt, list) and prompt:
         first = prompt[0]
-        if not (isinstance(first, (str, int)) or (isinstance(first, list) and
-                                                 all(isinstance(t, int) for t in first[:_SAMPLE]))):
+        if not (
+            isinstance(first, (str, int))
+            or (isinstance(first, list) and all(isinstance(t, int) for t in first[:_SAMPLE]))
+        ):
             return None
     else:
         return None
@@ -398,8 +549,9 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
         return None
     generate_path = tail.endswith("/api/generate")
     completions_path = tail.endswith(("/completions", "/completion")) or "/ai/run/@" in tail
-    if not (isinstance(data.get("model"), str) or generate_path or completions_path
-            or data.keys() & _COMPLETION_PARAMS):
+    if not (
+        isinstance(data.get("model"), str) or generate_path or completions_path or data.keys() & _COMPLETION_PARAMS
+    ):
         return None
     if not isinstance(prompt, str):
         return "openai.completions"  # Ollama only takes a string prompt
@@ -413,8 +565,7 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
 
 
 # Chat families told apart by messages-shaped bodies, in default priority order.
-_CHAT_FORMATS: Final = ("openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat",
-                        "bedrock.converse")
+_CHAT_FORMATS: Final = ("openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat", "bedrock.converse")
 
 
 def _chat_path_format(tail: str) -> str | None:
@@ -446,8 +597,7 @@ def _classify_messages(tail: str, data: dict) -> str | None:
         score["anthropic.messages"] += 1
     elif isinstance(system, list) and system and isinstance(system[0], dict):
         score["anthropic.messages" if "type" in system[0] else "bedrock.converse"] += 2
-    if isinstance(data.get("tool_choice"), dict) and data["tool_choice"].get("type") in (
-            "auto", "any", "tool", "none"):
+    if isinstance(data.get("tool_choice"), dict) and data["tool_choice"].get("type") in ("auto", "any", "tool", "none"):
         score["anthropic.messages"] += 1
     for msg in _sample(messages):
         if not isinstance(msg, dict):
@@ -498,6 +648,7 @@ def _classify_messages(tail: str, data: dict) -> str | None:
 
 # --------------------------------------------------------------------------- responses
 
+
 def confirm_response(fmt: str, data: object) -> bool:
     """True when a (non-streamed) response body looks like ``fmt``'s response."""
     if fmt == "gemini.generate" and isinstance(data, list) and data:
@@ -518,35 +669,57 @@ def _first_choice(data: dict) -> dict:
 
 
 _RESPONSE_CHECKS: Final = {
-    "openai.chat": lambda d: d.get("object") == "chat.completion"
-    or isinstance(_first_choice(d).get("message"), dict),
-    "openai.completions": lambda d: d.get("object") == "text_completion"
-    or isinstance(_first_choice(d).get("text"), str),
+    "openai.chat": lambda d: d.get("object") == "chat.completion" or isinstance(_first_choice(d).get("message"), dict),
+    "openai.completions": lambda d: (
+        d.get("object") == "text_completion" or isinstance(_first_choice(d).get("text"), str)
+    ),
     "openai.responses": lambda d: d.get("object") == "response" and isinstance(d.get("output"), list),
     "anthropic.messages": lambda d: d.get("type") == "message" and isinstance(d.get("content"), list),
-    "gemini.generate": lambda d: isinstance(d.get("candidates"), list)
-    or isinstance(d.get("promptFeedback"), dict),
+    "gemini.generate": lambda d: isinstance(d.get("candidates"), list) or isinstance(d.get("promptFeedback"), dict),
     "ollama.generate": lambda d: isinstance(d.get("response"), str) and "done" in d,
     "ollama.chat": lambda d: isinstance(d.get("message"), dict) and "done" in d,
     "cohere.chat": lambda d: isinstance(d.get("message"), dict) and "finish_reason" in d,
-    "bedrock.converse": lambda d: isinstance(d.get("output"), dict)
-    and isinstance(d["output"].get("message"), dict),
+    "bedrock.converse": lambda d: isinstance(d.get("output"), dict) and isinstance(d["output"].get("message"), dict),
     "tgi.generate": lambda d: isinstance(d.get("generated_text"), str),
 }
 
-_ANTHROPIC_EVENTS: Final = frozenset({
-    "message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop",
-    "message_delta", "message_stop",
-})
-_COHERE_EVENTS: Final = frozenset({
-    "message-start", "content-start", "content-delta", "content-end", "tool-plan-delta",
-    "tool-call-start", "tool-call-delta", "tool-call-end", "citation-start", "citation-end",
-    "message-end", "debug",
-})
-_BEDROCK_EVENTS: Final = frozenset({
-    b"messageStart", b"contentBlockStart", b"contentBlockDelta", b"contentBlockStop",
-    b"messageStop", b"metadata",
-})
+_ANTHROPIC_EVENTS: Final = frozenset(
+    {
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)
+_COHERE_EVENTS: Final = frozenset(
+    {
+        "message-start",
+        "content-start",
+        "content-delta",
+        "content-end",
+        "tool-plan-delta",
+        "tool-call-start",
+        "tool-call-delta",
+        "tool-call-end",
+        "citation-start",
+        "citation-end",
+        "message-end",
+        "debug",
+    }
+)
+_BEDROCK_EVENTS: Final = frozenset(
+    {
+        b"messageStart",
+        b"contentBlockStart",
+        b"contentBlockDelta",
+        b"contentBlockStop",
+        b"messageStop",
+        b"metadata",
+    }
+)
 
 
 def _first_event(first_bytes: bytes) -> object:
@@ -590,15 +763,15 @@ def _bedrock_event_type(first_bytes: bytes) -> bytes | None:
     pos, end = 12, min(12 + headers_len, len(first_bytes))
     while pos < end:
         name_len = first_bytes[pos]
-        name = first_bytes[pos + 1:pos + 1 + name_len]
+        name = first_bytes[pos + 1 : pos + 1 + name_len]
         pos += 1 + name_len
         if pos >= end:
             return None
         value_type = first_bytes[pos]
         if value_type != 7 or pos + 3 > end:  # only string headers matter; others: give up rather than guess
             return None
-        (value_len,) = struct.unpack(">H", first_bytes[pos + 1:pos + 3])
-        value = first_bytes[pos + 3:pos + 3 + value_len]
+        (value_len,) = struct.unpack(">H", first_bytes[pos + 1 : pos + 3])
+        value = first_bytes[pos + 3 : pos + 3 + value_len]
         pos += 3 + value_len
         if name == b":event-type":
             return value
@@ -617,11 +790,9 @@ def confirm_stream(fmt: str, first_bytes: bytes) -> bool:
         return False
     kind = _str(event.get("type"))
     if fmt == "openai.chat":
-        return event.get("object") == "chat.completion.chunk" or isinstance(
-            _first_choice(event).get("delta"), dict)
+        return event.get("object") == "chat.completion.chunk" or isinstance(_first_choice(event).get("delta"), dict)
     if fmt == "openai.completions":
-        return event.get("object") == "text_completion" or isinstance(
-            _first_choice(event).get("text"), str)
+        return event.get("object") == "text_completion" or isinstance(_first_choice(event).get("text"), str)
     if fmt == "openai.responses":
         return isinstance(kind, str) and kind.startswith("response.")
     if fmt == "anthropic.messages":
@@ -645,18 +816,38 @@ _MODEL_PARENTS: Final = frozenset({"models", "model", "deployments", "engines", 
 _ID_PARENTS: Final = frozenset({"projects", "accounts"})
 # Path words that are API structure, never a model name (Azure AI Inference uses
 # /models/chat/completions; Hugging Face model ids span "org/name").
-_API_WORDS: Final = frozenset({
-    "v1", "v2", "v1beta", "v1alpha", "chat", "completions", "completion", "generate",
-    "generate_stream", "invoke", "invoke-with-response-stream", "converse", "converse-stream",
-    "responses", "messages", "embeddings", "api", "openai", "pipeline", "info", "images", "audio",
-})
+_API_WORDS: Final = frozenset(
+    {
+        "v1",
+        "v2",
+        "v1beta",
+        "v1alpha",
+        "chat",
+        "completions",
+        "completion",
+        "generate",
+        "generate_stream",
+        "invoke",
+        "invoke-with-response-stream",
+        "converse",
+        "converse-stream",
+        "responses",
+        "messages",
+        "embeddings",
+        "api",
+        "openai",
+        "pipeline",
+        "info",
+        "images",
+        "audio",
+    }
+)
 
 
 def _is_id(segment: str) -> bool:
     if _NUMBER.match(segment) or _UUID.match(segment) or _HEX.match(segment):
         return True
-    return bool(_TOKENISH.match(segment)) and any(c.isdigit() for c in segment) and any(
-        c.isalpha() for c in segment)
+    return bool(_TOKENISH.match(segment)) and any(c.isdigit() for c in segment) and any(c.isalpha() for c in segment)
 
 
 def _split_action(segment: str) -> tuple[str, str]:
@@ -683,8 +874,7 @@ def _analyse_path(path: str) -> tuple[str, str | None]:
             else:
                 name, action = _split_action(decoded)
                 following = unquote(segments[i + 1]) if i + 1 < len(segments) else ""
-                if parent == "models" and not action and following and \
-                        _split_action(following)[0] not in _API_WORDS:
+                if parent == "models" and not action and following and _split_action(following)[0] not in _API_WORDS:
                     i += 1  # Hugging Face "org/name": the model id spans two segments
                     second, action = _split_action(following)
                     name = f"{name}/{second}"

@@ -17,16 +17,17 @@ import mimetypes
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final, Mapping
+from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from mitmproxy import http
 
-from .metrics import Metrics
-from .store import Store, parse_duration
+from llmwall.analytics.metrics import Metrics
+from llmwall.analytics.store import Store, parse_duration
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST: Final = "llmwall.localhost"
@@ -46,9 +47,14 @@ SECURITY_HEADERS: Final = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".html": "text/html; charset=utf-8", ".md": "text/plain; charset=utf-8",
-                 ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml"}
+_TYPES: Final = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 @dataclass
@@ -131,7 +137,7 @@ class Dashboard:
         if _EVENT_PAGE.match(path):
             return self._static_file("event.html")
         if path.startswith("/static/"):
-            return self._static_file(path[len("/static/"):])
+            return self._static_file(path[len("/static/") :])
         if path == "/metrics":
             body, ctype = self.metrics.render()
             return Reply(200, body, {"Content-Type": ctype})
@@ -157,10 +163,14 @@ class Dashboard:
         if given and _same(given, self.token):
             rest = {k: v for k, v in query.items() if k != "token"}
             location = path + ("?" + urlencode(rest, doseq=True) if rest else "")
-            return Reply(303, b"", {
-                "Location": location,
-                "Set-Cookie": f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict",
-            })
+            return Reply(
+                303,
+                b"",
+                {
+                    "Location": location,
+                    "Set-Cookie": f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict",
+                },
+            )
         r = _text(401, "llmwall dashboard: token required (Authorization: Bearer <token>, or open /?token=<token>)\n")
         r.headers["WWW-Authenticate"] = 'Bearer realm="llmwall"'
         return r
@@ -189,8 +199,15 @@ class Dashboard:
         if path == "/api/events":
             limit = _int(arg("limit"), 50, 1, 500)
             offset = _int(arg("offset"), 0, 0, 10**9)
-            rows = self.store.events(since=since, until=until, action=arg("action"), category=arg("category"),
-                                     endpoint=arg("endpoint"), limit=limit, offset=offset)
+            rows = self.store.events(
+                since=since,
+                until=until,
+                action=arg("action"),
+                category=arg("category"),
+                endpoint=arg("endpoint"),
+                limit=limit,
+                offset=offset,
+            )
             return _json(200, {"events": rows, "limit": limit, "offset": offset})
         if path == "/api/endpoints":
             return _json(200, {"endpoints": self.store.endpoints()})
@@ -205,8 +222,10 @@ class Dashboard:
     def start_server(self, port: int, bind: str = "127.0.0.1") -> None:
         """Serve the same pages on ``bind:port`` from a daemon thread; non-loopback needs a token."""
         if not _is_loopback(bind) and self.token is None:
-            raise ValueError(f"refusing to expose the dashboard on {bind} without a token "
-                             "(set llmwall_dashboard_token, or bind to 127.0.0.1)")
+            raise ValueError(
+                f"refusing to expose the dashboard on {bind} without a token "
+                "(set llmwall_dashboard_token, or bind to 127.0.0.1)"
+            )
         self.stop_server()
         dashboard = self
 
@@ -290,7 +309,8 @@ def _int(v: str | None, default: int, lo: int, hi: int) -> int:
 
 
 def _time_range(since: str | None, until: str | None, rng: str | None) -> tuple[float | None, float | None]:
-    """``since``/``until`` are unix seconds; ``range`` (``1h``, ``7d``) means "the last ...". """
+    """``since``/``until`` are unix seconds; ``range`` (``1h``, ``7d``) means "the last ..."."""
+
     def num(name: str, v: str | None) -> float | None:
         if v is None:
             return None

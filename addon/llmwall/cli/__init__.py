@@ -1,0 +1,1 @@
+"""Command-line entry points: ``llmwall`` (proxy, scan, rules, eval, endpoints, stats, demo)."""

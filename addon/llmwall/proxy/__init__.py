@@ -1,0 +1,1 @@
+"""The mitmproxy side: the addon, the detector orchestrator, and what the proxy does to a flow (block, redact)."""
