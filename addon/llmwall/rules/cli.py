@@ -47,11 +47,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     except RulesError as exc:
         _print_errors(exc)
         return 1
-    for warning in rs.warnings:
-        print(
-            f"{warning.source}:{warning.line}:{warning.column}: rule {warning.rule_id!r}: warning: {warning.message}",
-            file=sys.stderr,
-        )
     enabled = sum(r.enabled for r in rs.rules)
     count = len(rs.rules)
     print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")
