@@ -12,5 +12,7 @@ if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmwall.proxy.addon import LLMWall
+from llmwall.proxy.console import Console
 
-addons = [LLMWall()]
+# Order matters: the console reads the decision LLMWall leaves on the flow.
+addons = [LLMWall(), Console()]

@@ -12,17 +12,19 @@ from collections.abc import Mapping, Sequence
 
 from mitmproxy import http
 
+from llmwall.categories import labels
+
 #: Marker shown in mitmweb / mitmproxy's flow list for each action.
 MARKERS: Mapping[str, str] = {"block": ":no_entry:", "redact": ":pencil2:", "log": ":warning:"}
 
 
 def block_message(rule_id: str | None, categories: Sequence[str]) -> str:
-    """The human-readable reason, safe to show: rule id and category names only."""
+    """The human-readable reason, safe to show: rule id and categories (S-codes with their names) only."""
     msg = "Request blocked by llmwall"
     if rule_id:
         msg += f" (rule {rule_id})"
     if categories:
-        msg += ": " + ", ".join(categories)
+        msg += ": " + ", ".join(labels(categories))
     return msg
 
 
@@ -31,7 +33,7 @@ def error_body(
 ) -> tuple[dict[str, object], dict[str, str]]:
     """The provider-shaped error body and extra headers for a block."""
     family = (fmt or "openai").split(".", 1)[0]
-    extra = {"rule": rule_id, "categories": list(categories)}
+    extra = {"rule": rule_id, "categories": list(categories), "category_names": labels(categories)}
     if family == "anthropic":
         return {"type": "error", "error": {"type": "permission_error", "message": message, **extra}}, {}
     if family == "gemini":
@@ -70,21 +72,11 @@ def block_response(
     return http.Response.make(status, content, {"content-type": ctype, "x-llmwall-action": "block", **headers})
 
 
-def annotate(
-    flow: http.HTTPFlow,
-    action: str | None,
-    rule_id: str | None,
-    categories: Sequence[str],
-    summary: Mapping[str, object],
-) -> None:
-    """Make the decision visible in mitmweb/mitmproxy and in mitmdump's output."""
+def annotate(flow: http.HTTPFlow, action: str | None, summary: Mapping[str, object]) -> None:
+    """Record the decision on the flow and mark acted-on flows in mitmweb/mitmproxy's flow list.
+
+    The comment and mitmdump's line come from the console addon (``llmwall.proxy.console``).
+    """
     flow.metadata["llmwall"] = dict(summary)
-    if action is None:
-        return
-    flow.marked = MARKERS.get(action, ":warning:")
-    note = f"llmwall: {action}"
-    if rule_id:
-        note += f" by rule {rule_id}"
-    if categories:
-        note += f" [{', '.join(categories)}]"
-    flow.comment = note
+    if action is not None:
+        flow.marked = MARKERS.get(action, ":warning:")

@@ -440,7 +440,7 @@ class LLMWall:
         }
         if redacted:
             event["redacted"] = redacted
-        actions.annotate(flow, action, event["rule"], categories, event)
+        actions.annotate(flow, action, event)
         self._record(event)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
@@ -473,7 +473,7 @@ class LLMWall:
             analysis.status,
             analysis.error,
         )
-        actions.annotate(flow, action, None, [], event)
+        actions.annotate(flow, action, event)
         self._record(event)
 
     def _record(self, event: dict) -> None:
