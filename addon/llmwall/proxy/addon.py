@@ -22,13 +22,14 @@ from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
 
+from llmwall import bundled
 from llmwall.analytics.dashboard import Dashboard
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
-from llmwall.proxy import actions
+from llmwall.proxy import actions, coverage
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.rules import RulesError, RulesWatcher
@@ -81,6 +82,7 @@ class LLMWall:
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
         self._reload_task: asyncio.Task[None] | None = None
+        self._started = False  # past start-up: an option error is refused instead of stopping the proxy
 
     # ----------------------------------------------------------------- options
     def load(self, loader) -> None:
@@ -97,7 +99,10 @@ class LLMWall:
             "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.",
         )
         loader.add_option(
-            "llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/)."
+            "llmwall_models",
+            str,
+            "",
+            "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/); empty: the models shipped with llmwall.",
         )
         loader.add_option(
             "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
@@ -164,6 +169,16 @@ class LLMWall:
         loader.add_option("llmwall_dashboard_token", Optional[str], None, "Bearer token required by the dashboard.")
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as exc:
+            if self._started:
+                raise  # a live option change is refused; the proxy keeps its settings
+            # At start-up a user error is logged without a traceback (raising from a script's
+            # configure prints one); mitmproxy's start-up error check then exits with status 1.
+            log.error("%s", exc)
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "llmwall_deadline_ms" in updated and not 1 <= opts.llmwall_deadline_ms <= 600_000:
             raise exceptions.OptionsError("llmwall_deadline_ms must be between 1 and 600000")
@@ -187,6 +202,10 @@ class LLMWall:
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
+        if updated & (DETECTOR_OPTIONS | {"llmwall_rules"}) and self.rules:
+            missing = coverage.uncovered(self.rules.current, self.detectors, _models_dir(opts))
+            if missing:
+                raise exceptions.OptionsError("llmwall: refusing to start: " + "; ".join(missing))
         if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
             opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1
         ):
@@ -219,7 +238,7 @@ class LLMWall:
         for det in old:
             det.close()
         for det in self.detectors:
-            log.info("llmwall: detector %s", det.describe())
+            log.info("llmwall: detector %s; loaded in %.0f ms", det.describe(), det.load_ms)
         provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
         if "cf.llm.prompt.unsafe_topic_detected" not in provided:
             log.warning(
@@ -260,6 +279,7 @@ class LLMWall:
 
     # ------------------------------------------------------------- lifecycle
     def running(self) -> None:
+        self._started = True
         if self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._watch_rules())
 
@@ -273,6 +293,11 @@ class LLMWall:
             error = await asyncio.to_thread(self.rules.poll)
             if error is not None:
                 log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", error)
+            elif self.rules.current is not before and (
+                missing := coverage.uncovered(self.rules.current, self.detectors, _models_dir(ctx.options))
+            ):
+                self.rules.current = before
+                log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", "; ".join(missing))
             elif self.rules.current is not before:
                 log.info("llmwall: rules reloaded: %d rules", len(self.rules.current.rules))
                 if _pii_extras(self.rules.current) != _pii_extras(before):
@@ -580,6 +605,10 @@ def _matches(target: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(target, p) for p in patterns)
 
 
+def _models_dir(opts) -> str:
+    return bundled.resolve_models(opts.llmwall_models)
+
+
 def _options_config(opts) -> DetectorConfig:
     def unit_float(name: str) -> float:
         try:
@@ -590,7 +619,7 @@ def _options_config(opts) -> DetectorConfig:
             raise exceptions.OptionsError(f"{name} must be between 0 and 1")
         return value
 
-    models = opts.llmwall_models
+    models = _models_dir(opts)
     if not Path(models).is_dir():
         log.warning("llmwall: models directory %s does not exist; only pattern detectors will run", models)
     return DetectorConfig(

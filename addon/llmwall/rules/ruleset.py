@@ -137,6 +137,8 @@ class RuleSet:
         self.custom_topics = dict(custom_topics)
         self.source = source
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
+        #: Rule id -> the canonical fields its expression reads.
+        self.rule_fields: dict[str, frozenset[str]] = {r.id: compiled[r.id].fields for r in rules}
         self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
