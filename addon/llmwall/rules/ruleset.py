@@ -9,13 +9,14 @@ rule is the first matching ``log`` rule.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import yaml
@@ -136,10 +137,16 @@ class RuleSet:
         self.rules = rules
         self.custom_topics = dict(custom_topics)
         self.source = source
+        self._compiled = compiled
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
         #: Rule id -> the canonical fields its expression reads.
         self.rule_fields: dict[str, frozenset[str]] = {r.id: compiled[r.id].fields for r in rules}
         self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+
+    def disabling(self, rule_ids: Collection[str]) -> RuleSet:
+        """The same rules with ``rule_ids`` disabled (a backtest leaves out rules it cannot evaluate)."""
+        rules = tuple(dataclasses.replace(r, enabled=False) if r.id in rule_ids else r for r in self.rules)
+        return RuleSet(rules, self._compiled, self.custom_topics, self.source)
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
         """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
