@@ -26,7 +26,13 @@ from llmwall.providers import discovery, extraction
 from llmwall.proxy.orchestrator import Orchestrator
 
 #: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
-CLI_MODULES = ("llmwall.rules", "llmwall.cli.evaluate", "llmwall.analytics.store", "llmwall.demo.launch")
+CLI_MODULES = (
+    "llmwall.rules",
+    "llmwall.cli.evaluate",
+    "llmwall.cli.replay",
+    "llmwall.analytics.store",
+    "llmwall.demo.launch",
+)
 ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
 UNSAFE_CATEGORIES = "cf.llm.prompt.unsafe_topic_categories"
 
