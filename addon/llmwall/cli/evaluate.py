@@ -305,7 +305,13 @@ def run(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     """Add ``eval DATASET.jsonl [--json] [--models DIR] [--threshold P]``."""
     p = subparsers.add_parser(
-        "eval", help="measure the detectors on a labelled JSONL prompt file", description=__doc__.splitlines()[0]
+        "eval",
+        help="measure the detectors on a labelled JSONL prompt file",
+        description=(
+            "Measure the unsafe-topic and injection detectors on a labelled JSONL prompt file: precision, recall, "
+            "F1, false-positive rate, AUPRC and per-category figures. Each line: "
+            '{"text": ..., "label": "safe" or "unsafe", "categories": [...], "injection": true or false}.'
+        ),
     )
     p.add_argument("dataset", help="JSONL: text, label (safe|unsafe), categories, injection")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

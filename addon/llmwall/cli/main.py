@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,7 @@ CLI_MODULES = (
 )
 ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
 UNSAFE_CATEGORIES = "cf.llm.prompt.unsafe_topic_categories"
+HELP_FLAGS = frozenset({"-h", "--help"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +78,14 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if mitmdump is None:
         print("llmwall: mitmdump not found; install mitmproxy 12 into this environment", file=sys.stderr)
         return 2
+    if HELP_FLAGS & set(args.args):
+        from llmwall.cli import proxy_help
+
+        sys.stdout.flush()
+        subprocess.run([mitmdump, "--help"], check=False)  # mitmdump's own options first, ours last
+        print(f"\nusage: llmwall proxy [mitmdump options]: mitmdump with llmwall loaded ({ENTRY})\n")
+        print(proxy_help.help_text(proxy_help.llmwall_options()))
+        return 0
     os.execv(mitmdump, [mitmdump, "-s", str(ENTRY), *args.args])
     return 0  # not reached
 
