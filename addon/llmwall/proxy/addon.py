@@ -102,7 +102,8 @@ class LLMWall:
             "llmwall_models",
             str,
             "",
-            "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/); empty: the models shipped with llmwall.",
+            "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/); "
+            "empty: the models shipped with llmwall.",
         )
         loader.add_option(
             "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
@@ -205,7 +206,9 @@ class LLMWall:
         if updated & (DETECTOR_OPTIONS | {"llmwall_rules"}) and self.rules:
             missing = coverage.uncovered(self.rules.current, self.detectors, _models_dir(opts))
             if missing:
-                raise exceptions.OptionsError("llmwall: refusing to start: " + "; ".join(missing))
+                raise exceptions.OptionsError(
+                    "llmwall: the rules cannot work with the loaded detectors: " + "; ".join(missing)
+                )
         if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
             opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1
         ):
