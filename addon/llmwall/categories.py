@@ -1,4 +1,4 @@
-"""Names of the unsafe-topic categories, for people: the one table every display reads.
+"""Category names: the S1-S14 names every display reads, and the PII category list.
 
 Rule fields keep the codes (``S1`` .. ``S14``, as Cloudflare and Llama Guard 3 write them);
 whatever a person reads (block message, chat page, dashboard, ``llmwall scan``, metrics help,
@@ -28,6 +28,18 @@ UNSAFE_CATEGORY_NAMES: Final[Mapping[str, str]] = {
     "S13": "Elections",
     "S14": "Code Interpreter Abuse",
 }
+
+#: Cloudflare's Firewall-for-AI PII categories (Presidio entity names), in its order; the PII
+#: detector (``detectors.pii``) reports these, and the rules loader checks rule values against them.
+PII_CATEGORIES: Final[tuple[str, ...]] = (
+    "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
+    "NRP", "LOCATION", "PERSON", "PHONE_NUMBER", "MEDICAL_LICENSE", "URL",
+    "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT", "US_SSN",
+    "UK_NHS", "UK_NINO", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "IT_DRIVER_LICENSE",
+    "IT_VAT_CODE", "IT_PASSPORT", "IT_IDENTITY_CARD", "PL_PESEL", "SG_NRIC_FIN",
+    "SG_UEN", "AU_ABN", "AU_ACN", "AU_TFN", "AU_MEDICARE", "IN_PAN", "IN_AADHAAR",
+    "IN_VEHICLE_REGISTRATION", "IN_VOTER", "IN_PASSPORT", "FI_PERSONAL_IDENTITY_CODE",
+)  # fmt: skip
 
 
 def label(category: str) -> str:

@@ -8,8 +8,9 @@ on hot reload alike. Custom topic labels are checked against the file's own
 ``custom_topics`` by the compiler.
 
 The vocabularies come from the modules that produce the values (detectors, discovery), read
-on first use: the PII and secrets modules import Presidio and detect-secrets, which a rules
-file without category comparisons never needs.
+on first use (the secrets module imports detect-secrets, which a rules file without category
+comparisons never needs); the PII list lives in ``llmwall.categories`` so that checking a rules
+file never imports Presidio.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from llmwall.categories import UNSAFE_CATEGORY_NAMES, label
+from llmwall.categories import PII_CATEGORIES, UNSAFE_CATEGORY_NAMES, label
 
 UNSAFE_FIELD = "cf.llm.prompt.unsafe_topic_categories"
 PII_FIELD = "cf.llm.prompt.pii_categories"
@@ -41,7 +42,7 @@ class Vocabulary:
 @functools.cache
 def vocabularies() -> dict[str, Vocabulary]:
     """Field -> vocabulary, for every field with a closed set of values."""
-    from llmwall.detectors import pii, secrets
+    from llmwall.detectors import secrets
     from llmwall.providers import discovery
 
     return {
@@ -50,7 +51,7 @@ def vocabularies() -> dict[str, Vocabulary]:
             tuple(UNSAFE_CATEGORY_NAMES),
             {name.lower(): code for code, name in UNSAFE_CATEGORY_NAMES.items()},
         ),
-        PII_FIELD: Vocabulary("a PII category", tuple(pii.CLOUDFLARE_CATEGORIES), {}),
+        PII_FIELD: Vocabulary("a PII category", PII_CATEGORIES, {}),
         SECRET_FIELD: Vocabulary("a secret category", tuple(sorted(secrets.SECRET_CATEGORY_NAMES)), {}),
         FORMAT_FIELD: Vocabulary("a request format", (*discovery.FORMATS, CUSTOM_FORMAT), {}),
     }
