@@ -163,6 +163,13 @@ def test_metrics_endpoint(dash: Dashboard) -> None:
     r = serve(dash, "/metrics").response
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert b'llmwall_requests_total{action="block",endpoint="api.openai.com/v1/chat/completions"} 1.0' in r.content
+    assert b"unsafe codes: S1 Violent Crimes," in r.content and b"S14 Code Interpreter Abuse" in r.content
+
+
+def test_category_names_for_the_pages(dash: Dashboard) -> None:
+    names = api(dash, "/api/categories")["unsafe"]
+    assert list(names) == [f"S{i}" for i in range(1, 15)]
+    assert names["S9"] == "Indiscriminate Weapons" and names["S11"] == "Suicide & Self-Harm"
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

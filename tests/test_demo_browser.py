@@ -215,7 +215,9 @@ def test_unsafe_prompt_shows_block_message(demo: DemoProc, page: object) -> None
     page.goto(demo.chat_url)  # type: ignore[attr-defined]
     blocked = chat(page, UNSAFE, "blocked")
     expect(blocked.locator(".block-rule")).to_have_text("block-unsafe")
-    expect(blocked.locator(".block-categories")).to_contain_text(re.compile(r"S\d+"))
+    # The code with its name, e.g. "S9 Indiscriminate Weapons"
+    expect(blocked.locator(".block-categories")).to_contain_text(re.compile(r"S\d+ [A-Z][a-z]"))
+    expect(blocked.locator(".block-message")).to_contain_text(re.compile(r"S\d+ [A-Z][a-z]"))
     shot(page, "03-chat-unsafe-blocked")
 
 

@@ -122,7 +122,9 @@ def test_cli_json_with_shipped_model(tmp_path, capsys):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = _cli(["eval", str(p), "--json", "--models", str(ROOT / "models")])
     assert args.func(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert f"llmwall eval: detectors from {ROOT / 'models'}: " in captured.err  # stderr says what ran
     assert report["n"] == 3
     assert report["unsafe"]["n"] == 2 and report["injection"]["n"] == 3
     assert "lite_topics" in report["detectors"] or "llama_guard" in report["detectors"]

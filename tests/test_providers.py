@@ -544,6 +544,7 @@ def test_response_functions_never_raise(data: object) -> None:
                     "code": "blocked",
                     "rule": "r",
                     "categories": ["A"],
+                    "category_names": ["A"],
                 }
             },
             {},
@@ -558,6 +559,7 @@ def test_response_functions_never_raise(data: object) -> None:
                     "code": "blocked",
                     "rule": "r",
                     "categories": ["A"],
+                    "category_names": ["A"],
                 }
             },
             {},
@@ -572,26 +574,53 @@ def test_response_functions_never_raise(data: object) -> None:
                     "code": "blocked",
                     "rule": "r",
                     "categories": ["A"],
+                    "category_names": ["A"],
                 }
             },
             {},
         ),
         (
             "anthropic.messages",
-            {"type": "error", "error": {"type": "permission_error", "message": "m", "rule": "r", "categories": ["A"]}},
+            {
+                "type": "error",
+                "error": {
+                    "type": "permission_error",
+                    "message": "m",
+                    "rule": "r",
+                    "categories": ["A"],
+                    "category_names": ["A"],
+                },
+            },
             {},
         ),
         (
             "gemini.generate",
-            {"error": {"code": 403, "message": "m", "status": "PERMISSION_DENIED", "rule": "r", "categories": ["A"]}},
+            {
+                "error": {
+                    "code": 403,
+                    "message": "m",
+                    "status": "PERMISSION_DENIED",
+                    "rule": "r",
+                    "categories": ["A"],
+                    "category_names": ["A"],
+                }
+            },
             {},
         ),
-        ("ollama.chat", {"error": "m", "error_type": "llmwall_blocked", "rule": "r", "categories": ["A"]}, {}),
-        ("tgi.generate", {"error": "m", "error_type": "llmwall_blocked", "rule": "r", "categories": ["A"]}, {}),
-        ("cohere.chat", {"message": "m", "rule": "r", "categories": ["A"]}, {}),
+        (
+            "ollama.chat",
+            {"error": "m", "error_type": "llmwall_blocked", "rule": "r", "categories": ["A"], "category_names": ["A"]},
+            {},
+        ),
+        (
+            "tgi.generate",
+            {"error": "m", "error_type": "llmwall_blocked", "rule": "r", "categories": ["A"], "category_names": ["A"]},
+            {},
+        ),
+        ("cohere.chat", {"message": "m", "rule": "r", "categories": ["A"], "category_names": ["A"]}, {}),
         (
             "bedrock.converse",
-            {"message": "m", "rule": "r", "categories": ["A"]},
+            {"message": "m", "rule": "r", "categories": ["A"], "category_names": ["A"]},
             {"x-amzn-ErrorType": "AccessDeniedException"},
         ),
     ],

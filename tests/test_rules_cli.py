@@ -172,15 +172,16 @@ def test_console_script_eval_rejects_unknown_field() -> None:
     assert res.returncode == 2 and "unknown field 'cf.llm.prompt.nope'" in res.stderr
 
 
-def test_check_prints_warnings_and_still_succeeds(tmp_path, capsys) -> None:
+def test_check_refuses_a_category_value_that_never_matches(tmp_path, capsys) -> None:
     path = write(
         tmp_path,
         "w.yaml",
         'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n    action: log\n',
     )
     code, out, err = run(["rules", "check", path], capsys)
-    assert code == 0 and "OK, 1 rule (1 enabled)" in out
-    assert err.strip() == (
-        f"{path}:3:66: rule 'a': warning: 'S01' never matches cf.llm.prompt.unsafe_topic_categories[*]: "
-        "llmwall reports Llama Guard 3 hazard codes S1-S14; did you mean 'S1'?"
+    assert code == 1 and "OK" not in out
+    assert err.startswith(
+        f"{path}:3:66: rule 'a': 'S01' is not an unsafe-topic category, so it never matches "
+        "cf.llm.prompt.unsafe_topic_categories; did you mean 'S1' (Violent Crimes)? known: S1 Violent Crimes, "
     )
+    assert err.rstrip().endswith("1 error")

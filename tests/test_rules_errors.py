@@ -382,29 +382,35 @@ def test_non_string_expression_is_rejected() -> None:
         parse_expression(123)  # type: ignore[arg-type]
 
 
-# --- warnings: the file loads, but a category value can never match --------------------------------
+# --- values: a category value that can never match is an error ----------------------------------
 
 
 @pytest.mark.parametrize(
     ("expression", "literal", "message"),
     [
-        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "'s12' never matches"),
-        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "did you mean 'S12'?"),
-        ('cf.llm.prompt.unsafe_topic_categories[0] eq "S15"', '"S15"', "'S15' never matches"),
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "'s12' is not an unsafe-topic"),
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] in {"S10" "s12"})', '"s12"', "did you mean 'S12'"),
+        ('cf.llm.prompt.unsafe_topic_categories[0] eq "S15"', '"S15"', "'S15' is not an unsafe-topic category"),
         (
             'any(cf.llm.prompt.unsafe_topic_categories[*] in {"VIOLENCE_AND_WEAPONS"})',
             '"VIOLENCE',
-            "llmwall reports Llama Guard 3 hazard codes S1-S14",
+            "known: S1 Violent Crimes, S2 Non-Violent Crimes",
         ),
+        ('any(cf.llm.prompt.unsafe_topic_categories[*] eq "hate")', '"hate"', "did you mean 'S10' (Hate)?"),
+        ('any(cf.llm.prompt.pii_categories[*] in {"EMAIL"})', '"EMAIL"', "did you mean 'EMAIL_ADDRESS'?"),
+        ('any(cf.llm.prompt.pii_categories[*] in {"ssn"})', '"ssn"', "did you mean 'US_SSN'?"),
+        ('any(cf.llm.prompt.secret_categories[*] eq "OPENAI")', '"OPENAI"', "did you mean 'OPENAI_API_KEY'?"),
+        ('cf.llm.request.format eq "openai"', '"openai"', "'openai' is not a request format"),
+        ('cf.llm.request.format in {"anthropic"}', '"anthropic"', "did you mean 'anthropic.messages'?"),
     ],
 )
-def test_unknown_category_values_warn(expression: str, literal: str, message: str) -> None:
+def test_unknown_values_are_errors_with_a_suggestion(expression: str, literal: str, message: str) -> None:
     text = f"rules:\n  - id: a\n    expression: '{expression}'\n    action: log\n"
     column = len("    expression: '") + expression.index(literal) + 1
-    rs = parse_rules(text, "w.yaml")
-    assert [r.id for r in rs.rules] == ["a"]  # still loaded
-    assert any(message in w.message and (w.line, w.column, w.rule_id) == (3, column, "a") for w in rs.warnings), (
-        rs.warnings
+    with pytest.raises(RulesError) as err:
+        parse_rules(text, "w.yaml")
+    assert any(message in e.message and (e.line, e.column, e.rule_id) == (3, column, "a") for e in err.value.errors), (
+        err.value.errors
     )
 
 
@@ -413,10 +419,40 @@ def test_unknown_category_values_warn(expression: str, literal: str, message: st
     [
         'any(cf.llm.prompt.unsafe_topic_categories[*] in {"S1" "S14"})',
         'cf.llm.prompt.unsafe_topic_categories[0] ne "S3"',
-        'any(cf.llm.prompt.pii_categories[*] in {"ANYTHING"})',  # no known list for PII here
-        'any(cf.llm.prompt.unsafe_topic_categories[*] contains "1")',
+        'any(cf.llm.prompt.pii_categories[*] in {"EMAIL_ADDRESS" "US_SSN"})',
+        'any(cf.llm.prompt.secret_categories[*] eq "OPENAI_API_KEY")',
+        'cf.llm.request.format in {"openai.chat" "custom"}',
+        'any(cf.llm.prompt.unsafe_topic_categories[*] contains "1")',  # not an equality: not checked
+        'cf.llm.request.model eq "anything"',  # open vocabulary
     ],
 )
-def test_known_category_values_do_not_warn(expression: str) -> None:
+def test_known_values_load(expression: str) -> None:
     rs = parse_rules(f"rules:\n  - id: a\n    expression: '{expression}'\n    action: log\n")
-    assert rs.warnings == ()
+    assert [r.id for r in rs.rules] == ["a"]
+
+
+def test_unknown_custom_topic_label_suggests_the_declared_one() -> None:
+    text = (
+        'rules:\n  - id: a\n    expression: cf.llm.prompt.custom_topic_categories["competitor"] lt 30\n'
+        "    action: log\ncustom_topics:\n  competitors: questions about competitor products\n"
+    )
+    with pytest.raises(RulesError, match="did you mean 'competitors'"):
+        parse_rules(text)
+
+
+def test_every_duplicate_id_is_reported_even_with_other_errors() -> None:
+    text = (
+        "rules:\n"
+        "  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: log\n"
+        "  - id: a\n    expression: cf.llm.prompt.pii_detected and\n    action: log\n"
+        "  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: blok\n"
+    )
+    with pytest.raises(RulesError) as err:
+        parse_rules(text, "d.yaml")
+    duplicates = [(e.line, e.message) for e in err.value.errors if "duplicate rule id" in e.message]
+    assert duplicates == [
+        (5, "duplicate rule id 'a' (first defined on line 2)"),
+        (8, "duplicate rule id 'a' (first defined on line 2)"),
+    ]
+    assert any("syntax error" in e.message for e in err.value.errors)
+    assert any("unknown action 'blok'" in e.message for e in err.value.errors)

@@ -182,7 +182,7 @@ EVERY_FIELD_RULES = parse_rules(
         for i, (expr, action) in enumerate(
             [
                 (
-                    'any(cf.llm.prompt.pii_categories[*] in {"A"}) or all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")',
+                    'any(cf.llm.prompt.pii_categories[*] in {"US_SSN"}) or all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")',
                     "log",
                 ),
                 ("cf.llm.prompt.injection_score lt 20 or cf.llm.prompt.token_count in {1..10}", "block"),
@@ -298,7 +298,7 @@ typed_atoms = st.one_of(
     ),
     st.builds(
         lambda items: n.InSet(n.Index(n.Field("cf.llm.prompt.unsafe_topic_categories"), n.STAR), tuple(items)),
-        st.lists(plain_strings, min_size=1, max_size=3),
+        st.lists(st.sampled_from([f"S{i}" for i in range(1, 15)]).map(n.StrLit), min_size=1, max_size=3),
     ).map(lambda s: n.Truthy(n.Call("any", (s,)))),
     st.builds(lambda t: n.Compare(n.Call("lower", (n.Field("http.host"),)), "eq", n.StrLit(t)), texts),
     st.builds(

@@ -9,20 +9,29 @@ The addons, in chain order (mitmproxy calls each hook on them in this order):
   sees them; owns the ``llmwall_dashboard_*`` options.
 * ``LLMWall``: discovery, detectors, rules and actions; leaves an event in
   ``flow.metadata["llmwall"]``.
+* ``Console``: prints one decision line per screened flow and writes it into the flow's
+  comment (what mitmweb shows).
 * ``Analytics``: records that event in the metrics and the SQLite store, and confirms
   endpoints from their responses; owns ``llmwall_db`` and its retention options.
 """
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
 if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llmwall.analytics.addon import Analytics
-from llmwall.analytics.dashboard import DashboardAddon
-from llmwall.proxy.addon import LLMWall
+#: Presidio logs its device and each of ~34 recognizers at info level on every start; llmwall
+#: logs one summary line per detector instead. Set before the import that triggers them.
+logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+
+from llmwall.analytics.addon import Analytics  # noqa: E402
+from llmwall.analytics.dashboard import DashboardAddon  # noqa: E402
+from llmwall.proxy.addon import LLMWall  # noqa: E402
+from llmwall.proxy.console import Console  # noqa: E402
 
 analytics = Analytics()
-addons = [DashboardAddon(analytics), LLMWall(), analytics]
+# Order matters: the console and the analytics addon read the decision LLMWall leaves on the flow.
+addons = [DashboardAddon(analytics), LLMWall(), Console(), analytics]

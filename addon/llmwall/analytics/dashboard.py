@@ -29,6 +29,7 @@ from mitmproxy import ctx, exceptions, http
 
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import Store, parse_duration
+from llmwall.categories import UNSAFE_CATEGORY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,8 @@ class Dashboard:
                 offset=offset,
             )
             return _json(200, {"events": rows, "limit": limit, "offset": offset})
+        if path == "/api/categories":
+            return _json(200, {"unsafe": dict(UNSAFE_CATEGORY_NAMES)})
         if path == "/api/endpoints":
             return _json(200, {"endpoints": self.store.endpoints()})
         m = _API_EVENT.match(path)

@@ -13,6 +13,7 @@ from typing import Any, Final
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from llmwall.analytics.store import CATEGORY_KINDS, CUSTOM_FIELD, CUSTOM_MATCH_SCORE
+from llmwall.categories import legend
 
 #: Latency buckets in seconds: detectors run from well under 1 ms (token count) to seconds (Llama Guard on CPU).
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -34,7 +35,7 @@ class Metrics:
         )
         self.detections = Counter(
             "llmwall_detections",
-            "Requests in which a category was detected, by kind (unsafe/pii/secret/custom)",
+            "Requests in which a category was detected, by kind (unsafe/pii/secret/custom); unsafe codes: " + legend(),
             ["kind", "category"],
             registry=r,
         )

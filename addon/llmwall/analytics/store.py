@@ -766,11 +766,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``endpoints`` and ``stats`` to the ``llmwall`` command (each sets ``func(args) -> int``)."""
-    p: argparse.ArgumentParser = subparsers.add_parser("endpoints", help="list the LLM endpoints seen (inventory)")
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "endpoints",
+        help="list the LLM endpoints seen (inventory)",
+        description="List the LLM endpoints the proxy has discovered, with format, first and last seen, request "
+        "count and whether a response confirmed the format, from the event database.",
+    )
     p.add_argument("--db", default=DEFAULT_DB, help=f"event database (default {DEFAULT_DB})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_endpoints)
-    p = subparsers.add_parser("stats", help="totals of screened/blocked/logged requests and top categories")
+    p = subparsers.add_parser(
+        "stats",
+        help="totals of screened/blocked/logged requests and top categories",
+        description="Print the dashboard's totals (screened, blocked, redacted, logged, allowed, not scored, "
+        "unparsed) and the most frequent detected categories from the event database.",
+    )
     p.add_argument("--db", default=DEFAULT_DB, help=f"event database (default {DEFAULT_DB})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--since", help="only the last period, e.g. 15m, 1h, 7d")

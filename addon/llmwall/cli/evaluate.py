@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmwall import fields
+from llmwall import bundled, fields
 from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
@@ -280,10 +280,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, DatasetError) as exc:
         print(f"llmwall eval: {exc}", file=sys.stderr)
         return 2
-    detectors = build(args.models, args.device)
+    models = bundled.resolve_models(args.models)
+    detectors = build(models, args.device)
     if not detectors:
-        print(f"llmwall eval: no unsafe-topic or injection detector found under {args.models}", file=sys.stderr)
+        print(f"llmwall eval: no unsafe-topic or injection detector found under {models}", file=sys.stderr)
         return 2
+    print(f"llmwall eval: detectors from {models}: {', '.join(d.name for d in detectors)}", file=sys.stderr)
     from tqdm import tqdm
 
     scored = [
@@ -303,11 +305,17 @@ def run(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     """Add ``eval DATASET.jsonl [--json] [--models DIR] [--threshold P]``."""
     p = subparsers.add_parser(
-        "eval", help="measure the detectors on a labelled JSONL prompt file", description=__doc__.splitlines()[0]
+        "eval",
+        help="measure the detectors on a labelled JSONL prompt file",
+        description=(
+            "Measure the unsafe-topic and injection detectors on a labelled JSONL prompt file: precision, recall, "
+            "F1, false-positive rate, AUPRC and per-category figures. Each line: "
+            '{"text": ..., "label": "safe" or "unsafe", "categories": [...], "injection": true or false}.'
+        ),
     )
     p.add_argument("dataset", help="JSONL: text, label (safe|unsafe), categories, injection")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--models", default="models", help="models directory (default: models)")
+    p.add_argument("--models", help="models directory (default: the models shipped with llmwall)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument(
         "--threshold",

@@ -11,20 +11,32 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
 
+from llmwall import bundled
+from llmwall.categories import labels
 from llmwall.detectors import build_detectors
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.fields import INJECTION_FIELDS, UNSAFE_FIELDS
 from llmwall.providers import discovery, extraction
 from llmwall.proxy.orchestrator import Orchestrator
 
 #: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
-CLI_MODULES = ("llmwall.rules", "llmwall.cli.evaluate", "llmwall.analytics.store", "llmwall.demo.launch")
+CLI_MODULES = (
+    "llmwall.rules",
+    "llmwall.cli.evaluate",
+    "llmwall.cli.replay",
+    "llmwall.analytics.store",
+    "llmwall.demo.launch",
+)
 ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
+UNSAFE_CATEGORIES = "cf.llm.prompt.unsafe_topic_categories"
+HELP_FLAGS = frozenset({"-h", "--help"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan.add_argument(
         "--path", default="/v1/chat/completions", help="request path used with --request to tell formats apart"
     )
-    scan.add_argument("--models", default="models", help="models directory")
+    scan.add_argument("--models", help="models directory (default: the models shipped with llmwall)")
     scan.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     scan.add_argument("--deadline-ms", type=int, default=10_000, help="per-prompt deadline (default 10000)")
     scan.add_argument("--custom-topics", help="rules.yaml whose custom_topics to score")
@@ -66,13 +78,22 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if mitmdump is None:
         print("llmwall: mitmdump not found; install mitmproxy 12 into this environment", file=sys.stderr)
         return 2
+    if HELP_FLAGS & set(args.args):
+        from llmwall.cli import proxy_help
+
+        sys.stdout.flush()
+        subprocess.run([mitmdump, "--help"], check=False)  # mitmdump's own options first, ours last
+        print(f"\nusage: llmwall proxy [mitmdump options]: mitmdump with llmwall loaded ({ENTRY})\n")
+        print(proxy_help.help_text(proxy_help.llmwall_options()))
+        return 0
     os.execv(mitmdump, [mitmdump, "-s", str(ENTRY), *args.args])
     return 0  # not reached
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    config = DetectorConfig(models_dir=args.models, device=args.device)
+    config = DetectorConfig(models_dir=bundled.resolve_models(args.models), device=args.device)
     detectors = build_detectors(config)
+    _report_detectors(detectors, config.models_dir)
     topics: dict[str, str] = {}
     if args.custom_topics:
         from llmwall.rules import RulesError, load_rules
@@ -96,6 +117,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_detectors(detectors: list[Detector], models_dir: str) -> None:
+    """Say on stderr which detectors run, and which field groups nothing fills (stdout stays JSON)."""
+    print(f"llmwall scan: models from {models_dir}", file=sys.stderr)
+    for det in detectors:
+        print(f"llmwall scan: detector {det.describe()}", file=sys.stderr)
+    provided = frozenset().union(*(d.provides for d in detectors)) if detectors else frozenset()
+    for group, what in ((UNSAFE_FIELDS, "unsafe-topic"), (INJECTION_FIELDS, "injection")):
+        if not group & provided:
+            print(f"llmwall scan: no {what} detector found in {models_dir}; its fields are omitted", file=sys.stderr)
+
+
 async def _scan_all(
     prompts: Iterable[Prompt],
     detectors: list[Detector],
@@ -113,6 +145,7 @@ async def _scan_all(
                 "cf.llm.prompt.detected": bool(prompt.text.strip()),
                 "cf.llm.request.format": prompt.format,
                 **result.fields,
+                "unsafe_topic_names": labels(result.fields.get(UNSAFE_CATEGORIES) or []),  # type: ignore[arg-type]
                 "timings_ms": result.timings_ms,
                 "total_ms": round((time.monotonic() - start) * 1000.0, 3),
                 "not_scored": result.not_scored,

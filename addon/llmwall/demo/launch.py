@@ -23,6 +23,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any, Final
 
+from llmwall import bundled
 from llmwall.demo import mock_llm
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
@@ -38,12 +39,8 @@ class DemoError(Exception):
 
 
 def default_models_dir() -> str:
-    """``$LLMWALL_MODELS``, else the source checkout's ``models/``, else ``models`` in the current directory."""
-    env = os.environ.get("LLMWALL_MODELS")
-    if env:
-        return env
-    checkout = PACKAGE_DIR.parent.parent.parent / "models"
-    return str(checkout) if checkout.is_dir() else "models"
+    """``$LLMWALL_MODELS``, else the models shipped with llmwall."""
+    return bundled.resolve_models(os.environ.get("LLMWALL_MODELS"))
 
 
 def _port_free(port: int) -> bool:

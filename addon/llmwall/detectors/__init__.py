@@ -8,6 +8,7 @@ which keep the proxy useful on a laptop with no exported model.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from importlib import import_module
 
@@ -38,11 +39,13 @@ def build_detectors(config: DetectorConfig) -> list[Detector]:
     covered: set[str] = set()
     for module_name, factory_name in _FACTORIES:
         try:
+            start = time.monotonic()
             factory: Callable[[DetectorConfig], Detector | None] = getattr(
                 import_module(f"{__name__}.{module_name}"), factory_name
             )
             if (detector := factory(config)) is None:
                 continue
+            detector.load_ms = (time.monotonic() - start) * 1000.0
         except Exception as exc:  # a broken model must not stop the proxy
             log.warning("llmwall: could not load %s.%s: %s", module_name, factory_name, exc)
             continue

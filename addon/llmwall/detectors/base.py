@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from llmwall import bundled
+
 
 @dataclass(frozen=True)
 class TextPart:
@@ -81,6 +83,7 @@ class Detector(abc.ABC):
 
     name: ClassVar[str]
     provides: ClassVar[frozenset[str]]  # canonical field names this detector fills
+    load_ms: float = 0.0  # how long creating it took; set by build_detectors for the start-up log
 
     @abc.abstractmethod
     def detect(self, request: ScreenRequest) -> Detection:
@@ -98,7 +101,7 @@ class Detector(abc.ABC):
 class DetectorConfig:
     """Settings every detector module's ``create(config)`` reads (from addon options)."""
 
-    models_dir: str = "models"
+    models_dir: str = field(default_factory=lambda: str(bundled.models_dir()))
     device: str = "auto"  # auto | cpu | cuda
     pii_entities: tuple[str, ...] | None = None  # None: the module's defaults
     pii_min_score: float = 0.5

@@ -46,24 +46,6 @@ CATEGORIES_8B: tuple[tuple[str, str], ...] = (
 )
 CATEGORIES_1B = CATEGORIES_8B[:13]
 
-#: The MLCommons hazard names of the model card, for documentation and dashboards.
-HAZARD_NAMES: Mapping[str, str] = {
-    "S1": "Violent Crimes",
-    "S2": "Non-Violent Crimes",
-    "S3": "Sex-Related Crimes",
-    "S4": "Child Sexual Exploitation",
-    "S5": "Defamation",
-    "S6": "Specialized Advice",
-    "S7": "Privacy",
-    "S8": "Intellectual Property",
-    "S9": "Indiscriminate Weapons",
-    "S10": "Hate",
-    "S11": "Suicide & Self-Harm",
-    "S12": "Sexual Content",
-    "S13": "Elections",
-    "S14": "Code Interpreter Abuse",
-}
-
 #: Template names recorded in the export manifest.
 TEMPLATE_1B = "llama-guard-3-1b"
 TEMPLATE_8B = "llama-guard-3-8b"

@@ -43,6 +43,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.language import Language
 
 from llmwall import fields
+from llmwall.categories import PII_CATEGORIES as CLOUDFLARE_PII_CATEGORIES
 from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest, Span
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,7 @@ PII_DETECTED: Final = "cf.llm.prompt.pii_detected"
 PII_CATEGORIES: Final = "cf.llm.prompt.pii_categories"
 
 #: Cloudflare's Firewall-for-AI PII categories (Presidio entity names), in its order.
-CLOUDFLARE_CATEGORIES: Final[tuple[str, ...]] = (
-    "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
-    "NRP", "LOCATION", "PERSON", "PHONE_NUMBER", "MEDICAL_LICENSE", "URL",
-    "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT", "US_SSN",
-    "UK_NHS", "UK_NINO", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE", "IT_DRIVER_LICENSE",
-    "IT_VAT_CODE", "IT_PASSPORT", "IT_IDENTITY_CARD", "PL_PESEL", "SG_NRIC_FIN",
-    "SG_UEN", "AU_ABN", "AU_ACN", "AU_TFN", "AU_MEDICARE", "IN_PAN", "IN_AADHAAR",
-    "IN_VEHICLE_REGISTRATION", "IN_VOTER", "IN_PASSPORT", "FI_PERSONAL_IDENTITY_CODE",
-)  # fmt: skip
+CLOUDFLARE_CATEGORIES: Final[tuple[str, ...]] = CLOUDFLARE_PII_CATEGORIES
 
 #: Categories that only a spaCy NER model can find (``spacy_model`` option).
 NER_CATEGORIES: Final = frozenset({"PERSON", "LOCATION", "NRP"})

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from mitmproxy import http
 
+from llmwall.categories import labels
 from llmwall.providers import registry
 from llmwall.providers.base import openai_error
 from llmwall.proxy.event import METADATA_KEY, Event
@@ -21,12 +22,12 @@ MARKERS: Mapping[str, str] = {"block": ":no_entry:", "redact": ":pencil2:", "log
 
 
 def block_message(rule_id: str | None, categories: Sequence[str]) -> str:
-    """The human-readable reason, safe to show: rule id and category names only."""
+    """The human-readable reason, safe to show: rule id and categories (S-codes with their names) only."""
     msg = "Request blocked by llmwall"
     if rule_id:
         msg += f" (rule {rule_id})"
     if categories:
-        msg += ": " + ", ".join(categories)
+        msg += ": " + ", ".join(labels(categories))
     return msg
 
 
@@ -38,7 +39,7 @@ def error_body(
     Shaped by the format's family (``providers/<family>.py``); unknown and custom
     formats get OpenAI's schema, which most clients understand.
     """
-    extra: dict[str, object] = {"rule": rule_id, "categories": list(categories)}
+    extra: dict[str, object] = {"rule": rule_id, "categories": list(categories), "category_names": labels(categories)}
     provider = registry.family((fmt or "openai").split(".", 1)[0])
     if provider is None:
         return openai_error(message, extra)
@@ -70,16 +71,12 @@ def block_response(
     return http.Response.make(status, content, {"content-type": ctype, "x-llmwall-action": "block", **headers})
 
 
-def annotate(flow: http.HTTPFlow, event: Event, categories: Sequence[str]) -> None:
-    """Make the decision visible in mitmweb/mitmproxy and mitmdump's output, and hand the
-    event to the analytics addon (``flow.metadata["llmwall"]``)."""
+def annotate(flow: http.HTTPFlow, event: Event) -> None:
+    """Leave the decision on the flow for the console and analytics addons
+    (``flow.metadata["llmwall"]``) and mark acted-on flows in mitmweb/mitmproxy's flow list.
+
+    The comment and mitmdump's line come from the console addon (``llmwall.proxy.console``).
+    """
     flow.metadata[METADATA_KEY] = event.to_dict()
-    if event.action is None:
-        return
-    flow.marked = MARKERS.get(event.action, ":warning:")
-    note = f"llmwall: {event.action}"
-    if event.rule:
-        note += f" by rule {event.rule}"
-    if categories:
-        note += f" [{', '.join(categories)}]"
-    flow.comment = note
+    if event.action is not None:
+        flow.marked = MARKERS.get(event.action, ":warning:")

@@ -26,10 +26,11 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from llmwall import bundled
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
-from llmwall.proxy import actions
+from llmwall.proxy import actions, coverage
 from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
@@ -79,6 +80,7 @@ class LLMWall:
         # Body parsing gets its own threads so it never waits behind detectors.
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._reload_task: asyncio.Task[None] | None = None
+        self._started = False  # past start-up: an option error is refused instead of stopping the proxy
 
     # ----------------------------------------------------------------- options
     def load(self, loader: Any) -> None:
@@ -96,7 +98,11 @@ class LLMWall:
             "past it the verdict uses the detectors that finished.",
         )
         loader.add_option(
-            "llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/)."
+            "llmwall_models",
+            str,
+            "",
+            "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/); "
+            "empty: the models shipped with llmwall.",
         )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option(
@@ -147,6 +153,16 @@ class LLMWall:
         )
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as exc:
+            if self._started:
+                raise  # a live option change is refused; the proxy keeps its settings
+            # At start-up a user error is logged without a traceback (raising from a script's
+            # configure prints one); mitmproxy's start-up error check then exits with status 1.
+            log.error("%s", exc)
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "llmwall_deadline_ms" in updated and not 1 <= opts.llmwall_deadline_ms <= 600_000:
             raise exceptions.OptionsError("llmwall_deadline_ms must be between 1 and 600000")
@@ -170,6 +186,12 @@ class LLMWall:
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
+        if updated & (DETECTOR_OPTIONS | {"llmwall_rules"}) and self.rules:
+            missing = coverage.uncovered(self.rules.current, self.detectors, _models_dir(opts))
+            if missing:
+                raise exceptions.OptionsError(
+                    "llmwall: the rules cannot work with the loaded detectors: " + "; ".join(missing)
+                )
 
     def _detector_config(self) -> DetectorConfig:
         """The detector settings from the options, plus what the current rules ask of PII."""
@@ -194,7 +216,7 @@ class LLMWall:
         for det in old:
             det.close()
         for det in self.detectors:
-            log.info("llmwall: detector %s", det.describe())
+            log.info("llmwall: detector %s; loaded in %.0f ms", det.describe(), det.load_ms)
         provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
         if "cf.llm.prompt.unsafe_topic_detected" not in provided:
             log.warning(
@@ -205,6 +227,7 @@ class LLMWall:
 
     # ------------------------------------------------------------- lifecycle
     def running(self) -> None:
+        self._started = True
         if self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._watch_rules())
 
@@ -218,6 +241,11 @@ class LLMWall:
             error = await asyncio.to_thread(self.rules.poll)
             if error is not None:
                 log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", error)
+            elif self.rules.current is not before and (
+                missing := coverage.uncovered(self.rules.current, self.detectors, _models_dir(ctx.options))
+            ):
+                self.rules.current = before
+                log.error("llmwall: rules file not reloaded, keeping the last good rules: %s", "; ".join(missing))
             elif self.rules.current is not before:
                 log.info("llmwall: rules reloaded: %d rules", len(self.rules.current.rules))
                 if _pii_extras(self.rules.current) != _pii_extras(before):
@@ -374,7 +402,7 @@ class LLMWall:
             total_ms=round((time.monotonic() - start) * 1000.0, 3),
             redacted=redacted,
         )
-        actions.annotate(flow, event, categories)
+        actions.annotate(flow, event)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
         """A body that looks like LLM traffic could not be read: record it, pass or block by option."""
@@ -398,7 +426,7 @@ class LLMWall:
             analysis.status,
             analysis.error,
         )
-        actions.annotate(flow, event, [])
+        actions.annotate(flow, event)
 
 
 def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
@@ -459,6 +487,10 @@ def _matches(target: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(target, p) for p in patterns)
 
 
+def _models_dir(opts: Any) -> str:
+    return bundled.resolve_models(opts.llmwall_models)
+
+
 def _options_config(opts: Any) -> DetectorConfig:
     def unit_float(name: str) -> float:
         try:
@@ -469,7 +501,7 @@ def _options_config(opts: Any) -> DetectorConfig:
             raise exceptions.OptionsError(f"{name} must be between 0 and 1")
         return value
 
-    models = opts.llmwall_models
+    models = _models_dir(opts)
     if not Path(models).is_dir():
         log.warning("llmwall: models directory %s does not exist; only pattern detectors will run", models)
     return DetectorConfig(

@@ -19,7 +19,7 @@ from llmwall.rules.ruleset import coerce_value, load_rules
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``rules`` command group to the ``llmwall`` CLI."""
     rules = subparsers.add_parser("rules", help="check rule files and evaluate them on given field values")
-    sub = rules.add_subparsers(dest="rules_command", metavar="{check,eval}")
+    sub = rules.add_subparsers(dest="rules_command", metavar="{check,eval,backtest}")
     sub.required = True
     check = sub.add_parser("check", help="validate a rules file; print every error with its position")
     check.add_argument("file", help="path to rules.yaml")
@@ -33,6 +33,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help='JSON object keyed by field name, e.g. {"cf.llm.prompt.pii_detected": true}; - reads stdin',
     )
     ev.set_defaults(func=cmd_eval)
+    from llmwall.cli import backtest  # the store's reader; imported here so the engine does not depend on it
+
+    backtest.add_parser(sub)
 
 
 def _print_errors(exc: RulesError) -> None:
@@ -47,11 +50,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     except RulesError as exc:
         _print_errors(exc)
         return 1
-    for warning in rs.warnings:
-        print(
-            f"{warning.source}:{warning.line}:{warning.column}: rule {warning.rule_id!r}: warning: {warning.message}",
-            file=sys.stderr,
-        )
     enabled = sum(r.enabled for r in rs.rules)
     count = len(rs.rules)
     print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")

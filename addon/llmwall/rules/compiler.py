@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from llmwall import fields as schema
 from llmwall.rules import nodes as n
+from llmwall.rules import vocabulary
 from llmwall.rules.errors import ExpressionError, ExprIssue
 from llmwall.rules.patterns import (
     ascii_lower,
@@ -107,16 +108,6 @@ def _error() -> Compiled:
     return Compiled(ERROR, _const(None))
 
 
-#: Values the detectors can report for a category field. A literal outside this set can never
-#: match, which is almost always a typo ("S01", "s10") or a name from another taxonomy, so the
-#: loader warns about it (without refusing the rule).
-KNOWN_VALUES: dict[str, tuple[frozenset[str], str]] = {
-    "cf.llm.prompt.unsafe_topic_categories": (
-        frozenset(f"S{i}" for i in range(1, 15)),
-        "llmwall reports Llama Guard 3 hazard codes S1-S14",
-    ),
-}
-
 #: Deepest nesting of operators, functions and indexes an expression may have. Real rules
 #: stay far below it; the bound keeps compiled evaluation far from Python's recursion limit.
 MAX_NESTING = 64
@@ -134,7 +125,6 @@ class CompiledExpression:
     expr: n.Expr
     test: Callable[[Values], bool]
     fields: frozenset[str]
-    warnings: tuple[ExprIssue, ...] = ()
     #: Field -> the string literals its elements are compared with (``field[*] eq "URL"``,
     #: ``field[0] in {...}``): which category values a rule can match.
     literals: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -144,7 +134,6 @@ class _Checker:
     def __init__(self, custom_topics: Collection[str] | None):
         self.custom_topics = custom_topics
         self.issues: list[ExprIssue] = []
-        self.warnings: list[ExprIssue] = []
         self.fields: set[str] = set()
         self.literals: dict[str, set[str]] = {}
         self.depth = 0  # function-call nesting; [*] results may not escape depth 0
@@ -194,20 +183,16 @@ class _Checker:
         return c
 
     def _check_values(self, lhs: n.Value, literals: list[n.StrLit]) -> None:
-        """Warn about string literals a category field can never hold."""
-        if not (isinstance(lhs, n.Index) and isinstance(lhs.base, n.Field)):
+        """Refuse string literals a closed-vocabulary field (categories, format) can never hold."""
+        base = lhs.base if isinstance(lhs, n.Index) else lhs
+        if not isinstance(base, n.Field):
             return
-        name = schema.canonical(lhs.base.name) or ""
+        name = schema.canonical(base.name) or ""
         self.literals.setdefault(name, set()).update(lit.value for lit in literals)
-        known = KNOWN_VALUES.get(name)
-        if known is None:
-            return
-        values, why = known
         for lit in literals:
-            if lit.value not in values:
-                close = difflib.get_close_matches(lit.value, sorted(values), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.warnings.append(ExprIssue(*lit.pos, f"{lit.value!r} never matches {lhs}: {why}{hint}"))
+            message = vocabulary.check(name, lit.value)
+            if message is not None:
+                self.error(lit.pos, message)
 
     def _escaped_star(self, pos: n.Pos) -> Compiled:
         return self.error(pos, '[*] is only allowed inside a function call, for example any(field[*] eq "x")')
@@ -449,8 +434,10 @@ class _Checker:
                 and key not in self.custom_topics
             ):
                 declared = ", ".join(sorted(self.custom_topics)) or "none"
+                guess = vocabulary.suggest(key, tuple(sorted(self.custom_topics)))
+                hint = f"; did you mean {guess!r}?" if guess else ""
                 return self.error(
-                    node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared})"
+                    node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared}){hint}"
                 )
 
             def get(m: object) -> object:
@@ -630,4 +617,4 @@ def compile_expression(expr: n.Expr, custom_topics: Collection[str] | None = Non
         return fn(values) is True
 
     literals = {name: frozenset(values) for name, values in checker.literals.items()}
-    return CompiledExpression(expr, test, frozenset(checker.fields), tuple(checker.warnings), literals)
+    return CompiledExpression(expr, test, frozenset(checker.fields), literals)

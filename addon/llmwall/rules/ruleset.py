@@ -9,13 +9,14 @@ rule is the first matching ``log`` rule.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import yaml
@@ -132,14 +133,14 @@ class RuleSet:
         compiled: Mapping[str, CompiledExpression],
         custom_topics: Mapping[str, str],
         source: str = "<string>",
-        warnings: tuple[RuleIssue, ...] = (),
     ):
         self.rules = rules
         self.custom_topics = dict(custom_topics)
         self.source = source
-        #: Problems that do not stop the rules from loading (a category value that never matches).
-        self.warnings = warnings
+        self._compiled = compiled
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
+        #: Rule id -> the canonical fields its expression reads.
+        self.rule_fields: dict[str, frozenset[str]] = {r.id: compiled[r.id].fields for r in rules}
         self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
         literals: dict[str, set[str]] = {}
         for r in rules:
@@ -148,6 +149,11 @@ class RuleSet:
                     literals.setdefault(name, set()).update(values)
         #: Field -> string values the enabled rules compare its elements with (see CompiledExpression).
         self.literals: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in literals.items()}
+
+    def disabling(self, rule_ids: Collection[str]) -> RuleSet:
+        """The same rules with ``rule_ids`` disabled (a backtest leaves out rules it cannot evaluate)."""
+        rules = tuple(dataclasses.replace(r, enabled=False) if r.id in rule_ids else r for r in self.rules)
+        return RuleSet(rules, self._compiled, self.custom_topics, self.source)
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
         """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
@@ -191,7 +197,6 @@ class _Loader:
     def __init__(self, text: str, source: str):
         self.text, self.source = text, source
         self.issues: list[RuleIssue] = []
-        self.warnings: list[RuleIssue] = []
         self._constructor = yaml.SafeLoader("")
 
     def issue(self, node_or_mark: object, message: str, rule_id: str | None = None) -> None:
@@ -270,7 +275,7 @@ class _Loader:
             rules, compiled = self.rules(top["rules"][1], topics)
         if self.issues:
             raise RulesError(sorted(self.issues, key=lambda i: (i.line, i.column)))
-        return RuleSet(tuple(rules), compiled, topics, self.source, tuple(self.warnings))
+        return RuleSet(tuple(rules), compiled, topics, self.source)
 
     def custom_topics(self, node: yaml.Node) -> dict[str, str]:
         """``custom_topics:`` as ``label: description``, or Cloudflare's API list of {label, topic}."""
@@ -328,33 +333,24 @@ class _Loader:
         compiled: dict[str, CompiledExpression] = {}
         first_seen: dict[str, int] = {}
         for item in node.value:
-            rule = self.rule(item, topics, compiled)
-            if rule is None:
-                continue
-            if rule.id in first_seen:
-                self.issue(
-                    item, f"duplicate rule id {rule.id!r} (first defined on line {first_seen[rule.id]})", rule.id
-                )
-                continue
-            first_seen[rule.id] = rule.line
-            rules.append(rule)
+            # Duplicates are found from the raw id, so a duplicate that also has another
+            # error (a typo in its expression) is still reported as a duplicate.
+            rid = _raw_id(item)
+            duplicate = rid is not None and rid in first_seen
+            if duplicate:
+                self.issue(item, f"duplicate rule id {rid!r} (first defined on line {first_seen[rid]})", rid)
+            elif rid is not None:
+                first_seen[rid] = item.start_mark.line + 1
+            rule = self.rule(item, topics, {} if duplicate else compiled)
+            if rule is not None and not duplicate:
+                rules.append(rule)
         return rules, compiled
 
     def rule(self, node: yaml.Node, topics: Mapping[str, str], compiled: dict[str, CompiledExpression]) -> Rule | None:
         if not isinstance(node, yaml.MappingNode):
             self.issue(node, "each rule must be a mapping with id, expression and action")
             return None
-        rid = next(
-            (
-                v.value
-                for k, v in node.value
-                if isinstance(k, yaml.ScalarNode)
-                and k.value == "id"
-                and isinstance(v, yaml.ScalarNode)
-                and v.tag == "tag:yaml.org,2002:str"
-            ),
-            None,
-        )
+        rid = _raw_id(node)
         keys = self.pairs(node, "a rule", rid)
         values = {}
         for key, (_, value_node) in keys.items():
@@ -422,8 +418,6 @@ class _Loader:
                     compiled_expr = compile_expression(parse(expression), topics)
                     if rid is not None:
                         compiled[rid] = compiled_expr
-                    for warning in compiled_expr.warnings:
-                        self.expression_issue(keys["expression"][1], warning, rid, self.warnings)
                 except ExpressionError as exc:
                     for issue in exc.issues:
                         self.expression_issue(keys["expression"][1], issue, rid)
@@ -440,9 +434,7 @@ class _Loader:
             line=node.start_mark.line + 1,
         )
 
-    def expression_issue(
-        self, node: yaml.ScalarNode, issue: ExprIssue, rule_id: str | None, into: list[RuleIssue] | None = None
-    ) -> None:
+    def expression_issue(self, node: yaml.ScalarNode, issue: ExprIssue, rule_id: str | None) -> None:
         """Place an expression issue in the file: exactly where the scalar's layout allows."""
         located = self._locate(node, issue.line, issue.column)
         if located is None:
@@ -450,7 +442,7 @@ class _Loader:
             message = f"expression line {issue.line}, column {issue.column}: {issue.message}"
         else:
             (line, column), message = located, issue.message
-        (self.issues if into is None else into).append(RuleIssue(self.source, rule_id, line, column, message))
+        self.issues.append(RuleIssue(self.source, rule_id, line, column, message))
 
     def _locate(self, node: yaml.ScalarNode, line: int, column: int) -> tuple[int, int] | None:
         start, value = node.start_mark, node.value
@@ -466,6 +458,23 @@ class _Loader:
                 return None
             return start.line + 1 + line, indent + column
         return None
+
+
+def _raw_id(node: yaml.Node) -> str | None:
+    """The ``id`` string of a rule mapping, read before any validation; None when absent."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next(
+        (
+            v.value
+            for k, v in node.value
+            if isinstance(k, yaml.ScalarNode)
+            and k.value == "id"
+            and isinstance(v, yaml.ScalarNode)
+            and v.tag == "tag:yaml.org,2002:str"
+        ),
+        None,
+    )
 
 
 def parse_rules(text: str, source: str = "<string>") -> RuleSet:

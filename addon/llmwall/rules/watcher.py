@@ -49,8 +49,6 @@ class RulesWatcher:
         except Exception as exc:  # a loader bug must not end hot reload; keep the last good rules
             log.exception("rules: internal error while loading %s", self.path)
             raise RulesError([RuleIssue(self.path, None, 1, 1, f"internal error while loading: {exc!r}")]) from None
-        for warning in ruleset.warnings:  # rule text and positions only, never request data
-            log.warning("rules: warning: %s", warning)
         return ruleset
 
     def poll(self) -> RulesError | None:

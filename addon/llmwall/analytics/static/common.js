@@ -67,9 +67,23 @@ const LW = (() => {
     return el("span", { class: `badge ${a}` }, a);
   }
 
+  // S-code -> name ("S9" -> "Indiscriminate Weapons"), served by the dashboard from llmwall's one table.
+  let unsafeNames = {};
+  async function loadNames() {
+    try {
+      unsafeNames = (await api("/api/categories")).unsafe || {};
+    } catch (err) {
+      unsafeNames = {}; // codes alone are still correct
+    }
+  }
+
+  function label(kind, category) {
+    return kind === "unsafe" && unsafeNames[category] ? `${category} ${unsafeNames[category]}` : category;
+  }
+
   function categoryChips(fields) {
     const span = el("span", { class: "chips" });
-    for (const [kind, c] of categories(fields || {})) span.append(el("span", { class: `chip ${kind}`, title: kind }, c));
+    for (const [kind, c] of categories(fields || {})) span.append(el("span", { class: `chip ${kind}`, title: kind }, label(kind, c)));
     return span;
   }
 
@@ -88,5 +102,5 @@ const LW = (() => {
     while (node.firstChild) node.removeChild(node.firstChild);
   }
 
-  return { el, api, fmtTime, fmtMs, categories, actionBadge, categoryChips, breakable, clear };
+  return { el, api, fmtTime, fmtMs, categories, actionBadge, categoryChips, breakable, clear, loadNames, label };
 })();

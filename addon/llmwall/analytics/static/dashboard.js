@@ -118,7 +118,7 @@
     if (!top.length) body.append(el("tr", {}, el("td", { colspan: 3, class: "muted" }, "no detections in this range")));
     for (const c of top) {
       const key = `${c.kind}:${c.category}`;
-      const link = el("a", { href: `/?${new URLSearchParams({ ...filters(), category: key })}` }, c.category);
+      const link = el("a", { href: `/?${new URLSearchParams({ ...filters(), category: key })}` }, LW.label(c.kind, c.category));
       link.addEventListener("click", (e) => { e.preventDefault(); select("category", key); });
       body.append(el("tr", {}, el("td", {}, el("span", { class: `chip ${c.kind}` }, c.kind)), el("td", {}, link), el("td", { class: "num" }, c.count)));
     }
@@ -201,5 +201,5 @@
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); refresh(); });
   $("next").addEventListener("click", () => { state.offset += PAGE; refresh(); });
   setInterval(() => { if ($("f-live").checked && !document.hidden) refresh(); }, 5000);
-  refresh();
+  LW.loadNames().then(refresh);
 })();

@@ -67,7 +67,7 @@
     $("error").textContent = "no event id in the address";
     return;
   }
-  api(`/api/event/${m[1]}`).then(render).catch((err) => {
+  LW.loadNames().then(() => api(`/api/event/${m[1]}`)).then(render).catch((err) => {
     $("error").hidden = false;
     $("error").textContent = `cannot load event ${m[1]}: ${err.message}`;
   });

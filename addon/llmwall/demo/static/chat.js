@@ -33,8 +33,10 @@
     const meta = el("dl", "block-meta");
     meta.append(el("dt", "", "rule"), el("dd", "block-rule", err.rule || "–"));
     const cats = el("dd", "block-categories");
-    for (const c of err.categories || []) cats.append(el("span", "chip", c));
-    if (!(err.categories || []).length) cats.textContent = "–";
+    // category_names: the codes with their names ("S9 Indiscriminate Weapons"), from llmwall.
+    const names = err.category_names || err.categories || [];
+    for (const c of names) cats.append(el("span", "chip", c));
+    if (!names.length) cats.textContent = "–";
     meta.append(el("dt", "", "categories"), cats);
     body.append(meta);
   }
@@ -42,7 +44,7 @@
   // Pull the provider-shaped error out of any body llmwall (or the model) may return.
   function errorOf(data) {
     if (data && typeof data.error === "object" && data.error) return data.error;
-    if (data && typeof data.error === "string") return { message: data.error, rule: data.rule, categories: data.categories };
+    if (data && typeof data.error === "string") return { message: data.error, rule: data.rule, categories: data.categories, category_names: data.category_names };
     return data || {};
   }
 
