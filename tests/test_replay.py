@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import FakeUpstream, free_port, post, start_process
 from mitmproxy import http, io
+from mitmproxy.tools.web.app import flow_to_json
 
 RULES = """\
 rules:
@@ -79,6 +80,10 @@ def test_replay_screens_recorded_flows_and_writes_annotations(tmp_path: Path, up
     assert blocked.response is not None and blocked.response.status_code == 200  # the recorded response is kept
     assert logged.marked == ":warning:" and logged.metadata["llmwall"]["action"] == "log"
     assert "llmwall" not in other.metadata and other.comment == ""
+    # What mitmweb's flow list and Comment tab receive for these flows (its own serializer).
+    shown = flow_to_json(blocked)
+    assert shown["marked"] == "\u26d4" and shown["comment"].startswith("llmwall: block POST")
+    assert flow_to_json(logged)["marked"] == "\u26a0"
 
 
 def test_replay_json_and_a_broken_rules_file(tmp_path: Path, upstream: FakeUpstream) -> None:

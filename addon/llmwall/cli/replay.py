@@ -20,12 +20,11 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mitmproxy import exceptions, hooks, http, io, options
-from mitmproxy.master import Master
-from mitmproxy.proxy.layers.http import HttpRequestHook
-
-from llmwall.proxy.console import METADATA_KEY, PASS, Console, decision_line
+if TYPE_CHECKING:
+    from mitmproxy import http
+    from mitmproxy.master import Master
 
 #: Logger whose errors during set-up mean the replay cannot run (bad rules, missing models).
 LLMWALL_LOGGER = "llmwall"
@@ -54,7 +53,13 @@ def _collect_errors() -> Iterator[_Errors]:
 
 
 async def replay(args: argparse.Namespace) -> int:
-    from llmwall.proxy.addon import LLMWall  # loads the detector libraries: only when replaying
+    # Imported here: mitmproxy's master and the detector libraries cost seconds, and every other
+    # llmwall command registers its arguments through this module.
+    from mitmproxy import exceptions, hooks, http, io, options
+    from mitmproxy.master import Master
+
+    from llmwall.proxy.addon import LLMWall
+    from llmwall.proxy.console import PASS, Console, decision_line
 
     master = Master(options.Options())
     wall, console = LLMWall(), Console()
@@ -86,7 +91,6 @@ async def replay(args: argparse.Namespace) -> int:
                     meta = await _screen(master, flow)
                     if meta is not None:
                         counts[str(meta.get("action") or PASS)] += 1
-                        flow.metadata[METADATA_KEY] = meta
                         print(json.dumps({"flow": flow.id, **meta}) if args.json else decision_line(meta), flush=True)
                 if writer:
                     writer.add(flow)
@@ -108,6 +112,10 @@ async def replay(args: argparse.Namespace) -> int:
 
 async def _screen(master: Master, flow: http.HTTPFlow) -> dict | None:
     """Run a copy of ``flow``'s request through the addons; annotate ``flow``; return the decision."""
+    from mitmproxy.proxy.layers.http import HttpRequestHook
+
+    from llmwall.proxy.console import METADATA_KEY
+
     probe = flow.copy()
     probe.response = None  # as the proxy sees it: before the upstream answered
     probe.metadata.pop(METADATA_KEY, None)
@@ -117,7 +125,8 @@ async def _screen(master: Master, flow: http.HTTPFlow) -> dict | None:
     if meta is None:
         return None
     flow.comment, flow.marked = probe.comment, probe.marked
-    return dict(meta)
+    flow.metadata[METADATA_KEY] = dict(meta)
+    return flow.metadata[METADATA_KEY]
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
