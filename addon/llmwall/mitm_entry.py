@@ -12,5 +12,7 @@ if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmwall.proxy.addon import LLMWall
+from llmwall.ratelimit.addon import RateLimiter
 
-addons = [LLMWall()]
+# Order matters: the rate limiter reads what LLMWall's request hook found.
+addons = [LLMWall(), RateLimiter()]

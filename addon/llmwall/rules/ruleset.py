@@ -17,21 +17,26 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
 from llmwall import fields as schema
+from llmwall.ratelimit import rules as rate_limit_rules
 from llmwall.rules import nodes as n
 from llmwall.rules.compiler import CompiledExpression, compile_expression
 from llmwall.rules.errors import ExpressionError, ExprIssue, RuleIssue, RulesError
 from llmwall.rules.parser import parse
+
+if TYPE_CHECKING:
+    from llmwall.ratelimit.rules import RateLimitRule
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("block", "log", "redact")
 TERMINATING = frozenset({"block", "redact"})
 RULE_KEYS = ("id", "description", "expression", "action", "enabled", "status", "body")
-TOP_KEYS = ("rules", "custom_topics")
+TOP_KEYS = ("rules", "custom_topics", "rate_limits")
 MAX_CUSTOM_TOPICS = 20
 _LABEL = re.compile(r"[a-z0-9-]{2,20}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -133,6 +138,7 @@ class RuleSet:
         custom_topics: Mapping[str, str],
         source: str = "<string>",
         warnings: tuple[RuleIssue, ...] = (),
+        rate_limits: tuple[RateLimitRule, ...] = (),
     ):
         self.rules = rules
         self.custom_topics = dict(custom_topics)
@@ -140,7 +146,11 @@ class RuleSet:
         #: Problems that do not stop the rules from loading (a category value that never matches).
         self.warnings = warnings
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
-        self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+        #: The ``rate_limits:`` section (llmwall.ratelimit); their fields are computed like the rules'.
+        self.rate_limits = rate_limits
+        self.fields: frozenset[str] = frozenset().union(
+            *(compiled[r.id].fields for r in rules if r.enabled), *(r.fields for r in rate_limits if r.enabled)
+        )
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
         """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
@@ -261,9 +271,12 @@ class _Loader:
             self.issue(root, "missing top-level key 'rules' (a list of rules)")
         else:
             rules, compiled = self.rules(top["rules"][1], topics)
+        rate_limits = (
+            rate_limit_rules.parse_rate_limits(self, top["rate_limits"][1], topics) if "rate_limits" in top else ()
+        )
         if self.issues:
             raise RulesError(sorted(self.issues, key=lambda i: (i.line, i.column)))
-        return RuleSet(tuple(rules), compiled, topics, self.source, tuple(self.warnings))
+        return RuleSet(tuple(rules), compiled, topics, self.source, tuple(self.warnings), rate_limits)
 
     def custom_topics(self, node: yaml.Node) -> dict[str, str]:
         """``custom_topics:`` as ``label: description``, or Cloudflare's API list of {label, topic}."""
