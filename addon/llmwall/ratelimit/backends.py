@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S: Final = 0.25
 #: After a failure, seconds during which Redis is not tried again (requests follow on_error).
 RETRY_S: Final = 1.0
+#: Connections to Redis per llmwall process, and how long a request waits for a free one.
+MAX_CONNECTIONS: Final = 32
+POOL_WAIT_S: Final = 1.0
 #: Default bound on the keys the in-memory backend keeps.
 DEFAULT_MAX_KEYS: Final = 100_000
 
@@ -185,12 +188,16 @@ class RedisBackend:
         parts = urlsplit(url)
         #: Where Redis is, for logs: never the password.
         self.where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.hostname else url.split("@")[-1]
-        self._client = redis.asyncio.Redis.from_url(
+        # A blocking pool: a burst of requests waits briefly for a connection instead of failing.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1),  # one immediate retry: reconnects a connection a restart closed
         )
+        self._client = redis.asyncio.Redis(connection_pool=pool)
         self._acquire = self._client.register_script(ACQUIRE_LUA)
         self._adjust = self._client.register_script(ADJUST_LUA)
         self._retry_s = retry_s
@@ -236,4 +243,4 @@ class RedisBackend:
         self._recovered()
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
