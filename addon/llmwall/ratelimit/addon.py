@@ -227,7 +227,8 @@ class RateLimiter:
         try:
             completion = await asyncio.to_thread(self._completion_tokens, flow.response)
             for charge in pending:
-                await self._settle(charge, completion - charge["reserved"], completion)
+                delta = 0 if completion is None else completion - charge["reserved"]
+                await self._settle(charge, delta, completion)
         except Exception as exc:
             log.error("llmwall: rate limit: internal error on a response: %s", type(exc).__name__)
 
@@ -239,7 +240,7 @@ class RateLimiter:
                 await self._settle(charge, -charge["reserved"], 0)
 
     # ---------------------------------------------------------------- helpers
-    async def _settle(self, charge: dict[str, Any], delta: int, completion: int) -> None:
+    async def _settle(self, charge: dict[str, Any], delta: int, completion: int | None) -> None:
         if delta:
             try:
                 await self.backend.adjust(charge["key"], charge["period"], charge["window"], delta)
@@ -285,10 +286,15 @@ class RateLimiter:
             return 0
         return usage.max_output_tokens(data) or 0
 
-    def _completion_tokens(self, response: http.Response) -> int:
-        """Completion tokens from the provider's usage, else counted in the response text (thread)."""
+    def _completion_tokens(self, response: http.Response) -> int | None:
+        """Completion tokens from the provider's usage, else counted in the response text (thread).
+
+        None when the body was streamed through unbuffered: the reservation then stands.
+        """
         if response.status_code >= 400:
             return 0
+        if response.stream or response.raw_content is None:
+            return None
         try:
             body = response.get_content(strict=True) or b""
         except ValueError:
