@@ -454,3 +454,58 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         rl.done()
 
     asyncio.run(run())
+
+
+def test_parallel_requests_through_the_addon_never_overrun_the_budget(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with limiter(tmp_path, limit=200) as (wall, rl):
+            flows = [_chat_flow("Bearer sk-par", fmt_extra={"max_tokens": 10}) for _ in range(60)]
+
+            async def request(flow) -> None:
+                await wall.request(flow)
+                await rl.request(flow)
+
+            await asyncio.gather(*(request(f) for f in flows))  # all sixty in flight at once
+            admitted = [f for f in flows if f.response is None]
+            prompt = admitted[0].metadata["llmwall"]["fields"]["cf.llm.prompt.token_count"]
+            # each admitted request holds its prompt and its max_tokens until the response
+            assert len(admitted) * (prompt + 10) <= 200 < (len(admitted) + 1) * (prompt + 10)
+            key = admitted[0].metadata["llmwall_ratelimit"][0]["key"]
+            body = json.dumps({"choices": [], "usage": {"completion_tokens": 5}}).encode()
+            for f in admitted:
+                f.response = tutils.tresp(content=body, headers=[(b"content-type", b"application/json")])
+            await asyncio.gather(*(rl.response(f) for f in admitted))
+            assert isinstance(rl.backend, MemoryBackend)
+            assert rl.backend.acquire_now(key, 60, 200, 0).used == len(admitted) * (prompt + 5)
+
+    asyncio.run(run())
+
+
+def test_store_refuses_raw_values_in_rate_limit_events(tmp_path: Path) -> None:
+    store = Store(tmp_path / "e.sqlite")
+    event = {
+        "ts": 1.0,
+        "rule": "r",
+        "key": "ab" * 16,
+        "phase": "request",
+        "action": "block",
+        "unit": "requests",
+        "cost": 1,
+        "used": 5,
+        "limit": 5,
+        "period": 60,
+        "retry_after": 3,
+    }
+    try:
+        store.record_rate_limit(event)
+        with pytest.raises(ValueError, match="hex digest"):
+            store.record_rate_limit({**event, "key": "Bearer sk-secret"})
+        with pytest.raises(ValueError, match="unknown rate-limit event keys"):
+            store.record_rate_limit({**event, "header": "sk-secret"})
+        with pytest.raises(ValueError, match="integer"):
+            store.record_rate_limit({**event, "cost": "lots"})
+        (row,) = store.rate_limit_consumers(since=0, now=31.0)
+        assert (row["blocked"], row["charged"], row["requests"]) == (1, 0, 1)
+        assert row["remaining"] == 2  # 5 - 5 x (1 - 30/60) = 2.5, rounded down: half the usage still counts
+    finally:
+        store.close()

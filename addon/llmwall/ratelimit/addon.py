@@ -162,12 +162,12 @@ class RateLimiter:
             return
         values = {**request_fields(flow), **(meta.get("fields") or {})}
         prompt_tokens = _nonneg(values.get(TOKEN_FIELD))
-        reserve: int | None = None
+        reserve = -1  # the request's output cap, read once and only when a completion budget needs it
         charges: list[dict[str, Any]] = []
         for rule in limits:
             if not _matches(rule, values):
                 continue
-            if rule.unit in COMPLETION_UNITS and reserve is None:
+            if rule.unit in COMPLETION_UNITS and reserve < 0:
                 reserve = await self._requested_output(flow)
             reserved = reserve if rule.unit in COMPLETION_UNITS else 0
             cost = (

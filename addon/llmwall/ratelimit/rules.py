@@ -169,7 +169,9 @@ def _rule(loader: Any, node: yaml.Node, topics: Mapping[str, str]) -> RateLimitR
     if not isinstance(enabled, bool):
         loader.issue(keys["enabled"][1], f"enabled must be true or false, got {enabled!r}", rid)
     characteristics = _characteristics(loader, keys.get("characteristics"), values.get("characteristics"), rid)
-    expression, test, fields = "", _always, frozenset[str]()
+    expression: object = ""
+    test: Callable[[Mapping[str, object]], bool] = _always
+    fields = frozenset[str]()
     if "expression" in keys:
         expr_node = keys["expression"][1]
         expression = values.get("expression")
