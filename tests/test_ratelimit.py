@@ -391,6 +391,7 @@ async def _addon_blocks(tmp_path: Path) -> None:
         assert (await _send(wall, rl, "Bearer sk-two")).response.status_code == 200
         assert (await _send(wall, rl, "Bearer sk-three", max_tokens=1000)).response.status_code == 429
 
+        rl._flush()
         rl._io.submit(lambda: None).result()  # the event writes are done
         store = Store(tmp_path / "events.sqlite")
         try:
@@ -497,13 +498,13 @@ def test_store_refuses_raw_values_in_rate_limit_events(tmp_path: Path) -> None:
         "retry_after": 3,
     }
     try:
-        store.record_rate_limit(event)
+        store.record_rate_limits([event])
         with pytest.raises(ValueError, match="hex digest"):
-            store.record_rate_limit({**event, "key": "Bearer sk-secret"})
+            store.record_rate_limits([{**event, "key": "Bearer sk-secret"}])
         with pytest.raises(ValueError, match="unknown rate-limit event keys"):
-            store.record_rate_limit({**event, "header": "sk-secret"})
+            store.record_rate_limits([{**event, "header": "sk-secret"}])
         with pytest.raises(ValueError, match="integer"):
-            store.record_rate_limit({**event, "cost": "lots"})
+            store.record_rate_limits([{**event, "cost": "lots"}])
         (row,) = store.rate_limit_consumers(since=0, now=31.0)
         assert (row["blocked"], row["charged"], row["requests"]) == (1, 0, 1)
         assert row["remaining"] == 2  # 5 - 5 x (1 - 30/60) = 2.5, rounded down: half the usage still counts

@@ -127,13 +127,18 @@ def start_pair(start_proxy, redis_server: RedisServer, tmp_path: Path, text: str
     return [start_proxy(rules=text, **common) for _ in range(2)]
 
 
-def rate_limit_events(proxy: Proxy) -> list[dict]:
-    store = Store(proxy.db_path)
-    try:
-        rows = store._query("SELECT * FROM rate_limit_events ORDER BY id")
-        return [dict(r) for r in rows]
-    finally:
-        store.close()
+def rate_limit_events(proxy: Proxy, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
+    """The proxy's rate-limit events, oldest first, once ``at_least`` were written (they are batched)."""
+    end = time.monotonic() + timeout
+    while True:
+        store = Store(proxy.db_path)
+        try:
+            rows = [dict(r) for r in store._query("SELECT * FROM rate_limit_events ORDER BY id")]
+        finally:
+            store.close()
+        if len(rows) >= at_least or time.monotonic() > end:
+            return rows
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the backend, in process
@@ -221,7 +226,9 @@ def test_completion_tokens_are_reserved_then_settled_across_instances(
     auth = {"authorization": "Bearer sk-total"}
     body = chat(max_tokens=40)
 
-    upstream.delay_s = 1.5  # all twelve are in flight at once
+    for proxy in (a, b):  # warm up (first-request costs) on another key
+        assert post(proxy.url + CHAT, body, {"authorization": "Bearer sk-warm-up"})[0] == 200
+    upstream.delay_s = 4.0  # all twelve are in flight at once, even on a loaded machine
     with ThreadPoolExecutor(12) as pool:
         burst = list(pool.map(lambda i: post((a if i % 2 else b).url + CHAT, body, auth)[0], range(12)))
     assert burst.count(200) == 6  # the reservation keeps parallel completions inside the budget
@@ -232,7 +239,12 @@ def test_completion_tokens_are_reserved_then_settled_across_instances(
     admitted = 6 + more.count(200)
     assert more.count(200) > 0 and more[-1] == 429
     assert admitted * (p + 5) <= limit < admitted * (p + 5) + p + 40
-    events = rate_limit_events(a) + rate_limit_events(b)
+    # one event per request decision, and one per settled response
+    expected = len(burst) + len(more) + admitted + 2 * 2  # and the warm-ups
+    end = time.monotonic() + 10
+    while len(events := rate_limit_events(a, 0) + rate_limit_events(b, 0)) < expected and time.monotonic() < end:
+        time.sleep(0.1)
+    assert len(events) == expected
     settled = [e for e in events if e["phase"] == "response"]
     assert settled and all(e["cost"] == 5 - 40 and e["completion"] == 5 for e in settled)
 
@@ -276,7 +288,7 @@ def test_redis_outage_fail_open_lets_requests_through(
     assert post(proxy.url + CHAT, chat(), auth)[0] == 429
     redis_server.stop()
     assert [post(proxy.url + CHAT, chat(), auth)[0] for _ in range(3)] == [200, 200, 200]
-    assert [e["action"] for e in rate_limit_events(proxy)][-3:] == ["fail_open"] * 3
+    assert [e["action"] for e in rate_limit_events(proxy, 5)][-3:] == ["fail_open"] * 3
     redis_server.start()
     time.sleep(RETRY_S + 0.2)
     assert post(proxy.url + CHAT, chat(), auth)[0] == 200  # the restarted Redis starts an empty window
@@ -329,12 +341,7 @@ def test_streamed_usage_is_charged(
     body = chat(stream=True, stream_options={"include_usage": True})
     status, _, got = post(proxy.url + CHAT, body, auth)
     assert status == 200 and got == stream  # the stream passes unchanged
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        settled = [e for e in rate_limit_events(proxy) if e["phase"] == "response"]
-        if settled:
-            break
-        time.sleep(0.1)
+    settled = [e for e in rate_limit_events(proxy, 2) if e["phase"] == "response"]
     assert settled[0]["completion"] == 17
     client = redis_server.client()
     (key,) = client.keys("llmwall:rl:*")

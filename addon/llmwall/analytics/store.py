@@ -289,6 +289,33 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rate_limit_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """A rate-limit event as a table row; ValueError for unknown keys, a raw key or ill-typed values."""
+    unknown = set(event) - RATE_LIMIT_KEYS
+    if unknown:
+        raise ValueError(f"unknown rate-limit event keys: {sorted(unknown)}")
+    key = event.get("key")
+    if not isinstance(key, str) or not _HEX_KEY.match(key):
+        raise ValueError("rate-limit event key must be a hex digest")
+    ints = []
+    for name in ("cost", "used", "limit", "period", "retry_after", "completion"):
+        value = event.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"rate-limit event {name!r} must be an integer")
+        if value is None and name in ("cost", "limit", "period"):
+            raise ValueError(f"rate-limit event needs {name!r}")
+        ints.append(value)
+    return (
+        _check_number("ts", event.get("ts"), optional=False),
+        _check_labels("rule", [event.get("rule")])[0],
+        key,
+        _check_word("phase", event.get("phase"), optional=False),
+        _check_word("action", event.get("action"), optional=False),
+        _check_word("unit", event.get("unit"), optional=False),
+        *ints,
+    )
+
+
 def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
     """(kind, category) pairs detected in validated ``fields``, for the side table."""
     out: list[tuple[str, str]] = []
@@ -432,41 +459,27 @@ class Store:
             self.prune()
         return event_id
 
-    def record_rate_limit(self, event: dict[str, Any]) -> None:
-        """Store one rate-limit decision; ValueError for unknown keys or bad values (nothing stored)."""
-        unknown = set(event) - RATE_LIMIT_KEYS
-        if unknown:
-            raise ValueError(f"unknown rate-limit event keys: {sorted(unknown)}")
-        key = event.get("key")
-        if not isinstance(key, str) or not _HEX_KEY.match(key):
-            raise ValueError("rate-limit event key must be a hex digest")
-        ints = {}
-        for name in ("cost", "used", "limit", "period", "retry_after", "completion"):
-            value = event.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"rate-limit event {name!r} must be an integer")
-            ints[name] = value
-        if ints["cost"] is None or ints["limit"] is None or ints["period"] is None:
-            raise ValueError("rate-limit event needs cost, limit and period")
-        row = (
-            _check_number("ts", event.get("ts"), optional=False),
-            _check_labels("rule", [event.get("rule")])[0],
-            key,
-            _check_word("phase", event.get("phase"), optional=False),
-            _check_word("action", event.get("action"), optional=False),
-            _check_word("unit", event.get("unit"), optional=False),
-            *(ints[n] for n in ("cost", "used", "limit", "period", "retry_after", "completion")),
-        )
-        with self._write() as c:
-            c.execute(
-                "INSERT INTO rate_limit_events (ts, rule, key, phase, action, unit, cost, used, lim, period,"
-                " retry_after, completion) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            self._inserts += 1
-            due = self._inserts % PRUNE_EVERY == 0
-        if due:
-            self.prune()
+    def record_rate_limits(self, events: list[dict[str, Any]]) -> None:
+        """Store rate-limit decisions in one transaction; an invalid one is skipped (ValueError after the rest)."""
+        rows, errors = [], []
+        for event in events:
+            try:
+                rows.append(_rate_limit_row(event))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if rows:
+            with self._write() as c:
+                c.executemany(
+                    "INSERT INTO rate_limit_events (ts, rule, key, phase, action, unit, cost, used, lim, period,"
+                    " retry_after, completion) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                self._inserts += len(rows)
+                due = self._inserts // PRUNE_EVERY != (self._inserts - len(rows)) // PRUNE_EVERY
+            if due:
+                self.prune()
+        if errors:
+            raise ValueError(f"{len(errors)} rate-limit events refused: {errors[0]}")
 
     def rate_limit_consumers(self, since: float, now: float | None = None, top: int = 20) -> list[dict[str, Any]]:
         """The keys that used the most of each rate limit since ``since``, with their estimated remaining budget.

@@ -68,6 +68,11 @@ FAIL_OPEN: Final = "fail_open"
 FAIL_CLOSED: Final = "fail_closed"
 PHASE_REQUEST: Final = "request"
 PHASE_RESPONSE: Final = "response"
+#: Bodies up to this size are parsed on the event loop (microseconds); larger ones in a thread.
+INLINE_BYTES: Final = 16 * 1024
+#: Events are written in batches: at most this often, and at most this many waiting (oldest dropped).
+FLUSH_S: Final = 0.25
+MAX_PENDING_EVENTS: Final = 10_000
 #: Retry-After for a request refused because the counters could not be reached.
 UNAVAILABLE_RETRY_S: Final = 1
 #: Error ``type``/``status`` per provider family for 429 (over budget) and 503 (counters unreachable).
@@ -89,6 +94,8 @@ class RateLimiter:
         # Event writes only; body parsing uses asyncio's default pool so it never waits behind the database.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-ratelimit")
         self._tokenizer_lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._warned_backlog = False
 
     # ----------------------------------------------------------------- options
     def load(self, loader) -> None:
@@ -141,6 +148,7 @@ class RateLimiter:
         log.info("llmwall: rate-limit counters in %s", where)
 
     def done(self) -> None:
+        self._flush()
         _close_later(self.backend)
         self._io.shutdown(wait=True)
 
@@ -225,7 +233,11 @@ class RateLimiter:
         if not pending or flow.response is None:
             return
         try:
-            completion = await asyncio.to_thread(self._completion_tokens, flow.response)
+            resp = flow.response
+            if len(resp.raw_content or b"") <= INLINE_BYTES:  # a thread hop costs more than a small parse
+                completion = self._completion_tokens(resp)
+            else:
+                completion = await asyncio.to_thread(self._completion_tokens, resp)
             for charge in pending:
                 delta = 0 if completion is None else completion - charge["reserved"]
                 await self._settle(charge, delta, completion)
@@ -281,7 +293,10 @@ class RateLimiter:
     async def _requested_output(self, flow: http.HTTPFlow) -> int:
         """The request's output cap (``max_tokens`` and kin), reserved until the response says what was used."""
         try:
-            data = await asyncio.to_thread(_json_body, flow.request)
+            if len(flow.request.raw_content or b"") <= INLINE_BYTES:
+                data = _json_body(flow.request)
+            else:
+                data = await asyncio.to_thread(_json_body, flow.request)
         except ValueError:
             return 0
         return usage.max_output_tokens(data) or 0
@@ -318,19 +333,33 @@ class RateLimiter:
         flow.comment = f"llmwall: rate limit {rule.id} ({status})"
 
     def _record(self, event: dict[str, Any]) -> None:
+        """Count the decision now; queue it for the database, written in batches off the event loop."""
         main = ctx.master.addons.get(MAIN_ADDON)
         metrics = getattr(main, "metrics", None)
         if metrics is not None:
             metrics.observe_rate_limit(event)
-        store = getattr(main, "store", None)
-        if store is None:
+        if getattr(main, "store", None) is None:
+            return
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            self._pending.pop(0)
+            if not self._warned_backlog:
+                self._warned_backlog = True
+                log.warning("llmwall: rate-limit events are arriving faster than the database takes them; dropping")
+        self._pending.append(event)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_later(FLUSH_S, self._flush)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        store = getattr(ctx.master.addons.get(MAIN_ADDON), "store", None)
+        if not batch or store is None:
             return
 
         def write() -> None:
             try:
-                store.record_rate_limit(event)
+                store.record_rate_limits(batch)
             except Exception as exc:
-                log.error("llmwall: rate-limit event not recorded: %s", exc)
+                log.error("llmwall: rate-limit events not recorded: %s", exc)
 
         self._io.submit(write)
 
