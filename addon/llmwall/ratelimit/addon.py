@@ -147,6 +147,16 @@ class RateLimiter:
         where = f"Redis at {backend.where}" if isinstance(backend, RedisBackend) else "memory"
         log.info("llmwall: rate-limit counters in %s", where)
 
+    def running(self) -> None:
+        # Load the tokenizer (about 0.3 s) before the first response that reports no usage needs it.
+        self._io.submit(self._load_tokenizer)
+
+    def _load_tokenizer(self) -> Tokenizer:
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                self._tokenizer = load_tokenizer()
+            return self._tokenizer
+
     def done(self) -> None:
         self._flush()
         _close_later(self.backend)
@@ -234,7 +244,8 @@ class RateLimiter:
             return
         try:
             resp = flow.response
-            if len(resp.raw_content or b"") <= INLINE_BYTES:  # a thread hop costs more than a small parse
+            # A thread hop costs more than a small parse; the tokenizer's first load must not block the loop.
+            if len(resp.raw_content or b"") <= INLINE_BYTES and self._tokenizer is not None:
                 completion = self._completion_tokens(resp)
             else:
                 completion = await asyncio.to_thread(self._completion_tokens, resp)
@@ -319,10 +330,8 @@ class RateLimiter:
             return found.completion
         if not found.text:
             return 0
-        with self._tokenizer_lock:
-            if self._tokenizer is None:
-                self._tokenizer = load_tokenizer()
-        return sum(len(e.ids) for e in self._tokenizer.encode_batch(found.text, add_special_tokens=False))
+        tokenizer = self._load_tokenizer()
+        return sum(len(e.ids) for e in tokenizer.encode_batch(found.text, add_special_tokens=False))
 
     def _refuse(
         self, flow: http.HTTPFlow, meta: dict, rule: RateLimitRule, status: int, message: str, retry: int
