@@ -168,6 +168,11 @@ class RateLimiter:
             await self._request(flow)
         except Exception as exc:  # never take a request down; never log values
             log.error("llmwall: rate limit: internal error on %s: %s", flow.request.pretty_host, type(exc).__name__)
+            # As for the main addon: pass, or refuse when failing closed (llmwall_on_unparsed=block).
+            if ctx.options.llmwall_on_unparsed == ACTION_BLOCK and flow.response is None:
+                fmt = (flow.metadata.get(MAIN_META) or {}).get("format")
+                message = "llmwall: rate limit could not be checked"
+                flow.response = _error_response(fmt, 503, message, UNAVAILABLE_RETRY_S, "internal-error")
 
     async def _request(self, flow: http.HTTPFlow) -> None:
         meta = flow.metadata.get(MAIN_META)
@@ -218,7 +223,6 @@ class RateLimiter:
                 except BackendError:
                     pass
                 event["used"] = outcome.used + cost
-                log.info("llmwall: rate limit %s exceeded (logged, not blocked)", rule.id)
             self._record({**event, "action": ALLOW if outcome.allowed else ACTION_LOG})
             charges.append(
                 {
@@ -308,7 +312,7 @@ class RateLimiter:
                 data = _json_body(flow.request)
             else:
                 data = await asyncio.to_thread(_json_body, flow.request)
-        except ValueError:
+        except (ValueError, RecursionError):
             return 0
         return usage.max_output_tokens(data) or 0
 
