@@ -8,13 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import free_port
+from mitmproxy import ctx, exceptions
 from mitmproxy.test import taddons, tflow, tutils
 from provider_samples import SAMPLES
 
 from llmwall.analytics.store import Store
 from llmwall.proxy.addon import LLMWall
 from llmwall.ratelimit import usage
-from llmwall.ratelimit.addon import RateLimiter
+from llmwall.ratelimit.addon import RateLimiter, _error_response
 from llmwall.ratelimit.backends import MemoryBackend
 from llmwall.ratelimit.rules import Characteristic
 from llmwall.ratelimit.window import admits, estimate, retry_after_s
@@ -439,8 +441,6 @@ def test_addon_ignores_flows_it_does_not_act_on(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
-    from mitmproxy import exceptions
-
     async def run() -> None:
         rl = RateLimiter()
         with taddons.context(rl) as tctx:
@@ -510,3 +510,37 @@ def test_store_refuses_raw_values_in_rate_limit_events(tmp_path: Path) -> None:
         assert row["remaining"] == 2  # 5 - 5 x (1 - 30/60) = 2.5, rounded down: half the usage still counts
     finally:
         store.close()
+
+
+def test_unreachable_redis_fails_open_or_closed_as_configured(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    async def run() -> None:
+        async with limiter(tmp_path, limit=1000, llmwall_ratelimit_redis=dead) as (wall, rl):
+            flow = await _send(wall, rl, "Bearer sk-open")
+            assert flow.response.status_code == 200  # passed, uncounted
+            assert 'llmwall_rate_limit_unchecked_total{rule="per-key"} 1.0' in wall.metrics.render()[0].decode()
+            ctx.options.update(llmwall_ratelimit_on_error="closed")
+            refused = await _send(wall, rl, "Bearer sk-closed")
+            assert refused.response.status_code == 503 and refused.response.headers["retry-after"] == "1"
+            assert json.loads(refused.response.content)["error"]["type"] == "server_error"
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "path", "expected"),
+    [
+        ("anthropic.messages", ("error", "type"), "rate_limit_error"),
+        ("gemini.generate", ("error", "status"), "RESOURCE_EXHAUSTED"),
+        ("openai.chat", ("error", "code"), "rate_limit_exceeded"),
+    ],
+)
+def test_429_bodies_follow_each_providers_error_schema(fmt: str, path: tuple[str, str], expected: str) -> None:
+    resp = _error_response(fmt, 429, "Rate limit exceeded", 7, "r")
+    body = json.loads(resp.content)
+    assert body[path[0]][path[1]] == expected
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "7"
+    bedrock = _error_response("bedrock.converse", 429, "m", 3, "r")
+    assert bedrock.headers["x-amzn-ErrorType"] == "ThrottlingException"
+    assert json.loads(_error_response("ollama.chat", 429, "m", 3, "r").content) == {"error": "m"}
