@@ -137,6 +137,8 @@ def test_rules_check_cli_reports_a_bad_rate_limit(tmp_path: Path, capsys: pytest
     assert "unknown unit 'prompt_token'; did you mean 'prompt_tokens'?" in out.out + out.err
     path.write_text(VALID)
     assert main(["rules", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rate limits: 2 (2 enabled)" in out and "cf.llm.prompt.injection_score" in out
 
 
 # --------------------------------------------------------------------------- window
