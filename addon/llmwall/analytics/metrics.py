@@ -129,7 +129,7 @@ class Metrics:
             self.detector_errors.labels(self._label("detector", det)).inc()
 
     def observe_rate_limit(self, event: dict[str, Any]) -> None:
-        """Count one rate-limit decision (the dict given to ``Store.record_rate_limit``)."""
+        """Count one rate-limit decision (the dict given to ``Store.record_rate_limits``)."""
         action = event.get("action")
         if action in ("block", "log", "fail_closed"):
             self.rate_limited.labels(self._label("rule", event.get("rule")), action).inc()
