@@ -7,6 +7,10 @@ markdown table (and `--json`) with p50/p99 latency, requests per second, and the
 llmwall/mitmdump ratios.
 
     .venv/bin/python scripts/bench_proxy.py --requests 200 --concurrency 1 8
+
+``--rate-limit`` measures instead what one rate-limit rule adds (docs/rate-limits.md): the
+same rules with and without a ``rate_limits:`` entry that never blocks, its counters in
+memory and in a local ``redis-server`` (started on a free port), in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def run_load(port: int, path: str, body: bytes, requests: int, concurrency: int)
         out = []
         for _ in range(per_worker):
             t = time.perf_counter()
-            conn.request("POST", path, body, {"content-type": "application/json"})
+            conn.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer bench"})
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
@@ -134,6 +138,85 @@ def run_load(port: int, path: str, body: bytes, requests: int, concurrency: int)
     }
 
 
+#: A rate limit that matches every LLM request and never blocks: what is measured is the counting.
+RATE_LIMIT_RULE = """
+rate_limits:
+  - id: bench-per-key
+    characteristics:
+      - http.request.headers["authorization"]
+      - cf.llm.request.model
+    period: 1m
+    limit: 1000000000000
+    unit: total_tokens
+    action: block
+"""
+
+
+def llmwall_cmd(port: int, common: list[str], rules: Path | str, models: str, db: Path, *extra: str) -> list[str]:
+    cmd = [str(BIN / "llmwall"), "proxy", "-p", str(port), *common]
+    for setting in (f"llmwall_rules={rules}", f"llmwall_models={models}", f"llmwall_db={db}", *extra):
+        cmd += ["--set", setting]
+    return cmd
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return start_proxy([*cmd, "--dir", str(tmp)], port, tmp / "redis.log"), port
+
+
+def bench_rate_limit(args: argparse.Namespace, target: str, tmp: Path) -> int:
+    """p50 of the chat workload through llmwall without and with one rate-limit rule (memory, Redis)."""
+    base_rules = Path(args.rules).read_text()
+    with_limit = tmp / "rules-rate-limit.yaml"
+    with_limit.write_text(base_rules.rstrip() + "\n" + RATE_LIMIT_RULE)
+    common = ["--mode", target, "--listen-host", "127.0.0.1", "-q"]
+    redis_proc, redis_port = start_redis(tmp)
+    variants = {
+        "no rate limit": (args.rules, ()),
+        "rate limit, in memory": (with_limit, ()),
+        "rate limit, Redis": (with_limit, (f"llmwall_ratelimit_redis=redis://127.0.0.1:{redis_port}/0",)),
+    }
+    procs, ports = [redis_proc], {}
+    try:
+        for name, (rules, extra) in variants.items():
+            port = free_port()
+            secret = f"llmwall_ratelimit_secret={tmp / 'ratelimit.key'}"
+            db = tmp / f"{port}.sqlite"
+            procs.append(
+                start_proxy(
+                    llmwall_cmd(port, common, rules, args.models, db, secret, *extra), port, tmp / f"{port}.log"
+                )
+            )
+            ports[name] = port
+        path, body = WORKLOADS["chat (benign, 40 tokens)"]
+        p50s: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.rounds):  # interleaved, so drifting machine load hits every variant alike
+            for conc in args.concurrency:
+                for name, port in ports.items():
+                    p50s.setdefault((name, conc), []).append(run_load(port, path, body, args.requests, conc)["p50_ms"])
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+    rows = []
+    for conc in args.concurrency:
+        base = statistics.median(p50s[("no rate limit", conc)])
+        for name in ports:
+            p50 = statistics.median(p50s[(name, conc)])
+            rows.append({"variant": name, "concurrency": conc, "p50_ms": p50, "added_p50_ms": p50 - base})
+    if args.json:
+        print(json.dumps({"machine": f"{os.cpu_count()} CPUs", "rounds": args.rounds, "results": rows}, indent=2))
+        return 0
+    print(
+        f"rules: {Path(args.rules).name} + one rate limit, {args.requests} requests x {args.rounds} rounds per cell\n"
+    )
+    print("| variant | conc. | p50 ms (median of rounds) | added p50 ms |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['added_p50_ms']:+.2f} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200)
@@ -141,7 +224,20 @@ def main() -> int:
     ap.add_argument("--rules", default=str(ROOT / "rules.yaml"))
     ap.add_argument("--models", default=str(ROOT / "models"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--rate-limit",
+        action="store_true",
+        help="measure the latency one rate-limit rule adds, counters in memory and in Redis (needs redis-server)",
+    )
+    ap.add_argument("--rounds", type=int, default=5, help="--rate-limit: interleaved rounds per cell")
     args = ap.parse_args()
+    if args.rate_limit:
+        upstream = start_upstream()
+        try:
+            target = f"reverse:http://127.0.0.1:{upstream.server_address[1]}"
+            return bench_rate_limit(args, target, Path(tempfile.mkdtemp(prefix="llmwall-bench-")))
+        finally:
+            upstream.shutdown()
 
     upstream = start_upstream()
     target = f"reverse:http://127.0.0.1:{upstream.server_address[1]}"

@@ -13,6 +13,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "llmwall: chromium is missing; install it (Debian: apt-get install chromium)" >&2; exit 1
   fi
 fi
+# Real redis-server for the rate-limit tests (Debian's package; the tests start their own on a free port).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "llmwall: installing Debian's redis-server for the rate-limit tests" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "llmwall: redis-server is missing; install it (Debian: apt-get install redis-server)" >&2; exit 1
+  fi
+fi
 # Python 3.11 + CPU torch for the ONNX-vs-PyTorch parity tests (export tooling, never the runtime).
 export LLMWALL_EXPORT_PYTHON=${LLMWALL_EXPORT_PYTHON:-$(bash scripts/setup-export-env.sh | tail -n 1)}
 mkdir -p test-artifacts

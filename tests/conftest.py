@@ -43,6 +43,7 @@ class FakeUpstream:
     port: int
     received: list[Received] = field(default_factory=list)
     responses: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)  # path prefix -> reply
+    delay_s: float = 0.0  # how long each reply takes (requests in flight at once)
 
     @property
     def url(self) -> str:
@@ -69,6 +70,7 @@ def upstream() -> Iterator[FakeUpstream]:
                 Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             )
             status, ctype, payload = state.reply_for(self.path)
+            time.sleep(state.delay_s)
             self.send_response(status)
             self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(payload)))

@@ -104,6 +104,10 @@ def test_a_wheel_carries_the_models_and_finds_them_from_any_directory(tmp_path: 
         names = set(zf.namelist())
     for name in ("lite.json", "encoder.onnx", "classifier.onnx", "tokenizer.json"):
         assert f"llmwall/models/lite/{name}" in names
+    # pyproject lists the packages by hand (models/ is mapped in): every source module must ship.
+    source = root / "addon"
+    for module in source.rglob("*.py"):
+        assert module.relative_to(source).as_posix() in names, f"{module} is missing from the wheel (pyproject packages)"
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"

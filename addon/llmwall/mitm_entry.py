@@ -31,7 +31,9 @@ from llmwall.analytics.addon import Analytics  # noqa: E402
 from llmwall.analytics.dashboard import DashboardAddon  # noqa: E402
 from llmwall.proxy.addon import LLMWall  # noqa: E402
 from llmwall.proxy.console import Console  # noqa: E402
+from llmwall.ratelimit.addon import RateLimiter  # noqa: E402
 
 analytics = Analytics()
-# Order matters: the console and the analytics addon read the decision LLMWall leaves on the flow.
-addons = [DashboardAddon(analytics), LLMWall(), Console(), analytics]
+# Order matters: the rate limiter reads what LLMWall's request hook found and may refuse the
+# request; the console and the analytics addon then read the decision left on the flow.
+addons = [DashboardAddon(analytics), LLMWall(), RateLimiter(), Console(), analytics]

@@ -217,6 +217,12 @@ class Dashboard:
             return _json(200, {"unsafe": dict(UNSAFE_CATEGORY_NAMES)})
         if path == "/api/endpoints":
             return _json(200, {"endpoints": self.store.endpoints()})
+        if path == "/api/ratelimits":
+            now = time.time()
+            rows = self.store.rate_limit_consumers(
+                since if since is not None else 0.0, now, _int(arg("top"), 20, 1, 500)
+            )
+            return _json(200, {"consumers": rows, "now": now})
         m = _API_EVENT.match(path)
         if m:
             ev = self.store.event(int(m.group(1)))

@@ -66,6 +66,18 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "llmwall_rate_limited",
+            "Requests over a rate limit (llmwall.ratelimit), by rule and action: block, log, fail_closed",
+            ["rule", "action"],
+            registry=r,
+        )
+        self.rate_limit_unchecked = Counter(
+            "llmwall_rate_limit_unchecked",
+            "Requests let through uncounted because the rate-limit counters were unreachable (fail open)",
+            ["rule"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {}
 
@@ -116,6 +128,14 @@ class Metrics:
             self.not_scored.labels(self._label("detector", det)).inc()
         for det in event.get("errors") or ():
             self.detector_errors.labels(self._label("detector", det)).inc()
+
+    def observe_rate_limit(self, event: dict[str, Any]) -> None:
+        """Count one rate-limit decision (the dict given to ``Store.record_rate_limits``)."""
+        action = event.get("action")
+        if action in ("block", "log", "fail_closed"):
+            self.rate_limited.labels(self._label("rule", event.get("rule")), action).inc()
+        elif action == "fail_open":
+            self.rate_limit_unchecked.labels(self._label("rule", event.get("rule"))).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

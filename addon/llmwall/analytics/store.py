@@ -115,7 +115,33 @@ CREATE TABLE IF NOT EXISTS endpoints (
     PRIMARY KEY (host, method, path_template)
 );
 CREATE INDEX IF NOT EXISTS endpoints_last_seen ON endpoints(last_seen);
+-- rate-limit decisions (llmwall.ratelimit): hashed key and counts only
+CREATE TABLE IF NOT EXISTS rate_limit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    action TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    cost INTEGER NOT NULL,
+    used INTEGER,
+    lim INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    retry_after INTEGER,
+    completion INTEGER
+);
+CREATE INDEX IF NOT EXISTS rate_limit_events_ts ON rate_limit_events(ts);
+CREATE INDEX IF NOT EXISTS rate_limit_events_key ON rate_limit_events(rule, key, id);
 """
+
+#: Rate-limit event keys; ``key`` is the hex HMAC the limiter counts under, never a raw value.
+RATE_LIMIT_KEYS: Final = frozenset(
+    {"ts", "rule", "key", "phase", "action", "unit", "cost", "used", "limit", "period", "retry_after", "completion"}
+)
+#: Most rate-limit events kept (oldest dropped first), besides the retention period.
+MAX_RATE_LIMIT_EVENTS: Final = 1_000_000
+_HEX_KEY = re.compile(r"^[0-9a-f]{8,64}$")
 
 #: Chart bucket sizes to choose from, seconds.
 _BUCKETS: Final = (10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -263,6 +289,33 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rate_limit_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """A rate-limit event as a table row; ValueError for unknown keys, a raw key or ill-typed values."""
+    unknown = set(event) - RATE_LIMIT_KEYS
+    if unknown:
+        raise ValueError(f"unknown rate-limit event keys: {sorted(unknown)}")
+    key = event.get("key")
+    if not isinstance(key, str) or not _HEX_KEY.match(key):
+        raise ValueError("rate-limit event key must be a hex digest")
+    ints = []
+    for name in ("cost", "used", "limit", "period", "retry_after", "completion"):
+        value = event.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"rate-limit event {name!r} must be an integer")
+        if value is None and name in ("cost", "limit", "period"):
+            raise ValueError(f"rate-limit event needs {name!r}")
+        ints.append(value)
+    return (
+        _check_number("ts", event.get("ts"), optional=False),
+        _check_labels("rule", [event.get("rule")])[0],
+        key,
+        _check_word("phase", event.get("phase"), optional=False),
+        _check_word("action", event.get("action"), optional=False),
+        _check_word("unit", event.get("unit"), optional=False),
+        *ints,
+    )
+
+
 def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
     """(kind, category) pairs detected in validated ``fields``, for the side table."""
     out: list[tuple[str, str]] = []
@@ -406,6 +459,69 @@ class Store:
             self.prune()
         return event_id
 
+    def record_rate_limits(self, events: list[dict[str, Any]]) -> None:
+        """Store rate-limit decisions in one transaction; an invalid one is skipped (ValueError after the rest)."""
+        rows, errors = [], []
+        for event in events:
+            try:
+                rows.append(_rate_limit_row(event))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if rows:
+            with self._write() as c:
+                c.executemany(
+                    "INSERT INTO rate_limit_events (ts, rule, key, phase, action, unit, cost, used, lim, period,"
+                    " retry_after, completion) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                self._inserts += len(rows)
+                due = self._inserts // PRUNE_EVERY != (self._inserts - len(rows)) // PRUNE_EVERY
+            if due:
+                self.prune()
+        if errors:
+            raise ValueError(f"{len(errors)} rate-limit events refused: {errors[0]}")
+
+    def rate_limit_consumers(self, since: float, now: float | None = None, top: int = 20) -> list[dict[str, Any]]:
+        """The keys that used the most of each rate limit since ``since``, with their estimated remaining budget.
+
+        ``remaining`` starts from the usage the limiter reported at the key's last decision
+        and lets it decay over one period, as the sliding window does (an estimate between
+        decisions; the counters themselves live in memory or Redis).
+        """
+        now = time.time() if now is None else now
+        rows = self._query(
+            "SELECT r.rule, r.key, r.unit, r.charged, r.blocked, r.logged, r.requests, r.last_ts,"
+            " l.used, l.lim, l.period, l.ts AS used_ts FROM ("
+            "  SELECT rule, key, max(unit) AS unit, max(id) AS last_id, max(ts) AS last_ts,"
+            "  sum(CASE WHEN action IN ('allow', 'log') THEN cost ELSE 0 END) AS charged,"
+            "  sum(action = 'block') AS blocked, sum(action = 'log') AS logged,"
+            "  sum(phase = 'request') AS requests"
+            "  FROM rate_limit_events WHERE ts >= ? GROUP BY rule, key"
+            "  ORDER BY charged DESC LIMIT ?) r"
+            " JOIN rate_limit_events l ON l.id = r.last_id",
+            (since, max(1, min(int(top), 500))),
+        )
+        out = []
+        for r in rows:
+            decay = max(0.0, 1.0 - (now - r["used_ts"]) / r["period"]) if r["period"] else 0.0
+            used_now = (r["used"] or 0) * decay
+            out.append(
+                {
+                    "rule": r["rule"],
+                    "key": r["key"],
+                    "unit": r["unit"],
+                    "charged": r["charged"],
+                    "requests": r["requests"],
+                    "blocked": r["blocked"],
+                    "logged": r["logged"],
+                    "limit": r["lim"],
+                    "period": r["period"],
+                    "remaining": max(0, int(r["lim"] - used_now)),
+                    "last_ts": r["last_ts"],
+                }
+            )
+        return out
+
     def upsert_endpoint(
         self,
         host: str,
@@ -452,7 +568,12 @@ class Store:
             with self._write() as c:
                 c.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
                 c.execute("DELETE FROM endpoints WHERE last_seen < ?", (cutoff,))
+                c.execute("DELETE FROM rate_limit_events WHERE ts < ?", (cutoff,))
         with self._write() as c:
+            c.execute(
+                "DELETE FROM rate_limit_events WHERE id <= (SELECT max(id) FROM rate_limit_events) - ?",
+                (MAX_RATE_LIMIT_EVENTS,),
+            )
             c.execute(
                 "DELETE FROM endpoints WHERE rowid IN (SELECT rowid FROM endpoints"
                 " ORDER BY last_seen DESC LIMIT -1 OFFSET ?)",

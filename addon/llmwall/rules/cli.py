@@ -53,6 +53,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     enabled = sum(r.enabled for r in rs.rules)
     count = len(rs.rules)
     print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")
+    if rs.rate_limits:
+        limits = len(rs.rate_limits)
+        print(f"rate limits: {limits} ({sum(r.enabled for r in rs.rate_limits)} enabled), see docs/rate-limits.md")
     print(f"fields read: {', '.join(sorted(rs.fields)) or 'none'}")
     return 0
 

@@ -18,21 +18,26 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
 from llmwall import fields as schema
+from llmwall.ratelimit import rules as rate_limit_rules
 from llmwall.rules import nodes as n
 from llmwall.rules.compiler import CompiledExpression, compile_expression
 from llmwall.rules.errors import ExpressionError, ExprIssue, RuleIssue, RulesError
 from llmwall.rules.parser import parse
+
+if TYPE_CHECKING:
+    from llmwall.ratelimit.rules import RateLimitRule
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("block", "log", "redact")
 TERMINATING = frozenset({"block", "redact"})
 RULE_KEYS = ("id", "description", "expression", "action", "enabled", "status", "body")
-TOP_KEYS = ("rules", "custom_topics")
+TOP_KEYS = ("rules", "custom_topics", "rate_limits")
 MAX_CUSTOM_TOPICS = 20
 _LABEL = re.compile(r"[a-z0-9-]{2,20}")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -133,6 +138,7 @@ class RuleSet:
         compiled: Mapping[str, CompiledExpression],
         custom_topics: Mapping[str, str],
         source: str = "<string>",
+        rate_limits: tuple[RateLimitRule, ...] = (),
     ):
         self.rules = rules
         self.custom_topics = dict(custom_topics)
@@ -141,7 +147,11 @@ class RuleSet:
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
         #: Rule id -> the canonical fields its expression reads.
         self.rule_fields: dict[str, frozenset[str]] = {r.id: compiled[r.id].fields for r in rules}
-        self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+        #: The ``rate_limits:`` section (llmwall.ratelimit); their fields are computed like the rules'.
+        self.rate_limits = rate_limits
+        self.fields: frozenset[str] = frozenset().union(
+            *(compiled[r.id].fields for r in rules if r.enabled), *(r.fields for r in rate_limits if r.enabled)
+        )
         literals: dict[str, set[str]] = {}
         for r in rules:
             if r.enabled:
@@ -153,7 +163,7 @@ class RuleSet:
     def disabling(self, rule_ids: Collection[str]) -> RuleSet:
         """The same rules with ``rule_ids`` disabled (a backtest leaves out rules it cannot evaluate)."""
         rules = tuple(dataclasses.replace(r, enabled=False) if r.id in rule_ids else r for r in self.rules)
-        return RuleSet(rules, self._compiled, self.custom_topics, self.source)
+        return RuleSet(rules, self._compiled, self.custom_topics, self.source, self.rate_limits)
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
         """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
@@ -273,9 +283,12 @@ class _Loader:
             self.issue(root, "missing top-level key 'rules' (a list of rules)")
         else:
             rules, compiled = self.rules(top["rules"][1], topics)
+        rate_limits = (
+            rate_limit_rules.parse_rate_limits(self, top["rate_limits"][1], topics) if "rate_limits" in top else ()
+        )
         if self.issues:
             raise RulesError(sorted(self.issues, key=lambda i: (i.line, i.column)))
-        return RuleSet(tuple(rules), compiled, topics, self.source)
+        return RuleSet(tuple(rules), compiled, topics, self.source, rate_limits)
 
     def custom_topics(self, node: yaml.Node) -> dict[str, str]:
         """``custom_topics:`` as ``label: description``, or Cloudflare's API list of {label, topic}."""

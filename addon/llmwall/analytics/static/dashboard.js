@@ -139,6 +139,18 @@
     setOptions($("f-endpoint"), eps.map((e) => e.endpoint));
   }
 
+  function renderRateLimits(rows) {
+    const body = $("ratelimits").tBodies[0];
+    clear(body);
+    if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "no rate-limit decisions in this range")));
+    for (const r of rows) {
+      body.append(el("tr", {}, el("td", { class: "mono" }, r.rule), el("td", { class: "mono" }, r.key.slice(0, 12)),
+        el("td", {}, r.unit), el("td", { class: "num" }, r.charged), el("td", { class: "num" }, r.requests),
+        el("td", { class: "num" }, r.blocked), el("td", { class: "num" }, `${r.remaining} / ${r.limit} per ${r.period} s`),
+        el("td", { class: "nowrap" }, fmtTime(r.last_ts))));
+    }
+  }
+
   function renderEvents(events) {
     const body = $("events").tBodies[0];
     clear(body);
@@ -172,16 +184,18 @@
     const f = filters();
     const range = f.range ? { range: f.range } : {};
     try {
-      const [stats, eps, evs] = await Promise.all([
+      const [stats, eps, evs, rls] = await Promise.all([
         api(`/api/stats?${new URLSearchParams(range)}`),
         api("/api/endpoints"),
         api(`/api/events?${new URLSearchParams({ ...f, limit: PAGE, offset: state.offset })}`),
+        api(`/api/ratelimits?${new URLSearchParams(range)}`),
       ]);
       renderTotals(stats.totals);
       renderCharts(stats.series);
       renderTop(stats.top_categories);
       renderEndpoints(eps.endpoints);
       renderEvents(evs.events);
+      renderRateLimits(rls.consumers);
       $("status").textContent = `updated ${fmtTime(stats.now).slice(11)}`;
       $("status").classList.remove("error");
     } catch (err) {
