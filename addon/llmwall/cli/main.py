@@ -17,13 +17,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
 
+from llmwall import fields
 from llmwall.detectors import build_detectors
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
 from llmwall.providers import discovery, extraction
 from llmwall.proxy.orchestrator import Orchestrator
 
 #: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
-CLI_MODULES = ("llmwall.rules", "llmwall.cli.evaluate", "llmwall.analytics.store", "llmwall.demo.launch")
+CLI_MODULES = ("llmwall.rules", "llmwall.cli.evaluate", "llmwall.cli.analytics", "llmwall.demo.launch")
 ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
 
 
@@ -110,8 +111,8 @@ async def _scan_all(
             request = ScreenRequest(prompt, start + deadline_ms / 1000.0, wanted, topics)
             result = await orchestrator.screen(request, detectors)
             out = {
-                "cf.llm.prompt.detected": bool(prompt.text.strip()),
-                "cf.llm.request.format": prompt.format,
+                fields.PROMPT_DETECTED: bool(prompt.text.strip()),
+                fields.REQUEST_FORMAT: prompt.format,
                 **result.fields,
                 "timings_ms": result.timings_ms,
                 "total_ms": round((time.monotonic() - start) * 1000.0, 3),
