@@ -214,8 +214,9 @@ def measure(call, texts: list[str], concurrency: int) -> dict:
 
 
 def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, max_batch_tokens: int | None = None):
-    from llmwall.detectors.base import Prompt, ScreenRequest, TextPart
+    from llmwall.detectors.base import NotScored, Prompt, ScreenRequest, TextPart
     from llmwall.detectors.llama_guard import LlamaGuardDetector
+    from llmwall.fields import UNSAFE_TOPIC_DETECTED
 
     variant, cache, max_batch = ONNX_CONFIGS[config]
     det = LlamaGuardDetector(
@@ -233,8 +234,8 @@ def onnx_caller(model_dir: Path, config: str, device: str, deadline_s: float, ma
             prompt=Prompt(format="bench", parts=(TextPart(("x",), text),)), deadline=time.monotonic() + deadline_s
         )
         try:
-            return bool(det.detect(req).fields["cf.llm.prompt.unsafe_topic_detected"])
-        except TimeoutError:
+            return bool(det.detect(req).fields[UNSAFE_TOPIC_DETECTED])
+        except NotScored:
             return None
 
     return call, det.close, det.describe()

@@ -380,9 +380,20 @@ def test_manifest_token_ids_are_checked(tmp_path: Path) -> None:
         lg.LlamaGuardEngine(root, "cpu")
 
 
-def test_remote_config_returns_the_remote_detector() -> None:
-    from llmwall.detectors.llama_guard_remote import RemoteLlamaGuard
+def test_remote_config_selects_the_remote_detector_and_skips_the_local_model() -> None:
+    from llmwall.detectors import build_detectors, llama_guard_remote
 
-    det = lg.create(DetectorConfig(remote_llama_guard="http://127.0.0.1:9", remote_model="llama-guard3:1b"))
-    assert isinstance(det, RemoteLlamaGuard)
+    config = DetectorConfig(
+        models_dir=str(FIXTURE.parent), remote_llama_guard="http://127.0.0.1:9", remote_model="llama-guard3:1b"
+    )
+    assert lg.create(config) is None  # the local model is not even loaded
+    det = llama_guard_remote.create(config)
+    assert isinstance(det, llama_guard_remote.RemoteLlamaGuard)
     det.close()
+    assert llama_guard_remote.create(DetectorConfig()) is None
+    built = build_detectors(config)
+    try:
+        assert [type(d) for d in built if d.name == "llama_guard"] == [llama_guard_remote.RemoteLlamaGuard]
+    finally:
+        for d in built:
+            d.close()

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from llmwall.detectors.base import Detection, Detector, Prompt, ScreenRequest, TextPart
+from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, TextPart
 from llmwall.proxy.orchestrator import Orchestrator
 
 
@@ -110,4 +110,32 @@ def test_work_queued_past_its_deadline_is_skipped() -> None:
     asyncio.run(both())
     time.sleep(0.6)
     assert ran == ["first"]
+    orch.close()
+
+
+class GivesUp(Detector):
+    """Answers at once that it cannot score in time (the detector protocol's NotScored)."""
+
+    name = "gives_up"
+    provides = frozenset({"cf.llm.prompt.secret_detected"})
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        raise NotScored("deadline")
+
+
+class SkipsLiteStyle(Detector):
+    """The lite detectors' older form of "not scored": an empty result marked skipped."""
+
+    name = "skips"
+    provides = frozenset({"cf.llm.prompt.unsafe_topic_detected"})
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        return Detection(fields={}, info={"skipped": "deadline"})
+
+
+def test_not_scored_has_one_meaning_and_is_counted() -> None:
+    orch = Orchestrator(workers=4)
+    result = asyncio.run(orch.screen(request(20), [GivesUp(), SkipsLiteStyle(), Raiser()]))
+    assert result.not_scored == ["gives_up", "skips"] and result.errors == ["raiser"]
+    assert result.fields == {} and result.timings_ms == {} and result.info == {}
     orch.close()

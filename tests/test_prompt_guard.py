@@ -19,7 +19,7 @@ import pytest
 
 from llmwall import fields
 from llmwall.detectors import prompt_guard
-from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.detectors.base import DetectorConfig, NotScored, Prompt, ScreenRequest, TextPart
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-prompt-guard"
@@ -91,7 +91,8 @@ def test_long_prompt_windows_cover_the_end(detector):
 
 def test_empty_prompt_and_deadline(detector):
     assert detector.detect(_request("")).fields == {"cf.llm.prompt.injection_score": 99}
-    assert detector.detect(_request("hello", deadline=time.monotonic() - 1)).fields == {}
+    with pytest.raises(NotScored):
+        detector.detect(_request("hello", deadline=time.monotonic() - 1))
 
 
 def test_threads_agree(detector):

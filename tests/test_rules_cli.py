@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmwall.rules import register_cli
+from llmwall.cli.rules import register_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

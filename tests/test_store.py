@@ -13,6 +13,7 @@ import pytest
 
 from llmwall.analytics import store as S
 from llmwall.analytics.store import Store
+from llmwall.cli import analytics as cli_analytics
 
 
 def ev(when: float, **kw: object) -> dict:
@@ -295,7 +296,7 @@ def test_threads_write_and_read_concurrently(db: Store) -> None:
 
 def test_cli_endpoints_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "cli.sqlite"
-    assert S._main(["stats", "--db", str(path)]) == 1  # no database: clear error, nothing created
+    assert cli_analytics._main(["stats", "--db", str(path)]) == 1  # no database: clear error, nothing created
     assert not path.exists()
     s = Store(path)
     s.record_event(ev(time.time(), action="block", fields={"cf.llm.prompt.pii_categories": ["EMAIL_ADDRESS"]}))
@@ -303,17 +304,17 @@ def test_cli_endpoints_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[s
     s.upsert_endpoint("api.openai.com", "POST", "/v1/chat/completions", "openai.chat", time.time())
     s.close()
     capsys.readouterr()
-    assert S._main(["stats", "--db", str(path), "--json", "--since", "1h"]) == 0
+    assert cli_analytics._main(["stats", "--db", str(path), "--json", "--since", "1h"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["totals"]["events"] == 1 and out["totals"]["blocked"] == 1
-    assert S._main(["stats", "--db", str(path)]) == 0
+    assert cli_analytics._main(["stats", "--db", str(path)]) == 0
     text = capsys.readouterr().out
     assert "blocked" in text and "EMAIL_ADDRESS" in text
-    assert S._main(["endpoints", "--db", str(path)]) == 0
+    assert cli_analytics._main(["endpoints", "--db", str(path)]) == 0
     assert "/v1/chat/completions" in capsys.readouterr().out
-    assert S._main(["endpoints", "--db", str(path), "--json"]) == 0
+    assert cli_analytics._main(["endpoints", "--db", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["request_count"] == 1
-    assert S._main(["stats", "--db", str(path), "--since", "yesterday"]) == 2
+    assert cli_analytics._main(["stats", "--db", str(path), "--since", "yesterday"]) == 2
 
 
 def test_parse_duration() -> None:

@@ -1,5 +1,9 @@
 """The rule fields: Cloudflare's Firewall-for-AI names, their types, and aliases.
 
+Every field name is defined here once, as a constant; modules import the constant
+rather than spell the name, so a typo is a NameError (and a mypy error) instead of a
+field that is silently absent and a rule that is silently false.
+
 Canonical names are Cloudflare's (``cf.llm.prompt.pii_detected``); the same fields
 are also reachable without the ``cf.`` prefix (``llm.prompt.pii_detected``).
 A field that a detector did not fill (not scored, skipped, failed) is simply
@@ -9,49 +13,115 @@ Cloudflare does, so every comparison on it is false.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
-BOOL: Final = "Bool"
-INT: Final = "Int"
-STRING: Final = "String"
-IP: Final = "IP"
-ARRAY_STRING: Final = "Array<String>"
-MAP_INT: Final = "Map<Int>"
+# --------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A rules-language type: a scalar, or an Array/Map of an element type.
+
+    Printed as the rules documentation writes it (``Bool``, ``Array<String>``), which is
+    also how error messages name it.
+    """
+
+    name: str  # Bool | Int | String | IP | Array | Map (and "?" for the compiler's error type)
+    element: FieldType | None = None  # for Array and Map
+
+    @property
+    def is_array(self) -> bool:
+        return self.name == "Array"
+
+    @property
+    def is_map(self) -> bool:
+        return self.name == "Map"
+
+    def __str__(self) -> str:
+        return f"{self.name}<{self.element}>" if self.element is not None else self.name
+
+
+def array_of(element: FieldType) -> FieldType:
+    return FieldType("Array", element)
+
+
+def map_of(element: FieldType) -> FieldType:
+    """A map from string keys to ``element`` values."""
+    return FieldType("Map", element)
+
+
+BOOL: Final = FieldType("Bool")
+INT: Final = FieldType("Int")
+STRING: Final = FieldType("String")
+IP: Final = FieldType("IP")
+ARRAY_STRING: Final = array_of(STRING)
+MAP_INT: Final = map_of(INT)
+
+# --------------------------------------------------------------------------- names
+
+#: Prefix of the LLM fields (Cloudflare's and llmwall's extensions): these, and only
+#: these, are recorded in analytics (outcomes, never text) and have ``llm.*`` aliases.
+LLM_PREFIX: Final = "cf.llm."
+
+# Firewall for AI (Cloudflare names)
+PROMPT_DETECTED: Final = "cf.llm.prompt.detected"
+PII_DETECTED: Final = "cf.llm.prompt.pii_detected"
+PII_CATEGORIES: Final = "cf.llm.prompt.pii_categories"
+UNSAFE_TOPIC_DETECTED: Final = "cf.llm.prompt.unsafe_topic_detected"
+UNSAFE_TOPIC_CATEGORIES: Final = "cf.llm.prompt.unsafe_topic_categories"
+INJECTION_SCORE: Final = "cf.llm.prompt.injection_score"
+TOKEN_COUNT: Final = "cf.llm.prompt.token_count"
+CUSTOM_TOPIC_CATEGORIES: Final = "cf.llm.prompt.custom_topic_categories"
+# llmwall extensions, same style
+SECRET_DETECTED: Final = "cf.llm.prompt.secret_detected"
+SECRET_CATEGORIES: Final = "cf.llm.prompt.secret_categories"
+REQUEST_FORMAT: Final = "cf.llm.request.format"
+REQUEST_MODEL: Final = "cf.llm.request.model"
+# ordinary request fields
+HTTP_HOST: Final = "http.host"
+HTTP_METHOD: Final = "http.request.method"
+HTTP_URI: Final = "http.request.uri"
+HTTP_URI_PATH: Final = "http.request.uri.path"
+HTTP_URI_QUERY: Final = "http.request.uri.query"
+HTTP_FULL_URI: Final = "http.request.full_uri"
+HTTP_USER_AGENT: Final = "http.user_agent"
+IP_SRC: Final = "ip.src"
 
 #: Field name -> type. Order is documentation order.
-SCHEMA: Final[dict[str, str]] = {
-    # Firewall for AI (Cloudflare names)
-    "cf.llm.prompt.detected": BOOL,
-    "cf.llm.prompt.pii_detected": BOOL,
-    "cf.llm.prompt.pii_categories": ARRAY_STRING,
-    "cf.llm.prompt.unsafe_topic_detected": BOOL,
-    "cf.llm.prompt.unsafe_topic_categories": ARRAY_STRING,
-    "cf.llm.prompt.injection_score": INT,
-    "cf.llm.prompt.token_count": INT,
-    "cf.llm.prompt.custom_topic_categories": MAP_INT,
-    # llmwall extensions, same style
-    "cf.llm.prompt.secret_detected": BOOL,
-    "cf.llm.prompt.secret_categories": ARRAY_STRING,
-    "cf.llm.request.format": STRING,
-    "cf.llm.request.model": STRING,
-    # ordinary request fields
-    "http.host": STRING,
-    "http.request.method": STRING,
-    "http.request.uri": STRING,
-    "http.request.uri.path": STRING,
-    "http.request.uri.query": STRING,
-    "http.request.full_uri": STRING,
-    "http.user_agent": STRING,
-    "ip.src": IP,
+SCHEMA: Final[dict[str, FieldType]] = {
+    PROMPT_DETECTED: BOOL,
+    PII_DETECTED: BOOL,
+    PII_CATEGORIES: ARRAY_STRING,
+    UNSAFE_TOPIC_DETECTED: BOOL,
+    UNSAFE_TOPIC_CATEGORIES: ARRAY_STRING,
+    INJECTION_SCORE: INT,
+    TOKEN_COUNT: INT,
+    CUSTOM_TOPIC_CATEGORIES: MAP_INT,
+    SECRET_DETECTED: BOOL,
+    SECRET_CATEGORIES: ARRAY_STRING,
+    REQUEST_FORMAT: STRING,
+    REQUEST_MODEL: STRING,
+    HTTP_HOST: STRING,
+    HTTP_METHOD: STRING,
+    HTTP_URI: STRING,
+    HTTP_URI_PATH: STRING,
+    HTTP_URI_QUERY: STRING,
+    HTTP_FULL_URI: STRING,
+    HTTP_USER_AGENT: STRING,
+    IP_SRC: IP,
 }
 
 #: Which fields each standard detector fills; used to skip detectors no rule needs.
-PII_FIELDS: Final = frozenset({"cf.llm.prompt.pii_detected", "cf.llm.prompt.pii_categories"})
-SECRET_FIELDS: Final = frozenset({"cf.llm.prompt.secret_detected", "cf.llm.prompt.secret_categories"})
-UNSAFE_FIELDS: Final = frozenset({"cf.llm.prompt.unsafe_topic_detected", "cf.llm.prompt.unsafe_topic_categories"})
-INJECTION_FIELDS: Final = frozenset({"cf.llm.prompt.injection_score"})
-CUSTOM_TOPIC_FIELDS: Final = frozenset({"cf.llm.prompt.custom_topic_categories"})
-TOKEN_FIELDS: Final = frozenset({"cf.llm.prompt.token_count"})
+PII_FIELDS: Final = frozenset({PII_DETECTED, PII_CATEGORIES})
+SECRET_FIELDS: Final = frozenset({SECRET_DETECTED, SECRET_CATEGORIES})
+UNSAFE_FIELDS: Final = frozenset({UNSAFE_TOPIC_DETECTED, UNSAFE_TOPIC_CATEGORIES})
+INJECTION_FIELDS: Final = frozenset({INJECTION_SCORE})
+CUSTOM_TOPIC_FIELDS: Final = frozenset({CUSTOM_TOPIC_CATEGORIES})
+TOKEN_FIELDS: Final = frozenset({TOKEN_COUNT})
+
+#: The category fields a block message and analytics list (the kinds of detection).
+CATEGORY_FIELDS: Final = (UNSAFE_TOPIC_CATEGORIES, PII_CATEGORIES, SECRET_CATEGORIES)
 
 #: Injection score for "not scored", as in Cloudflare (1-99 scored, 100 = not scored).
 INJECTION_NOT_SCORED: Final = 100

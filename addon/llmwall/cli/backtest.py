@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmwall import fields
 from llmwall.analytics.store import DEFAULT_DB, Store, endpoint_key, parse_duration
 from llmwall.rules import RulesError, RuleSet, load_rules
 
 #: Request fields the store keeps, and the event key each comes from.
-STORED_REQUEST_FIELDS = {"http.host": "host", "http.request.method": "method"}
+STORED_REQUEST_FIELDS = {fields.HTTP_HOST: "host", fields.HTTP_METHOD: "method"}
 #: The word for "no rule acted".
 PASS = "pass"
 #: Events read from the store per query.
@@ -40,7 +41,7 @@ MAX_CHANGED_SHOWN = 50
 
 def storable(name: str) -> bool:
     """Whether the store keeps values of field ``name`` (canonical)."""
-    return name.startswith("cf.llm.") or name in STORED_REQUEST_FIELDS
+    return name.startswith(fields.LLM_PREFIX) or name in STORED_REQUEST_FIELDS
 
 
 def values_of(event: dict[str, Any]) -> dict[str, object]:
@@ -126,7 +127,7 @@ def backtest(candidate: RuleSet, events: Iterator[dict[str, Any]]) -> Report:
         sides["candidate"][after[0]] += 1
         for rule in enabled:
             for name in rules.rule_fields[rule.id]:
-                if name.startswith("cf.llm.") and name not in values:
+                if name.startswith(fields.LLM_PREFIX) and name not in values:
                     report.lacking[rule.id][name] += 1
         if before != after:
             report.changed_count += 1

@@ -16,13 +16,13 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
 from llmwall import bundled, fields
-from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.detectors import build_detectors
+from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
 _DETECTOR_DEADLINE_S = 60.0  # generous: eval measures quality, not the proxy's deadline
@@ -126,39 +126,14 @@ def load_dataset(path: Path) -> list[Example]:
 # ----------------------------------------------------------------------------- scoring
 
 
-#: The factories of the fields eval measures, in the proxy's order of preference
-#: (``detectors.build_detectors``); building only these skips loading PII/spaCy.
-_FACTORIES = (
-    ("llama_guard", "create"),
-    ("lite", "create_topics"),
-    ("prompt_guard", "create"),
-    ("lite", "create_injection"),
-)
+#: The fields eval measures.
+MEASURED = fields.UNSAFE_FIELDS | fields.INJECTION_FIELDS
 
 
-def build(models_dir: str, device: str = "auto") -> list:
-    """The unsafe-topic and injection detectors the proxy would run, first available wins."""
-    config = DetectorConfig(models_dir=models_dir, device=device)
-    wanted = fields.UNSAFE_FIELDS | fields.INJECTION_FIELDS
-    detectors, covered = [], set()
-    for module_name, factory_name in _FACTORIES:
-        try:
-            module = import_module(f"llmwall.detectors.{module_name}")
-        except ImportError:
-            continue  # that detector is not part of this installation
-        try:
-            det = getattr(module, factory_name)(config)
-        except Exception as exc:  # a broken model is reported, the others still measured
-            print(f"llmwall eval: could not load {module_name}: {exc}", file=sys.stderr)
-            continue
-        if det is None:
-            continue
-        if not (det.provides & wanted) - covered:
-            det.close()
-            continue
-        covered |= det.provides & wanted
-        detectors.append(det)
-    return detectors
+def build(models_dir: str, device: str = "auto") -> list[Detector]:
+    """The unsafe-topic and injection detectors the proxy would run: the proxy's own selection
+    (``detectors.build_detectors``), limited to those fields so PII's spaCy model is not loaded."""
+    return build_detectors(DetectorConfig(models_dir=models_dir, device=device), only=MEASURED)
 
 
 def score(detectors: list, text: str, threshold: float | None) -> Scored:
@@ -166,16 +141,16 @@ def score(detectors: list, text: str, threshold: float | None) -> Scored:
     req = ScreenRequest(
         prompt=Prompt(format="eval", parts=(TextPart(path=("text",), text=text),)),
         deadline=time.monotonic() + _DETECTOR_DEADLINE_S,
-        wanted=fields.UNSAFE_FIELDS | fields.INJECTION_FIELDS,
+        wanted=MEASURED,
     )
     s = Scored()
     for det in detectors:
         res = det.detect(req)
         vals = res.fields
         scores = res.info.get("scores") if isinstance(res.info.get("scores"), dict) else {}
-        if "cf.llm.prompt.unsafe_topic_detected" in vals and s.unsafe is None:
-            s.unsafe = bool(vals["cf.llm.prompt.unsafe_topic_detected"])
-            s.categories = set(vals.get("cf.llm.prompt.unsafe_topic_categories") or [])
+        if fields.UNSAFE_TOPIC_DETECTED in vals and s.unsafe is None:
+            s.unsafe = bool(vals[fields.UNSAFE_TOPIC_DETECTED])
+            s.categories = set(vals.get(fields.UNSAFE_TOPIC_CATEGORIES) or [])
             s.unsafe_score = float(scores["unsafe"]) if "unsafe" in scores else float(s.unsafe)
             if threshold is not None and "unsafe" in scores:
                 s.unsafe = s.unsafe_score >= threshold
@@ -184,8 +159,8 @@ def score(detectors: list, text: str, threshold: float | None) -> Scored:
                 elif not s.categories:
                     s.categories = {max(CATEGORIES, key=lambda c: float(scores.get(c, 0.0)))}
             s.category_scores = {c: float(scores[c]) if c in scores else float(c in s.categories) for c in CATEGORIES}
-        if "cf.llm.prompt.injection_score" in vals and s.injection_score is None:
-            s.injection_score = int(vals["cf.llm.prompt.injection_score"])
+        if fields.INJECTION_SCORE in vals and s.injection_score is None:
+            s.injection_score = int(vals[fields.INJECTION_SCORE])
     return s
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
 
-from llmwall import bundled
+from llmwall import bundled, fields
 from llmwall.categories import labels
 from llmwall.detectors import build_detectors
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest, TextPart
@@ -28,14 +28,13 @@ from llmwall.proxy.orchestrator import Orchestrator
 
 #: Modules that contribute subcommands (rules, eval, endpoints/stats, demo).
 CLI_MODULES = (
-    "llmwall.rules",
+    "llmwall.cli.rules",
     "llmwall.cli.evaluate",
     "llmwall.cli.replay",
-    "llmwall.analytics.store",
+    "llmwall.cli.analytics",
     "llmwall.demo.launch",
 )
 ENTRY = Path(__file__).resolve().parent.parent / "mitm_entry.py"
-UNSAFE_CATEGORIES = "cf.llm.prompt.unsafe_topic_categories"
 HELP_FLAGS = frozenset({"-h", "--help"})
 
 
@@ -142,10 +141,10 @@ async def _scan_all(
             request = ScreenRequest(prompt, start + deadline_ms / 1000.0, wanted, topics)
             result = await orchestrator.screen(request, detectors)
             out = {
-                "cf.llm.prompt.detected": bool(prompt.text.strip()),
-                "cf.llm.request.format": prompt.format,
+                fields.PROMPT_DETECTED: bool(prompt.text.strip()),
+                fields.REQUEST_FORMAT: prompt.format,
                 **result.fields,
-                "unsafe_topic_names": labels(result.fields.get(UNSAFE_CATEGORIES) or []),  # type: ignore[arg-type]
+                "unsafe_topic_names": labels(result.fields.get(fields.UNSAFE_TOPIC_CATEGORIES) or []),  # type: ignore[arg-type]
                 "timings_ms": result.timings_ms,
                 "total_ms": round((time.monotonic() - start) * 1000.0, 3),
                 "not_scored": result.not_scored,

@@ -12,32 +12,39 @@ import time
 from collections.abc import Callable
 from importlib import import_module
 
+from llmwall import fields
 from llmwall.detectors.base import Detector, DetectorConfig
 
 log = logging.getLogger(__name__)
 
-# (module, factory) in order of preference within each group of fields.
-_FACTORIES: tuple[tuple[str, str], ...] = (
-    ("tokens", "create"),
-    ("pii", "create"),
-    ("secrets", "create"),
-    ("llama_guard", "create"),
-    ("lite", "create_topics"),
-    ("prompt_guard", "create"),
-    ("lite", "create_injection"),
+_TOPICS = fields.UNSAFE_FIELDS | fields.CUSTOM_TOPIC_FIELDS
+#: (module, factory, the fields its detector fills) in order of preference within each group of fields.
+_FACTORIES: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("tokens", "create", fields.TOKEN_FIELDS),
+    ("pii", "create", fields.PII_FIELDS),
+    ("secrets", "create", fields.SECRET_FIELDS),
+    ("llama_guard_remote", "create", _TOPICS),  # a configured server wins over (and skips loading) the local model
+    ("llama_guard", "create", _TOPICS),
+    ("lite", "create_topics", _TOPICS),
+    ("prompt_guard", "create", fields.INJECTION_FIELDS),
+    ("lite", "create_injection", fields.INJECTION_FIELDS),
 )
 
 
-def build_detectors(config: DetectorConfig) -> list[Detector]:
+def build_detectors(config: DetectorConfig, only: frozenset[str] | None = None) -> list[Detector]:
     """Create every available detector; a field group is filled by its first available detector.
 
     A detector whose model is absent returns None from its factory and is skipped;
     one whose loading fails is logged and skipped, so a broken model never stops
-    the proxy from starting.
+    the proxy from starting. ``only`` limits the build to detectors filling some of
+    those fields (``llmwall eval`` measures unsafe topics and injection without
+    loading PII's spaCy model); the selection among them is the proxy's.
     """
     detectors: list[Detector] = []
     covered: set[str] = set()
-    for module_name, factory_name in _FACTORIES:
+    for module_name, factory_name, fills in _FACTORIES:
+        if only is not None and not fills & only:
+            continue
         try:
             start = time.monotonic()
             factory: Callable[[DetectorConfig], Detector | None] = getattr(

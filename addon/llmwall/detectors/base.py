@@ -28,7 +28,7 @@ class TextPart:
 class Prompt:
     """The text to screen, extracted from a provider body."""
 
-    format: str  # provider format name, see discovery.FORMATS
+    format: str  # provider format name, see providers.registry
     parts: tuple[TextPart, ...]
     model: str | None = None
     stream: bool = False
@@ -69,6 +69,18 @@ class Span:
     category: str
 
 
+class NotScored(TimeoutError):
+    """Raised by ``detect`` when it cannot score this prompt in time.
+
+    The one meaning of "not scored": the deadline passed before or during the work
+    (a result that comes too late is no result). The orchestrator counts the detector
+    in ``ScreenResult.not_scored`` (and ``llmwall_detector_not_scored``) and its fields
+    stay absent, so every rule comparison on them is false, as in Cloudflare. Any
+    other exception is a detector *error*. A ``TimeoutError``, so a detector waiting on
+    a future with a timeout may simply let that one propagate.
+    """
+
+
 @dataclass
 class Detection:
     """A detector's result: canonical field values, plus spans for redaction."""
@@ -87,13 +99,16 @@ class Detector(abc.ABC):
 
     @abc.abstractmethod
     def detect(self, request: ScreenRequest) -> Detection:
-        """Score one prompt. Blocking; runs in a worker thread."""
+        """Score one prompt. Blocking; runs in a worker thread.
+
+        Raises :class:`NotScored` when ``request.deadline`` passes before a result.
+        """
 
     def describe(self) -> str:
         """One line for the start-up log: model, device, coverage."""
         return self.name
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most detectors hold nothing to release
         """Release resources (sessions, threads)."""
 
 

@@ -17,7 +17,7 @@ Cost model, and the design that follows from it:
   NaN rows), and the exported graph returns logits at each row's last attended position.
 * On CUDA the prefix cache and every ``present`` tensor stay on the device (IOBinding), and
   the prefix is broadcast over the batch by a small ``kv_expand.onnx`` graph on the GPU.
-* ``request.deadline`` bounds the wait: a caller gives up with ``TimeoutError`` (the
+* ``request.deadline`` bounds the wait: a caller gives up with ``NotScored`` (the
   orchestrator records "not scored"), and the model thread skips jobs nobody waits for or
   that could not finish in time at the measured cost per token.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -42,7 +41,9 @@ import numpy as np
 
 from llmwall import fields
 from llmwall.detectors import llama_guard_prompt as lgp
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest
+from llmwall.detectors.llama_guard_prompt import relevance_score
+from llmwall.fields import CUSTOM_TOPIC_CATEGORIES, UNSAFE_TOPIC_CATEGORIES, UNSAFE_TOPIC_DETECTED
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ EXPORT_HINT = (
     "export one with: .venv-export/bin/python scripts/export_llama_guard.py "
     "--checkpoint <Llama-Guard-3-1B dir> --out models/llama-guard-3-1b (see docs/llama-guard.md)"
 )
-
-_UNSAFE = "cf.llm.prompt.unsafe_topic_detected"
-_UNSAFE_CATS = "cf.llm.prompt.unsafe_topic_categories"
-_CUSTOM = "cf.llm.prompt.custom_topic_categories"
 
 
 # --------------------------------------------------------------------------- model directory
@@ -294,13 +291,6 @@ def softmax_at(logits: np.ndarray, ids: Sequence[int]) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     denom = np.exp(shifted).sum(axis=1, keepdims=True)
     return np.exp(shifted[:, list(ids)]) / denom
-
-
-def relevance_score(relevance: float) -> int:
-    """Cloudflare's 1-99 custom-topic score (lower = more relevant) from a 0..1 relevance."""
-    if not math.isfinite(relevance):
-        return 99
-    return int(min(99, max(1, round(99 - 98 * relevance))))
 
 
 @dataclass
@@ -647,27 +637,30 @@ class LlamaGuardDetector(Detector):
         e = self.engine
         text = request.prompt.text
         if time.monotonic() >= request.deadline:
-            raise TimeoutError("deadline already passed")
+            raise NotScored("deadline already passed")
         if not text.strip():
-            return Detection(fields={_UNSAFE: False, _UNSAFE_CATS: []}, info={"p_unsafe": 0.0, "device": e.device})
+            return Detection(
+                fields={UNSAFE_TOPIC_DETECTED: False, UNSAFE_TOPIC_CATEGORIES: []},
+                info={"p_unsafe": 0.0, "device": e.device},
+            )
         job, truncated = e.submit(("policy",), e.template, text, request.deadline)
         custom_job = None
-        if request.custom_topics and _CUSTOM in request.wanted:
+        if request.custom_topics and CUSTOM_TOPIC_CATEGORIES in request.wanted:
             cats, codes = lgp.custom_categories(request.custom_topics)
             template = lgp.PromptTemplate(categories=cats, eot_space=e.template.eot_space)
             custom_job, _ = e.submit(("custom", cats), template, text, request.deadline, codes)
         result = _wait(job, request.deadline)
         out: dict[str, object] = {
-            _UNSAFE: result.p_unsafe >= e.threshold,
-            _UNSAFE_CATS: list(result.categories) if result.p_unsafe >= e.threshold else [],
+            UNSAFE_TOPIC_DETECTED: result.p_unsafe >= e.threshold,
+            UNSAFE_TOPIC_CATEGORIES: list(result.categories) if result.p_unsafe >= e.threshold else [],
         }
         info: dict[str, object] = {"p_unsafe": round(result.p_unsafe, 6), "device": e.device, "variant": e.variant}
         if truncated:
             info["truncated"] = True
         if custom_job is not None:
             try:
-                out[_CUSTOM] = dict(_wait(custom_job, request.deadline).custom or {})
-            except TimeoutError:  # the verdict stands; the custom-topic field stays absent (not scored)
+                out[CUSTOM_TOPIC_CATEGORIES] = dict(_wait(custom_job, request.deadline).custom or {})
+            except NotScored:  # the verdict stands; the custom-topic field stays absent (not scored)
                 info["custom_topics_not_scored"] = True
         return Detection(fields=out, info=info)
 
@@ -676,7 +669,7 @@ class LlamaGuardDetector(Detector):
 
 
 def _wait(job: _Job, deadline: float) -> Result:
-    """The job's result, or TimeoutError at the deadline (the model thread then skips it)."""
+    """The job's result, or NotScored at the deadline (the model thread then skips it)."""
     remaining = deadline - time.monotonic()
     try:
         if remaining <= 0:
@@ -684,15 +677,17 @@ def _wait(job: _Job, deadline: float) -> Result:
         return job.future.result(timeout=remaining)
     except TimeoutError:  # concurrent.futures.TimeoutError is this builtin since Python 3.11
         job.future.cancel()
-        raise TimeoutError("llama guard: not scored before the deadline") from None
+        raise NotScored("llama guard: not scored before the deadline") from None
 
 
 def create(config: DetectorConfig) -> Detector | None:
-    """The Llama Guard detector for ``config``: remote when configured, else the local export, else None."""
-    if config.remote_llama_guard:
-        from llmwall.detectors.llama_guard_remote import RemoteLlamaGuard
+    """The local Llama Guard detector for ``config``, or None.
 
-        return RemoteLlamaGuard(config.remote_llama_guard, model=config.remote_model, threshold=config.unsafe_threshold)
+    None also when a remote server is configured: ``llama_guard_remote.create`` comes first
+    in ``detectors._FACTORIES`` and the local model is then not even loaded.
+    """
+    if config.remote_llama_guard:
+        return None
     model_dir = find_model(config.models_dir)
     if model_dir is None:
         log.info("no Llama Guard model under %s; %s", config.models_dir, EXPORT_HINT)

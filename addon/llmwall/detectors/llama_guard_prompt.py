@@ -12,11 +12,15 @@ Why the split lands after ``"User:"``: Llama 3's pre-tokenizer always cuts betwe
 ``":"`` and the ``" "`` that starts the message, so ``tokens(header) + tokens(tail)``
 equals ``tokens(header + tail)`` and the header's key/value cache is reusable.
 
-Stdlib only: the export and fixture scripts (another Python) import this file too.
+Also the scoring pieces both backends share, local (``llama_guard``) and remote
+(``llama_guard_remote``): the 1-99 relevance score and top log-probabilities as
+probabilities. Stdlib only: the export and fixture scripts (another Python) import
+this file too.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,3 +200,26 @@ def category_line(
     if pair[: len(lead) + 1] != lead + [codes[first]] or pair[-1] != codes[second] or not separator:
         raise ValueError(f"unexpected tokens for a category list in this tokenizer: {pair}")
     return CategoryLine(tuple(lead[1:]), tuple(separator), codes)
+
+
+# --------------------------------------------------------------------------- scores shared by both backends
+
+
+def relevance_score(relevance: float) -> int:
+    """Cloudflare's 1-99 custom-topic score (lower = more relevant) from a 0..1 relevance."""
+    if not math.isfinite(relevance):
+        return 99
+    return int(min(99, max(1, round(99 - 98 * relevance))))
+
+
+def top_probabilities(top: Mapping[object, object]) -> dict[str, float]:
+    """An OpenAI ``top_logprobs`` entry as stripped token -> probability.
+
+    Variants of one token (``"safe"``, ``" safe"``) are summed; keys that are not strings
+    and values that are not finite numbers are ignored.
+    """
+    probs: dict[str, float] = {}
+    for key, value in top.items():
+        if isinstance(key, str) and isinstance(value, (int, float)) and math.isfinite(value):
+            probs[key.strip()] = probs.get(key.strip(), 0.0) + math.exp(value)
+    return probs

@@ -9,7 +9,7 @@ token's log-probabilities when the server returns them, else from the text (0 or
 The leading ``<|begin_of_text|>`` is left out by default because these servers add BOS
 themselves when they tokenise a completion prompt; ``send_bos=True`` restores it for one
 that does not. Only the standard library is used; every wait is bounded by the request's
-deadline, and a slow server means "not scored" (``TimeoutError``), never a blocked proxy.
+deadline, and a slow server means "not scored" (``NotScored``), never a blocked proxy.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any
 
 from llmwall import fields
 from llmwall.detectors import llama_guard_prompt as lgp
-from llmwall.detectors.base import Detection, Detector, ScreenRequest
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest
+from llmwall.detectors.llama_guard_prompt import relevance_score, top_probabilities
+from llmwall.fields import CUSTOM_TOPIC_CATEGORIES, UNSAFE_TOPIC_CATEGORIES, UNSAFE_TOPIC_DETECTED
 
 API_KEY_ENV = "LLMWALL_REMOTE_API_KEY"
-_UNSAFE = "cf.llm.prompt.unsafe_topic_detected"
-_UNSAFE_CATS = "cf.llm.prompt.unsafe_topic_categories"
-_CUSTOM = "cf.llm.prompt.custom_topic_categories"
 _MAX_RESPONSE = 1 << 20
 
 
@@ -59,11 +58,7 @@ def _verdict_distribution(choice: Mapping[str, Any]) -> tuple[dict[str, float] |
     tokens, tops = lp.get("tokens") or [], lp.get("top_logprobs") or []
     for i, token in enumerate(tokens):
         if isinstance(token, str) and token.strip() in ("safe", "unsafe"):
-            top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
-            dist: dict[str, float] = {}
-            for key, value in top.items():
-                if isinstance(key, str) and isinstance(value, (int, float)) and math.isfinite(value):
-                    dist[key.strip()] = dist.get(key.strip(), 0.0) + math.exp(value)
+            dist = top_probabilities(tops[i] if i < len(tops) and isinstance(tops[i], dict) else {})
             token_lp = (lp.get("token_logprobs") or [None] * len(tokens))[i]
             if isinstance(token_lp, (int, float)) and math.isfinite(token_lp):
                 dist.setdefault(token.strip(), math.exp(token_lp))
@@ -130,10 +125,10 @@ class RemoteLlamaGuard(Detector):
         return prompt if self.send_bos else prompt[len(lgp.BOS) :]
 
     def _complete(self, prompt: str, deadline: float, max_tokens: int, logprobs: int) -> Mapping[str, Any]:
-        """POST one completion; the first choice, or TimeoutError / RemoteError."""
+        """POST one completion; the first choice, or NotScored / RemoteError."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError("deadline passed before the remote call")
+            raise NotScored("deadline passed before the remote call")
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -153,13 +148,13 @@ class RemoteLlamaGuard(Detector):
         except urllib.error.HTTPError as exc:
             raise RemoteError(f"remote Llama Guard answered HTTP {exc.code}") from None
         except TimeoutError:
-            raise TimeoutError("remote Llama Guard did not answer before the deadline") from None
+            raise NotScored("remote Llama Guard did not answer before the deadline") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (socket.timeout, TimeoutError)):
-                raise TimeoutError("remote Llama Guard did not answer before the deadline") from None
+                raise NotScored("remote Llama Guard did not answer before the deadline") from None
             raise RemoteError(f"remote Llama Guard unreachable: {exc.reason}") from None
         if time.monotonic() > deadline:
-            raise TimeoutError("remote Llama Guard answered after the deadline")
+            raise NotScored("remote Llama Guard answered after the deadline")
         if len(raw) > _MAX_RESPONSE:
             raise RemoteError("remote Llama Guard response too large")
         try:
@@ -181,8 +176,6 @@ class RemoteLlamaGuard(Detector):
 
     def _custom(self, text: str, topics: Mapping[str, str], deadline: float) -> dict[str, int]:
         """Same score as the local detector: P(unsafe) x P(code after ``unsafe\\nS``), mapped to 1-99."""
-        from llmwall.detectors.llama_guard import relevance_score
-
         cats, codes = lgp.custom_categories(topics)
         template = lgp.PromptTemplate(cats, eot_space=self.template.eot_space)
         first = self._pool.submit(self._complete, self._prompt(template, text), deadline, 1, self.top_logprobs)
@@ -191,10 +184,7 @@ class RemoteLlamaGuard(Detector):
         verdict = lgp.parse_verdict(choice["text"])
         p = p_unsafe_from(choice, verdict) if verdict.unsafe is not None else 0.0
         top = ((second.get("logprobs") or {}).get("top_logprobs") or [{}])[0] or {}
-        probs: dict[str, float] = {}
-        for key, value in top.items():
-            if isinstance(key, str) and isinstance(value, (int, float)) and math.isfinite(value):
-                probs[key.strip()] = probs.get(key.strip(), 0.0) + math.exp(value)
+        probs = top_probabilities(top)
         if not probs:  # no log-probs: the generated code is all we know
             probs = {second["text"].strip(): 1.0}
         return {label: relevance_score(p * probs.get(code[1:], 0.0)) for code, label in codes.items()}
@@ -202,22 +192,32 @@ class RemoteLlamaGuard(Detector):
     def detect(self, request: ScreenRequest) -> Detection:
         text = request.prompt.text
         if time.monotonic() >= request.deadline:
-            raise TimeoutError("deadline already passed")
+            raise NotScored("deadline already passed")
         if not text.strip():
-            return Detection(fields={_UNSAFE: False, _UNSAFE_CATS: []}, info={"p_unsafe": 0.0, "device": "remote"})
+            return Detection(
+                fields={UNSAFE_TOPIC_DETECTED: False, UNSAFE_TOPIC_CATEGORIES: []},
+                info={"p_unsafe": 0.0, "device": "remote"},
+            )
         custom = None
-        if request.custom_topics and _CUSTOM in request.wanted:
+        if request.custom_topics and CUSTOM_TOPIC_CATEGORIES in request.wanted:
             custom = self._pool.submit(self._custom, text, request.custom_topics, request.deadline)
         p, cats = self._verdict(text, request.deadline)
         unsafe = p >= self.threshold
-        out: dict[str, object] = {_UNSAFE: unsafe, _UNSAFE_CATS: list(cats) if unsafe else []}
+        out: dict[str, object] = {UNSAFE_TOPIC_DETECTED: unsafe, UNSAFE_TOPIC_CATEGORIES: list(cats) if unsafe else []}
         info: dict[str, object] = {"p_unsafe": round(p, 6), "device": "remote"}
         if custom is not None:
             try:
-                out[_CUSTOM] = custom.result(timeout=max(0.0, request.deadline - time.monotonic()))
+                out[CUSTOM_TOPIC_CATEGORIES] = custom.result(timeout=max(0.0, request.deadline - time.monotonic()))
             except (TimeoutError, RemoteError):  # the verdict stands; the custom field stays absent
                 info["custom_topics_not_scored"] = True
         return Detection(fields=out, info=info)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create(config: DetectorConfig) -> Detector | None:
+    """The remote Llama Guard detector when ``llmwall_remote_llama_guard`` is set, else None."""
+    if not config.remote_llama_guard:
+        return None
+    return RemoteLlamaGuard(config.remote_llama_guard, model=config.remote_model, threshold=config.unsafe_threshold)

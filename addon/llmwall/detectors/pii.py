@@ -44,12 +44,11 @@ from spacy.language import Language
 
 from llmwall import fields
 from llmwall.categories import PII_CATEGORIES as CLOUDFLARE_PII_CATEGORIES
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest, Span
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
+from llmwall.fields import PII_CATEGORIES, PII_DETECTED
 
 log = logging.getLogger(__name__)
 
-PII_DETECTED: Final = "cf.llm.prompt.pii_detected"
-PII_CATEGORIES: Final = "cf.llm.prompt.pii_categories"
 
 #: Cloudflare's Firewall-for-AI PII categories (Presidio entity names), in its order.
 CLOUDFLARE_CATEGORIES: Final[tuple[str, ...]] = CLOUDFLARE_PII_CATEGORIES
@@ -668,14 +667,14 @@ class PiiDetector(Detector):
         """Analyze the prompt text in chunks, giving up when the deadline passes.
 
         Categories are sorted; spans are in ``request.prompt.text`` offsets.  Raises
-        ``TimeoutError`` (the orchestrator's "not scored") rather than keep a worker
+        ``NotScored`` rather than keep a worker
         thread busy past the deadline on a huge prompt.
         """
         text = request.prompt.text
         results: list[RecognizerResult] = []
         for lo, hi, own_lo, own_hi in chunks(text) if text.strip() and self._entities else ():
             if time.monotonic() >= request.deadline:
-                raise TimeoutError("pii: deadline passed")
+                raise NotScored("pii: deadline passed")
             for r in self._engine.analyze(
                 text[lo:hi],
                 language="en",

@@ -22,8 +22,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from llmwall import fields
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest
 from llmwall.detectors.onnx_session import make_session
+from llmwall.fields import INJECTION_SCORE
 
 SUBDIR = "prompt-guard"
 MANIFEST = "prompt_guard.json"
@@ -86,12 +87,12 @@ class PromptGuardDetector(Detector):
     def detect(self, request: ScreenRequest) -> Detection:
         text = request.prompt.text
         if time.monotonic() > request.deadline:
-            return Detection(fields={}, info={"skipped": "deadline"})
+            raise NotScored("prompt guard: deadline passed")
         if not text.strip():
-            return Detection(fields={"cf.llm.prompt.injection_score": 99}, info={"scores": {"injection": 0.0}})
+            return Detection(fields={INJECTION_SCORE: 99}, info={"scores": {"injection": 0.0}})
         p = self.p_attack(text)
         return Detection(
-            fields={"cf.llm.prompt.injection_score": attack_score(p)},
+            fields={INJECTION_SCORE: attack_score(p)},
             info={"scores": {"injection": round(p, 4)}, "model": self.source},
         )
 

@@ -44,12 +44,10 @@ from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from llmwall import fields
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest, Span
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
+from llmwall.fields import SECRET_CATEGORIES, SECRET_DETECTED
 
 log = logging.getLogger(__name__)
-
-SECRET_DETECTED: Final = "cf.llm.prompt.secret_detected"
-SECRET_CATEGORIES: Final = "cf.llm.prompt.secret_categories"
 
 
 @dataclass(frozen=True)
@@ -307,7 +305,7 @@ class SecretsDetector(Detector):
     def detect(self, request: ScreenRequest) -> Detection:
         """Scan the whole prompt text; spans index ``request.prompt.text``."""
         if time.monotonic() >= request.deadline:
-            raise TimeoutError("secrets: deadline passed before scanning started")
+            raise NotScored("secrets: deadline passed before scanning started")
         spans = [s for s in _resolve(_find(request.prompt.text)) if s.category in self.categories]
         categories = sorted({s.category for s in spans})
         return Detection(fields={SECRET_DETECTED: bool(categories), SECRET_CATEGORIES: categories}, spans=spans)

@@ -12,7 +12,7 @@ from importlib import resources
 from tokenizers import Tokenizer
 
 from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
-from llmwall.fields import TOKEN_FIELDS
+from llmwall.fields import TOKEN_COUNT, TOKEN_FIELDS
 
 
 class TokenCountDetector(Detector):
@@ -26,7 +26,7 @@ class TokenCountDetector(Detector):
 
     def detect(self, request: ScreenRequest) -> Detection:
         encoding = self._tokenizer.encode(request.prompt.text, add_special_tokens=False)
-        return Detection(fields={"cf.llm.prompt.token_count": len(encoding.ids)})
+        return Detection(fields={TOKEN_COUNT: len(encoding.ids)})
 
     def describe(self) -> str:
         return f"tokens: Llama 3 tokenizer ({self._tokenizer.get_vocab_size()} tokens), cpu"

@@ -27,6 +27,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from llmwall import bundled
+from llmwall import fields as F
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
@@ -56,7 +57,7 @@ UNPARSED_MODES = ("pass", "block")
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
 ALWAYS_RUN = frozenset({"tokens"})
 #: Detection fields that are recorded in analytics (never text, only outcomes).
-RECORDED_PREFIX = "cf.llm."
+RECORDED_PREFIX = F.LLM_PREFIX
 
 
 @dataclass
@@ -218,7 +219,7 @@ class LLMWall:
         for det in self.detectors:
             log.info("llmwall: detector %s; loaded in %.0f ms", det.describe(), det.load_ms)
         provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
-        if "cf.llm.prompt.unsafe_topic_detected" not in provided:
+        if F.UNSAFE_TOPIC_DETECTED not in provided:
             log.warning(
                 "llmwall: no unsafe-topic model in %s: export Llama Guard with "
                 "scripts/export_llama_guard.py or rebuild models/lite (see README)",
@@ -357,11 +358,11 @@ class LLMWall:
         values = {
             **request_fields(flow),
             **result.fields,
-            "cf.llm.prompt.detected": bool(prompt.text.strip()),
-            "cf.llm.request.format": analysis.fmt,
+            F.PROMPT_DETECTED: bool(prompt.text.strip()),
+            F.REQUEST_FORMAT: analysis.fmt,
         }
         if prompt.model:
-            values["cf.llm.request.model"] = prompt.model
+            values[F.REQUEST_MODEL] = prompt.model
         decision = ruleset.evaluate(values)
         action, rule = decision.action, decision.rule
         categories = _categories(result)
@@ -434,27 +435,23 @@ def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
     req = flow.request
     query = req.path.partition("?")[2]
     fields: dict[str, object] = {
-        "http.host": req.pretty_host,
-        "http.request.method": req.method,
-        "http.request.uri": req.path,
-        "http.request.uri.path": req.path.partition("?")[0],
-        "http.request.uri.query": query,
-        "http.request.full_uri": req.pretty_url,
-        "http.user_agent": req.headers.get("user-agent", ""),
+        F.HTTP_HOST: req.pretty_host,
+        F.HTTP_METHOD: req.method,
+        F.HTTP_URI: req.path,
+        F.HTTP_URI_PATH: req.path.partition("?")[0],
+        F.HTTP_URI_QUERY: query,
+        F.HTTP_FULL_URI: req.pretty_url,
+        F.HTTP_USER_AGENT: req.headers.get("user-agent", ""),
     }
     if flow.client_conn and flow.client_conn.peername:
-        fields["ip.src"] = flow.client_conn.peername[0]
+        fields[F.IP_SRC] = flow.client_conn.peername[0]
     return fields
 
 
 def _categories(result: ScreenResult) -> list[str]:
     """Category names to show a blocked user (never values)."""
     out: list[str] = []
-    for name in (
-        "cf.llm.prompt.unsafe_topic_categories",
-        "cf.llm.prompt.pii_categories",
-        "cf.llm.prompt.secret_categories",
-    ):
+    for name in F.CATEGORY_FIELDS:
         value = result.fields.get(name)
         if isinstance(value, list):
             out.extend(str(v) for v in value)
@@ -464,7 +461,7 @@ def _categories(result: ScreenResult) -> list[str]:
 def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
     """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule compares
     ``cf.llm.prompt.pii_categories`` with them (read from the compiled rules, not their text)."""
-    return pii.OFF_BY_DEFAULT & ruleset.literals.get("cf.llm.prompt.pii_categories", frozenset())
+    return pii.OFF_BY_DEFAULT & ruleset.literals.get(F.PII_CATEGORIES, frozenset())
 
 
 #: Every recognised format carries its prompt under one of these keys.

@@ -31,12 +31,8 @@ FLOW_DETAIL = "flow_detail"
 #: The word for a screened flow no rule acted on.
 PASS = "pass"
 #: Category list fields, in display order.
-CATEGORY_FIELDS = (
-    "cf.llm.prompt.unsafe_topic_categories",
-    "cf.llm.prompt.pii_categories",
-    "cf.llm.prompt.secret_categories",
-)
-INJECTION_FIELD = "cf.llm.prompt.injection_score"
+CATEGORY_FIELDS = fields.CATEGORY_FIELDS
+INJECTION_FIELD = fields.INJECTION_SCORE
 
 
 def decision_line(meta: Mapping[str, object], detail: int = 1) -> str:

@@ -15,8 +15,8 @@ from llmwall.rules import RuleSet
 
 #: Fields the addon fills itself from the request and its parsed body.
 ADDON_FIELDS = frozenset(
-    {"cf.llm.prompt.detected", "cf.llm.request.format", "cf.llm.request.model"}
-    | {name for name in fields.SCHEMA if not name.startswith("cf.llm.")}
+    {fields.PROMPT_DETECTED, fields.REQUEST_FORMAT, fields.REQUEST_MODEL}
+    | {name for name in fields.SCHEMA if not name.startswith(fields.LLM_PREFIX)}
 )
 
 #: What provides each detection field group, for the fix in the message.

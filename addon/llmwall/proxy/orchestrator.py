@@ -1,8 +1,9 @@
 """Runs detectors in parallel, off the event loop, under one hard deadline.
 
 Each detector runs in a worker thread. When the deadline passes the verdict is
-made from what finished: unfinished detectors are recorded as *not scored* and
-their fields stay absent. A detector that raises is logged and treated the same
+made from what finished: unfinished detectors, and those that raise
+:class:`~llmwall.detectors.base.NotScored`, are recorded as *not scored* and their
+fields stay absent. A detector that raises is logged and treated the same
 way; it never kills the flow. Work that was still queued when its request's
 deadline passed is skipped, so a slow detector cannot build an ever-growing
 backlog that delays later requests.
@@ -17,13 +18,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from llmwall.detectors.base import Detection, Detector, ScreenRequest, Span
-from llmwall.fields import INJECTION_FIELDS, INJECTION_NOT_SCORED
+from llmwall.detectors.base import Detection, Detector, NotScored, ScreenRequest, Span
+from llmwall.fields import INJECTION_FIELDS, INJECTION_NOT_SCORED, INJECTION_SCORE
 
 log = logging.getLogger(__name__)
 
 
-class DeadlinePassed(Exception):
+class DeadlinePassed(NotScored):
     """Raised inside a worker when a queued job starts after its request's deadline."""
 
 
@@ -60,7 +61,7 @@ class Orchestrator:
         for fut in done:
             det = futures[fut]
             exc = fut.exception()
-            if isinstance(exc, (DeadlinePassed, TimeoutError)):
+            if isinstance(exc, TimeoutError):  # NotScored, or a timeout let through from a wait
                 result.not_scored.append(det.name)
             elif exc is not None:
                 # Log the type only: an exception message could quote the prompt.
@@ -68,6 +69,10 @@ class Orchestrator:
                 result.errors.append(det.name)
             else:
                 detection, elapsed_ms = fut.result()
+                if detection.info.get("skipped"):
+                    # The lite detectors' form of NotScored until their rewrite raises it: same count.
+                    result.not_scored.append(det.name)
+                    continue
                 result.fields.update(detection.fields)
                 result.spans.extend(detection.spans)
                 result.timings_ms[det.name] = round(elapsed_ms, 3)
@@ -76,7 +81,7 @@ class Orchestrator:
         result.not_scored.sort()
         result.errors.sort()
         if any(INJECTION_FIELDS & d.provides for d in detectors):
-            result.fields.setdefault("cf.llm.prompt.injection_score", INJECTION_NOT_SCORED)
+            result.fields.setdefault(INJECTION_SCORE, INJECTION_NOT_SCORED)
         return result
 
     def close(self) -> None:

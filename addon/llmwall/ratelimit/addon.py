@@ -34,6 +34,7 @@ from typing import Any, Final
 from mitmproxy import ctx, exceptions, http
 from tokenizers import Tokenizer
 
+from llmwall import fields
 from llmwall.detectors.tokens import load_tokenizer
 from llmwall.proxy.addon import request_fields
 from llmwall.ratelimit import usage
@@ -56,7 +57,7 @@ META: Final = "llmwall_ratelimit"
 MAIN_ADDON: Final = "llmwall"
 #: The analytics addon (``llmwall.analytics.addon.Analytics``) owns the store and the metrics.
 ANALYTICS_ADDON: Final = "analytics"
-TOKEN_FIELD: Final = "cf.llm.prompt.token_count"
+TOKEN_FIELD: Final = fields.TOKEN_COUNT
 ON_ERROR_OPEN: Final = "open"
 ON_ERROR_CLOSED: Final = "closed"
 ON_ERROR_MODES: Final = (ON_ERROR_OPEN, ON_ERROR_CLOSED)

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import yaml
 
+from llmwall import fields
 from llmwall.rules.compiler import compile_expression
 from llmwall.rules.errors import ExpressionError
 from llmwall.rules.parser import parse
@@ -34,7 +35,7 @@ ACTIONS: Final = (ACTION_BLOCK, ACTION_LOG)
 KEYS: Final = ("id", "description", "expression", "characteristics", "period", "limit", "unit", "action", "enabled")
 REQUIRED: Final = ("id", "characteristics", "period", "limit", "action")
 #: Characteristics that are request fields (the value is used as is, then hashed into the key).
-FIELD_CHARACTERISTICS: Final = ("ip.src", "cf.llm.request.model", "cf.llm.request.format", "http.host")
+FIELD_CHARACTERISTICS: Final = (fields.IP_SRC, fields.REQUEST_MODEL, fields.REQUEST_FORMAT, fields.HTTP_HOST)
 HEADER_PREFIX: Final = "http.request.headers"
 _HEADER = re.compile(r'http\.request\.headers\["([!#$%&\'*+.^_`|~0-9A-Za-z-]{1,128})"\]')
 MAX_CHARACTERISTICS: Final = 5

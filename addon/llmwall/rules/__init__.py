@@ -8,7 +8,6 @@ Public API (see docs/rules.md for the language and the file format)::
     watcher = RulesWatcher("rules.yaml")   # hot reload: call watcher.poll() about once a second
 """
 
-from llmwall.rules.cli import register_cli
 from llmwall.rules.errors import RuleIssue, RulesError
 from llmwall.rules.nodes import Expr
 from llmwall.rules.ruleset import ACTIONS, Decision, Rule, RuleSet, load_rules, parse_expression, parse_rules
@@ -26,5 +25,4 @@ __all__ = [
     "load_rules",
     "parse_expression",
     "parse_rules",
-    "register_cli",
 ]

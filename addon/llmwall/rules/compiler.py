@@ -16,8 +16,10 @@ import ipaddress
 import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from llmwall import fields as schema
+from llmwall.fields import BOOL, INT, IP, STRING, FieldType, array_of
 from llmwall.rules import nodes as n
 from llmwall.rules import vocabulary
 from llmwall.rules.errors import ExpressionError, ExprIssue
@@ -33,8 +35,7 @@ from llmwall.rules.patterns import (
 Values = Mapping[str, object]
 Fn = Callable[[Values], object]
 
-BOOL, INT, STRING, IP = "Bool", "Int", "String", "IP"
-ERROR = "?"  # the type of something already reported; suppresses follow-on errors
+ERROR: Final = FieldType("?")  # the type of something already reported; suppresses follow-on errors
 FUNCTIONS = ("any", "all", "len", "lower", "upper", "starts_with", "ends_with", "concat")
 #: Cloudflare functions llmwall does not implement, named so the error can say so.
 CLOUDFLARE_ONLY_FUNCTIONS = frozenset(
@@ -69,23 +70,16 @@ _LITERAL_TYPE = {n.StrLit: STRING, n.IntLit: INT, n.BoolLit: BOOL, n.IpLit: IP}
 _ORDERING = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
 
 
-def array_of(t: str) -> str:
-    return f"Array<{t}>"
-
-
-def element(t: str) -> str | None:
+def element(t: FieldType) -> FieldType | None:
     """The element type of an Array or Map type, or None."""
-    for prefix in ("Array<", "Map<"):
-        if t.startswith(prefix):
-            return t[len(prefix) : -1]
-    return None
+    return t.element if t.is_array or t.is_map else None
 
 
 @dataclass(frozen=True)
 class Compiled:
     """A checked sub-expression: its type, whether it is per-element (``[*]``), and its evaluator."""
 
-    ty: str
+    ty: FieldType
     fn: Fn
     mapped: bool = False  # fn returns a list, one entry per element of the [*] array
     literal: bool = False
@@ -247,7 +241,8 @@ class _Checker:
         }[op]
         if ty not in allowed:
             return self.error(
-                node.pos, f"operator '{op}' does not apply to {ty} ({node.lhs}); it works on " + ", ".join(allowed)
+                node.pos,
+                f"operator '{op}' does not apply to {ty} ({node.lhs}); it works on " + ", ".join(map(str, allowed)),
             )
         if want != ty:
             hint = " (write IP addresses without quotes)" if ty == IP and want == STRING else ""
@@ -259,9 +254,9 @@ class _Checker:
             return _error()
         return self._apply(c, test)
 
-    def _collection_compare(self, node: n.Compare | n.InSet, ty: str) -> Compiled:
+    def _collection_compare(self, node: n.Compare | n.InSet, ty: FieldType) -> Compiled:
         op = node.op if isinstance(node, n.Compare) else "in"
-        if ty.startswith("Map<"):
+        if ty.is_map:
             hint = f'look up one key, for example {node.lhs}["key"]'
         else:
             hint = (
@@ -393,7 +388,7 @@ class _Checker:
     def field(self, node: n.Field) -> Compiled:
         name = schema.canonical(node.name)
         if name is None:
-            known = list(schema.SCHEMA) + [k[3:] for k in schema.SCHEMA if k.startswith("cf.llm.")]
+            known = list(schema.SCHEMA) + [k[3:] for k in schema.SCHEMA if k.startswith(schema.LLM_PREFIX)]
             close = difflib.get_close_matches(node.name, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             if node.name in FUNCTIONS:
@@ -415,10 +410,10 @@ class _Checker:
         if inner is None:
             return self.error(node.pos, f"{node.base} is {base.ty}; only arrays and maps can be indexed")
         if isinstance(key, n.Star):
-            if base.ty.startswith("Map<"):
+            if base.ty.is_map:
                 return Compiled(inner, lambda v: None if (m := f(v)) is None else list(m.values()), mapped=True)  # type: ignore[union-attr]
             return Compiled(inner, f, mapped=True)
-        if base.ty.startswith("Array<"):
+        if base.ty.is_array:
             if not isinstance(key, int) or key < 0:
                 return self.error(node.pos, f"{node}: an array index must be a non-negative integer or *")
 
@@ -430,7 +425,7 @@ class _Checker:
             if (
                 self.custom_topics is not None
                 and isinstance(node.base, n.Field)
-                and schema.canonical(node.base.name) == "cf.llm.prompt.custom_topic_categories"
+                and schema.canonical(node.base.name) == schema.CUSTOM_TOPIC_CATEGORIES
                 and key not in self.custom_topics
             ):
                 declared = ", ".join(sorted(self.custom_topics)) or "none"
@@ -493,10 +488,10 @@ class _Checker:
                 return self.error(node.args[i - 1].pos, f"{node.name}(): [*] is only allowed in the first argument")
         return getattr(self, f"fn_{node.name}")(node, args)
 
-    def _arg_error(self, node: n.Call, i: int, want: str, got: str) -> Compiled:
+    def _arg_error(self, node: n.Call, i: int, want: str | FieldType, got: str | FieldType) -> Compiled:
         return self.error(node.args[i].pos, f"{node.name}() argument {i + 1} must be {want}, got {got}")
 
-    def _lift(self, args: list[Compiled], ret: str, impl: Callable[..., object]) -> Compiled:
+    def _lift(self, args: list[Compiled], ret: FieldType, impl: Callable[..., object]) -> Compiled:
         """Build the call: None in -> None out, and per element when the first argument has [*]."""
         fns = [a.fn for a in args]
         first, rest = fns[0], fns[1:]
@@ -555,7 +550,7 @@ class _Checker:
         ty = args[0].ty
         if ty == STRING:
             return self._lift(args, INT, lambda s: len(s.encode("utf-8")))
-        if ty.startswith("Array<"):
+        if ty.is_array:
             return self._lift(args, INT, len)
         return self._arg_error(node, 0, "String or Array", ty)
 
@@ -585,7 +580,7 @@ class _Checker:
 
     def fn_concat(self, node: n.Call, args: list[Compiled]) -> Compiled:
         first = args[0].ty
-        if first != STRING and not first.startswith("Array<"):
+        if first != STRING and not first.is_array:
             return self._arg_error(node, 0, "String or Array", first)
         for i, a in enumerate(args[1:], start=1):
             if a.ty != first:

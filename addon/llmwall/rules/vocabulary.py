@@ -20,12 +20,13 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llmwall import fields
 from llmwall.categories import PII_CATEGORIES, UNSAFE_CATEGORY_NAMES, label
 
-UNSAFE_FIELD = "cf.llm.prompt.unsafe_topic_categories"
-PII_FIELD = "cf.llm.prompt.pii_categories"
-SECRET_FIELD = "cf.llm.prompt.secret_categories"
-FORMAT_FIELD = "cf.llm.request.format"
+UNSAFE_FIELD = fields.UNSAFE_TOPIC_CATEGORIES
+PII_FIELD = fields.PII_CATEGORIES
+SECRET_FIELD = fields.SECRET_CATEGORIES
+FORMAT_FIELD = fields.REQUEST_FORMAT
 #: The format recorded for a force-included body that no provider format matched.
 CUSTOM_FORMAT = "custom"
 

@@ -1,4 +1,4 @@
-"""``llmwall rules check FILE`` and ``llmwall rules eval FILE --fields FIELDS.json``.
+"""``llmwall rules check FILE``, ``llmwall rules eval FILE --fields FIELDS.json`` and ``rules backtest``.
 
 ``eval`` lets a policy be unit-tested without a model: field values come from JSON.
 Exit codes: 0 success, 1 the rules file has errors, 2 the fields input is invalid.
@@ -12,7 +12,8 @@ import sys
 from collections.abc import Mapping
 
 from llmwall import fields as schema
-from llmwall.rules.errors import RulesError
+from llmwall.cli import backtest
+from llmwall.rules import RulesError
 from llmwall.rules.ruleset import coerce_value, load_rules
 
 
@@ -33,8 +34,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help='JSON object keyed by field name, e.g. {"cf.llm.prompt.pii_detected": true}; - reads stdin',
     )
     ev.set_defaults(func=cmd_eval)
-    from llmwall.cli import backtest  # the store's reader; imported here so the engine does not depend on it
-
     backtest.add_parser(sub)
 
 
