@@ -151,10 +151,6 @@ class RateLimiter:
         where = f"Redis at {backend.where}" if isinstance(backend, RedisBackend) else "memory"
         log.info("llmwall: rate-limit counters in %s", where)
 
-    def running(self) -> None:
-        # Load the tokenizer (about 0.3 s) before the first response that reports no usage needs it.
-        self._io.submit(self._load_tokenizer)
-
     def _load_tokenizer(self) -> Tokenizer:
         with self._tokenizer_lock:
             if self._tokenizer is None:
@@ -252,7 +248,8 @@ class RateLimiter:
             return
         try:
             resp = flow.response
-            # A thread hop costs more than a small parse; the tokenizer's first load must not block the loop.
+            # A thread hop costs more than a small parse; the tokenizer's first load (about 0.3 s, only
+            # once a response without usage needs it) must not block the loop.
             if len(resp.raw_content or b"") <= INLINE_BYTES and self._tokenizer is not None:
                 completion = self._completion_tokens(resp)
             else:

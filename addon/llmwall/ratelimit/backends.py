@@ -32,7 +32,7 @@ from llmwall.ratelimit.window import Outcome, admits, estimate, retry_after_s
 log = logging.getLogger(__name__)
 
 #: Seconds a Redis call may take before it counts as a failure.
-REDIS_TIMEOUT_S: Final = 0.25
+REDIS_TIMEOUT_S: Final = 0.5
 #: After a failure, seconds during which Redis is not tried again (requests follow on_error).
 RETRY_S: Final = 1.0
 #: Connections to Redis per llmwall process, and how long a request waits for a free one.
