@@ -176,7 +176,8 @@ def test_check_prints_warnings_and_still_succeeds(tmp_path, capsys) -> None:
     path = write(
         tmp_path,
         "w.yaml",
-        'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n    action: log\n',
+        'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n'
+        "    action: log\n",
     )
     code, out, err = run(["rules", "check", path], capsys)
     assert code == 0 and "OK, 1 rule (1 enabled)" in out

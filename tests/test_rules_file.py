@@ -311,7 +311,8 @@ def test_watcher_logs_warnings_on_load(tmp_path: Path, caplog) -> None:
     watcher = RulesWatcher(path)
     _write(
         path,
-        'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n    action: log\n',
+        'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n'
+        "    action: log\n",
     )
     with caplog.at_level("WARNING", logger="llmwall.rules.watcher"):
         assert watcher.poll() is None

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import yaml
 
@@ -106,7 +107,7 @@ def _int_map(x: object) -> object:
     return None
 
 
-_COERCE: dict[str, Callable[[object], object]] = {
+_COERCE: dict[schema.FieldType, Callable[[object], object]] = {
     schema.BOOL: _bool,
     schema.INT: _int,
     schema.STRING: _str,
@@ -263,7 +264,8 @@ class _Loader:
         top = self.pairs(root, "the top level")
         self.unknown_keys(top, TOP_KEYS, "the top level", None)
         topics = self.custom_topics(top["custom_topics"][1]) if "custom_topics" in top else {}
-        rules, compiled = [], {}
+        rules: list[Rule] = []
+        compiled: dict[str, CompiledExpression] = {}
         if "rules" not in top:
             self.issue(root, "missing top-level key 'rules' (a list of rules)")
         else:
@@ -429,13 +431,14 @@ class _Loader:
                         self.expression_issue(keys["expression"][1], issue, rid)
         if len(self.issues) > before:
             return None
+        # Every value was checked above; a wrong type added an issue and returned None.
         return Rule(
-            id=rule_id,  # type: ignore[arg-type]
-            description=description,  # type: ignore[arg-type]
-            expression=expression,  # type: ignore[arg-type]
-            action=action,  # type: ignore[arg-type]
-            enabled=enabled,
-            status=status,
+            id=cast(str, rule_id),
+            description=cast(str, description),
+            expression=cast(str, expression),
+            action=cast(str, action),
+            enabled=cast(bool, enabled),
+            status=cast("int | None", status),
             body=values.get("body"),
             line=node.start_mark.line + 1,
         )
