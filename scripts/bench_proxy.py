@@ -290,7 +290,8 @@ def main() -> int:
         return 0
     print(f"rules: {Path(args.rules).name}, requests per cell: {args.requests}, CPUs: {os.cpu_count()}\n")
     print(
-        "| workload | conc. | mitmdump p50 / p99 ms | llmwall p50 / p99 ms | added p50 ms | mitmdump req/s | llmwall req/s | llmwall / mitmdump throughput |"
+        "| workload | conc. | mitmdump p50 / p99 ms | llmwall p50 / p99 ms | added p50 ms "
+        "| mitmdump req/s | llmwall req/s | llmwall / mitmdump throughput |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

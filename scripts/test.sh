@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# README command 2: set up everything the tests need, then run the whole suite.
+# README command 2: set up everything the tests need, check style and types, then run the whole suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/test_rules_parser.py -x).
+# LLMWALL_CHECKS=0 skips the lint/format/type checks (for a quick run of a few tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Style and types first: they take seconds and fail fast. Configured in pyproject.toml.
+if [ "${LLMWALL_CHECKS:-1}" != 0 ]; then
+  echo "llmwall: ruff check, ruff format --check, mypy" >&2
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+fi
 # Real headless Chromium for the browser test (Debian's package; no browser download).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,8 +1,8 @@
 """End to end in a real headless Chromium: the demo's chat page, block messages, the dashboard.
 
-Starts ``llmwall demo --no-browser`` (``python -m llmwall.cli.main demo``) as a subprocess (mock LLM + mitmdump with llmwall +
-dashboard), drives Debian's ``chromium`` through Playwright, and saves screenshots into
-``test-artifacts/demo-browser/``.  The last test greps everything the demo wrote (event
+Starts ``llmwall demo --no-browser`` (``python -m llmwall.cli.main demo``) as a subprocess
+(mock LLM + mitmdump with llmwall + dashboard), drives Debian's ``chromium`` through Playwright,
+and saves screenshots into ``test-artifacts/demo-browser/``.  The last test greps everything the demo wrote (event
 database, WAL, the demo's whole terminal output) for the prompts and PII values it sent.
 The mock LLM's API (chat, completions, streaming, errors) is tested on its own at the end.
 """

@@ -107,7 +107,9 @@ def test_a_wheel_carries_the_models_and_finds_them_from_any_directory(tmp_path: 
     # pyproject lists the packages by hand (models/ is mapped in): every source module must ship.
     source = root / "addon"
     for module in source.rglob("*.py"):
-        assert module.relative_to(source).as_posix() in names, f"{module} is missing from the wheel (pyproject packages)"
+        assert module.relative_to(source).as_posix() in names, (
+            f"{module} is missing from the wheel (pyproject packages)"
+        )
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"

@@ -203,7 +203,8 @@ CASES = [
         "SG_UEN",
         "Our UEN is 53312345C for the ACRA filing.",
         "53312345C",
-        "Our UEN is 53312345D for the ACRA filing. Separately, the nightly pipeline reported that build 53312345C passed.",
+        "Our UEN is 53312345D for the ACRA filing. "
+        "Separately, the nightly pipeline reported that build 53312345C passed.",
     ),
     (
         "AU_ABN",
@@ -462,7 +463,7 @@ def test_windowed_recognizers_match_whole_text_analysis(every) -> None:
         whole = engine.nlp_engine.process_text(text, "en")
         del whole.digit_windows
 
-        def run(artifacts):
+        def run(artifacts, text=text):
             results = engine.analyze(text, language="en", entities=every._entities, nlp_artifacts=artifacts)
             return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in results)
 

@@ -627,3 +627,11 @@ def test_response_functions_never_raise(data: object) -> None:
 )
 def test_block_error_is_shaped_per_family(fmt: str | None, body: dict, headers: dict) -> None:
     assert error_body(fmt, "m", 403, "r", ["A"]) == (body, headers)
+
+
+def test_prompt_keys_come_from_the_registry() -> None:
+    """The screening addon's pre-check looks for these in the raw bytes; a new format's key joins by itself."""
+    assert registry.PROMPT_KEYS == {"messages", "prompt", "contents", "inputs", "input"}
+    from llmwall.proxy.addon import _LLM_KEYS
+
+    assert set(_LLM_KEYS) == {f'"{k}"'.encode() for k in registry.PROMPT_KEYS}

@@ -176,7 +176,8 @@ def test_check_refuses_a_category_value_that_never_matches(tmp_path, capsys) -> 
     path = write(
         tmp_path,
         "w.yaml",
-        'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n    action: log\n',
+        'rules:\n  - id: a\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S01"})\n'
+        "    action: log\n",
     )
     code, out, err = run(["rules", "check", path], capsys)
     assert code == 1 and "OK" not in out

@@ -222,7 +222,8 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
         [(5, 11, "a", "body must be a string or a JSON object or array")],
     ),
     (
-        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n    body: {when: 2020-01-01}\n",
+        "rules:\n  - id: a\n    expression: cf.llm.prompt.pii_detected\n    action: block\n"
+        "    body: {when: 2020-01-01}\n",
         [(5, 11, "a", "body must be plain JSON (quote dates and times)")],
     ),
     (
@@ -252,7 +253,8 @@ FILE_ERRORS: list[tuple[str, list[tuple[int, int, str | None, str]]]] = [
         [(3, 51, "a", "cannot compare Int")],
     ),
     (
-        'rules:\n  - id: a\n    expression: |\n      cf.llm.prompt.pii_detected and\n      cf.llm.prompt.token_count lt "x"\n'
+        "rules:\n  - id: a\n    expression: |\n      cf.llm.prompt.pii_detected and\n"
+        '      cf.llm.prompt.token_count lt "x"\n'
         "    action: log\n",
         [(5, 36, "a", "cannot compare Int")],
     ),

@@ -312,7 +312,8 @@ def test_watcher_keeps_the_last_good_rules_on_a_value_typo(tmp_path: Path) -> No
     before = watcher.current
     _write(
         path,
-        'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n    action: log\n',
+        'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n'
+        "    action: log\n",
     )
     error = watcher.poll()
     assert error is not None and "'S99' is not an unsafe-topic category" in str(error)

@@ -182,18 +182,21 @@ EVERY_FIELD_RULES = parse_rules(
         for i, (expr, action) in enumerate(
             [
                 (
-                    'any(cf.llm.prompt.pii_categories[*] in {"US_SSN"}) or all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")',
+                    'any(cf.llm.prompt.pii_categories[*] in {"US_SSN"}) or '
+                    'all(lower(cf.llm.prompt.secret_categories[*])[*] eq "x")',
                     "log",
                 ),
                 ("cf.llm.prompt.injection_score lt 20 or cf.llm.prompt.token_count in {1..10}", "block"),
                 (
-                    "any(cf.llm.prompt.custom_topic_categories[*] lt 20) or len(cf.llm.prompt.unsafe_topic_categories) gt 0",
+                    "any(cf.llm.prompt.custom_topic_categories[*] lt 20) or "
+                    "len(cf.llm.prompt.unsafe_topic_categories) gt 0",
                     "log",
                 ),
                 ("not cf.llm.prompt.pii_detected xor cf.llm.prompt.unsafe_topic_detected", "redact"),
                 ('cf.llm.prompt.secret_detected and ip.src in {10.0.0.0/8 ::1} and http.host wildcard "*.com"', "log"),
                 (
-                    'cf.llm.request.model matches "^gpt" or ends_with(http.request.uri.path, "/x") or cf.llm.prompt.detected',
+                    'cf.llm.request.model matches "^gpt" or ends_with(http.request.uri.path, "/x") '
+                    "or cf.llm.prompt.detected",
                     "log",
                 ),
                 (

@@ -251,10 +251,12 @@ def _check_timings(value: object) -> dict[str, float]:
         return {}
     if not isinstance(value, dict):
         raise ValueError("event key 'timings_ms': expected a dict of detector -> ms")
-    out = {}
+    out: dict[str, float] = {}
     for k, v in value.items():
         _check_word("timings_ms", k, optional=False)
-        out[k] = _check_number(f"timings_ms[{k}]", v, optional=False)
+        ms = _check_number(f"timings_ms[{k}]", v, optional=False)
+        if ms is not None:  # never None: optional=False raises instead
+            out[k] = ms
     return out
 
 
@@ -318,7 +320,8 @@ def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
     """(kind, category) pairs detected in validated ``fields``, for the side table."""
     out: list[tuple[str, str]] = []
     for name, kind in CATEGORY_KINDS.items():
-        for cat in fields.get(name) or ():
+        cats = fields.get(name)
+        for cat in cats if isinstance(cats, list) else ():
             out.append((kind, str(cat)))
     custom = fields.get(CUSTOM_FIELD) or {}
     assert isinstance(custom, dict)
@@ -636,7 +639,8 @@ class Store:
         category: str | None = None,
         endpoint: str | None = None,
     ) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if since is not None:
             clauses.append("e.ts >= ?")
             params.append(float(since))

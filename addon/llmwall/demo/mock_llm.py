@@ -149,8 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
             prompt = _text_of(users[-1].get("content")) if users else ""
             self._answer(data, reply_for(prompt), chat=True)
         elif path == "/v1/completions":
-            prompt = data.get("prompt")
-            text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt or [] if isinstance(p, str))
+            given = data.get("prompt")
+            text = given if isinstance(given, str) else " ".join(p for p in given or [] if isinstance(p, str))
             self._answer(data, reply_for(text), chat=False)
         else:
             self._error(404, f"unknown path {path[:100]}", "not_found")

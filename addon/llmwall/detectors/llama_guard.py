@@ -597,12 +597,11 @@ class LlamaGuardEngine:
         logits, _ = self.model.run([[self.unsafe_id, *self.line.lead]] * len(batch), kv, self.eot_id)
         results = []
         for i, job in enumerate(batch):
-            codes = list(job.custom_codes or {})
+            labels = job.custom_codes or {}
+            codes = list(labels)
             ids = [self._code_token(c) for c in codes]
             p_code = softmax_at(logits[i : i + 1], ids)[0]
-            custom = {
-                job.custom_codes[c]: relevance_score(float(probs[i] * p)) for c, p in zip(codes, p_code, strict=False)
-            }
+            custom = {labels[c]: relevance_score(float(probs[i] * p)) for c, p in zip(codes, p_code, strict=False)}
             results.append(Result(float(probs[i]), (), custom))
         return results
 

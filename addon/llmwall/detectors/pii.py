@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import phonenumbers
 import spacy
@@ -223,7 +223,9 @@ class WindowedPhoneRecognizer(pr.PhoneRecognizer):
             window = text[lo:hi]
             # "+44 20 ..." parses the same whatever the default region: try one
             for region in self.supported_regions[:1] if international else self.supported_regions:
-                for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=self.leniency):
+                for match in phonenumbers.PhoneNumberMatcher(
+                    window, region, leniency=self.leniency if self.leniency is not None else 1
+                ):
                     found = phonenumbers.region_code_for_number(match.number) or region
                     res = self._get_recognizer_result(match, window, found, nlp_artifacts)
                     res.start += lo
@@ -255,11 +257,12 @@ class DigitWindowed:
     (tests/test_pii.py compares both).
     """
 
-    def analyze(  # type: ignore[no-untyped-def]
+    def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags=None
     ) -> list[RecognizerResult]:
         windows = getattr(nlp_artifacts, "digit_windows", None)
         if windows is None:
+            # a mixin: the recognizer it is mixed into comes next in the MRO, mypy cannot see it
             return super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[misc]
         out: list[RecognizerResult] = []
         for lo, hi in windows:
@@ -275,6 +278,7 @@ class StrictValidation:
     check: there a failed check character or an unknown state code rejects the match."""
 
     def validate_result(self, pattern_text: str) -> bool:
+        # a mixin, like DigitWindowed: the recognizer's validate_result is next in the MRO
         return super().validate_result(pattern_text) is True  # type: ignore[misc]
 
 
@@ -419,11 +423,12 @@ class OfflineNlpEngine(NlpEngine):
             tokens=tokens,  # type: ignore[arg-type]  # only len() and text are read
             tokens_indices=indices,
             lemmas=lemmas,
-            nlp_engine=None,  # type: ignore[arg-type]  # keywords are computed below, faster
+            nlp_engine=None,  # keywords are computed below, faster
             language=language,
             scores=[NER_SCORE] * len(entities),
         )
         artifacts.nlp_engine = self
+        # a per-prompt cache carried on Presidio's artifacts object, which has no slot for it
         artifacts.digit_windows = digit_windows(text, _DIGIT_MARGIN)  # type: ignore[attr-defined]
         # Presidio's keyword rule (no stop words, no punctuation, split at ":"), in one pass;
         # regex tokens are word characters only, so just "_" runs are "punctuation"
@@ -436,7 +441,7 @@ class OfflineNlpEngine(NlpEngine):
             ]
         return artifacts
 
-    def process_batch(self, texts, language, batch_size=1, n_process=1, as_tuples=False, **kwargs):  # type: ignore[no-untyped-def]
+    def process_batch(self, texts, language, batch_size=1, n_process=1, as_tuples=False, **kwargs):
         """Not used by llmwall (one prompt at a time); kept for the interface."""
         for item in texts:
             if as_tuples:
@@ -532,7 +537,7 @@ def keyword_set(artifacts: NlpArtifacts) -> frozenset[str]:
     cached = getattr(artifacts, "keyword_set", None)
     if cached is None:
         cached = frozenset(artifacts.keywords)
-        artifacts.keyword_set = cached  # type: ignore[attr-defined]
+        artifacts.keyword_set = cached  # type: ignore[attr-defined]  # cache on the artifacts, as digit_windows
     return cached
 
 
@@ -547,7 +552,9 @@ def context_words(
 ) -> list[str]:
     """Keyword lemmas around a match at ``start`` (Presidio's windows: ``prefix``
     keywords before, ``suffix`` after) and the phrases of the words before it."""
-    tokens, indices, lemmas = artifacts.tokens, artifacts.tokens_indices, artifacts.lemmas
+    # Presidio types ``tokens`` as a spaCy Doc; llmwall's NLP engine fills it with strings.
+    tokens = cast("list[str]", artifacts.tokens)
+    indices, lemmas = artifacts.tokens_indices, artifacts.lemmas
     if not tokens:
         return []
     # the token containing ``start``, else the first one after it (as Presidio)

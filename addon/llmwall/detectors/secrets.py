@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from detect_secrets.plugins.aws import AWSKeyDetector
 from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
@@ -59,9 +59,9 @@ class Rule:
     needle: str | None = None  # lower-case substring the text must contain (cheap skip)
 
 
-def _from(plugin: type, category: str, needle: str | None = None, only: int | None = None) -> list[Rule]:
+def _from(plugin: type[Any], category: str, needle: str | None = None, only: int | None = None) -> list[Rule]:
     """Rules from a detect-secrets plugin's ``denylist`` (all regexes, or one of them)."""
-    regexes = list(plugin.denylist)  # type: ignore[attr-defined]
+    regexes = list(plugin.denylist)
     picked = regexes if only is None else [regexes[only]]
     return [Rule(category, r, needle) for r in picked]
 
@@ -238,12 +238,12 @@ def _find(text: str) -> Iterator[Span]:
     if "private key" in lower or "putty-user-key" in lower:
         yield from _private_keys(text)
     for m in _ASSIGNMENT.finditer(text):
-        group = "quoted" if m.group("quoted") is not None else "bare"
+        which = "quoted" if m.group("quoted") is not None else "bare"
         sep = m.group("sep")
         code_style = sep.strip() != ":" and sep != sep.strip()  # "x = y", not "X=y" / "x: y"
-        category = _value_is_secret(m.group("key"), m.group(group), group == "quoted", code_style)
-        if category and not _is_data_url(text, m.start(group)):
-            yield Span(m.start(group), m.end(group), category)
+        category = _value_is_secret(m.group("key"), m.group(which), which == "quoted", code_style)
+        if category and not _is_data_url(text, m.start(which)):
+            yield Span(m.start(which), m.end(which), category)
 
 
 def _private_keys(text: str) -> Iterator[Span]:

@@ -80,7 +80,7 @@ class Messages(Provider):
     name = "anthropic.messages"
     description = "Anthropic Messages (also via Bedrock InvokeModel / Vertex rawPredict)"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(
-        keys=_KEYS, roles=frozenset({"user", "assistant"}), paths=("/messages",)
+        keys=_KEYS, roles=frozenset({"user", "assistant"}), paths=("/messages",), block_types=_BLOCK_TYPES
     )
 
     def chat_body_score(self, data: dict) -> int:
@@ -96,7 +96,7 @@ class Messages(Provider):
         return score
 
     def chat_block_score(self, block: dict, kind: str | None) -> int:
-        return int(kind in _BLOCK_TYPES or (kind == "image" and "source" in block))
+        return int(kind == "image" and "source" in block)  # OpenAI's images are "image_url"
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
         return messages(data.get("messages"), ("messages",), role_key, "content", anthropic_content, latest_only)
@@ -112,7 +112,8 @@ class Messages(Provider):
             return EMPTY
         texts: list[str] = []
         tools: list[tuple[int, str]] = []
-        for index, block in enumerate(data.get("content") if isinstance(data.get("content"), list) else []):
+        content = data.get("content")
+        for index, block in enumerate(content if isinstance(content, list) else []):
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and isinstance(block.get("text"), str):

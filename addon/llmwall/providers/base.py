@@ -152,11 +152,15 @@ class ChatEvidence:
     Every chat format starts possible with a score of 0. A message role outside
     ``roles``, a string content when not ``string_content``, a list content when not
     ``list_content`` or a block without ``"type"`` when not ``untyped_blocks`` rules
-    the format out. Each top-level key in ``keys`` scores one point, plus whatever
-    :meth:`Provider.chat_body_score`, :meth:`Provider.chat_message_score` and
-    :meth:`Provider.chat_block_score` add; a content block counts for the first format,
-    in registry order, whose block score is not 0. The best score wins; on a tie the
-    format whose ``paths`` end the route, else the first in registry order.
+    the format out. Points: one per top-level key in ``keys``; one per message that
+    has any of ``message_keys``; one per content block whose ``type`` is in
+    ``block_types`` (the block counts for the first format in registry order that lists
+    its type); two per block without a type that has any of ``untyped_block_keys``; plus
+    what :meth:`Provider.chat_body_score`, :meth:`Provider.chat_message_score` and, for a
+    block no format lists, :meth:`Provider.chat_block_score` add. The best score wins;
+    on a tie the format whose ``paths`` end the route, else the first in registry order.
+    The declarative fields are indexed once (``discovery._ChatTable``): classification
+    runs on every JSON request.
     """
 
     keys: frozenset[str]
@@ -165,6 +169,9 @@ class ChatEvidence:
     string_content: bool = True
     list_content: bool = True
     untyped_blocks: bool = False
+    message_keys: frozenset[str] = frozenset()
+    block_types: frozenset[str] = frozenset()
+    untyped_block_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -223,11 +230,12 @@ class Provider:
         return 0
 
     def chat_message_score(self, message: dict) -> int:
-        """Chat formats: evidence from one message's keys."""
+        """Chat formats: evidence from one message beyond ``ChatEvidence.message_keys``."""
         return 0
 
     def chat_block_score(self, block: dict, kind: str | None) -> int:
-        """Chat formats: evidence from one content block (``kind`` is its ``type``, or None)."""
+        """Chat formats: evidence from a content block no format's ``block_types`` lists
+        (``kind`` is its ``type``, or None)."""
         return 0
 
     def streams_by_path(self, route: str, query: str) -> bool:

@@ -156,15 +156,13 @@ class Converse(Provider):
         paths=("/converse", "/converse-stream"),
         string_content=False,
         untyped_blocks=True,
+        untyped_block_keys=_BLOCKS,
     )
 
     def chat_body_score(self, data: dict) -> int:
         system = data.get("system")
         untyped = isinstance(system, list) and system and isinstance(system[0], dict) and "type" not in system[0]
         return 2 if untyped else 0
-
-    def chat_block_score(self, block: dict, kind: str | None) -> int:
-        return 2 if kind is None and block.keys() & _BLOCKS else 0
 
     def streams_by_path(self, route: str, query: str) -> bool:
         return route.endswith("/converse-stream")

@@ -84,14 +84,12 @@ class Chat(Provider):
     name = "cohere.chat"
     description = "Cohere Chat API v2 (/v2/chat)"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(
-        keys=_KEYS, roles=frozenset({"system", "user", "assistant", "tool"}), paths=("/v2/chat",)
+        keys=_KEYS,
+        roles=frozenset({"system", "user", "assistant", "tool"}),
+        paths=("/v2/chat",),
+        message_keys=frozenset({"tool_plan"}),
+        block_types=_PART_TYPES,
     )
-
-    def chat_message_score(self, message: dict) -> int:
-        return int("tool_plan" in message)
-
-    def chat_block_score(self, block: dict, kind: str | None) -> int:
-        return int(kind in _PART_TYPES)
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
         turns = messages(data.get("messages"), ("messages",), role_key, "content", cohere_content, latest_only)

@@ -246,8 +246,8 @@ def classify(method: str, path: str, data: object) -> str | None:
             return fmt
     if _NON_GENERATION_PATH.search(tail):
         return None
-    for provider in registry.OWN_KEY:
-        if provider.body_key in data and provider.matches(tail, data):
+    for key, provider in _OWN_KEY:
+        if key in data and provider.matches(tail, data):
             return provider.name
     if "prompt" in data:
         return _classify_prompt(tail, data)
@@ -279,44 +279,139 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
         return None
     if data.keys() & MEDIA_KEYS:
         return None
-    formats = [(p, p.completion) for p in registry.COMPLETION if p.completion is not None]
-    by_path = next((p for p, ev in formats if ev.path_matches(tail)), None)
-    if not (
-        isinstance(data.get("model"), str) or by_path is not None or any(data.keys() & ev.params for _, ev in formats)
-    ):
+    by_path = next((p for p, ev in _COMPLETION if ev.path_matches(tail)), None)
+    keys = data.keys()
+    if not (isinstance(data.get("model"), str) or by_path is not None or keys & _COMPLETION_PARAMS):
         return None
-    possible = [p for p, ev in formats if isinstance(prompt, str) or ev.list_prompt]
-    score = {p.name: len(data.keys() & ev.keys) for p, ev in formats}
+    text_prompt = isinstance(prompt, str)
+    possible = [p for p, ev in _COMPLETION if text_prompt or ev.list_prompt]
+    score = {p.name: len(keys & ev.keys) for p, ev in _COMPLETION}
     return _best(possible, score, by_path)
+
+
+#: Formats with a body key of their own, in registry order.
+_OWN_KEY: Final = tuple((p.body_key, p) for p in registry.OWN_KEY if p.body_key)
+#: The completion formats' evidence, indexed once.
+_COMPLETION: Final = tuple((p, p.completion) for p in registry.COMPLETION if p.completion is not None)
+_COMPLETION_PARAMS: Final = frozenset().union(*(ev.params for _, ev in _COMPLETION))
+
+
+@dataclass(frozen=True)
+class _ChatTable:
+    """The chat formats' evidence, indexed once: classify runs on every JSON request."""
+
+    formats: tuple[Provider, ...]  # registry order: the tie-break order
+    names: tuple[str, ...]
+    paths: tuple[tuple[tuple[str, ...], Provider], ...]  # route endings that break a tie, per format
+    key_formats: dict[str, tuple[str, ...]]  # top-level key -> the formats it counts for
+    excluded_by_role: dict[str, frozenset[str]]  # message role -> formats that do not accept it
+    no_string: frozenset[str]  # formats ruled out by a string content
+    no_list: frozenset[str]  # ... by a list content
+    no_untyped: frozenset[str]  # ... by a content block without "type"
+    message_keys: frozenset[str]  # every format's message_keys, to test a message once
+    message_key_formats: tuple[tuple[str, frozenset[str]], ...]
+    block_claims: dict[str, str]  # block type -> the first format listing it
+    untyped_keys: frozenset[str]
+    untyped_key_formats: tuple[tuple[str, frozenset[str]], ...]
+    body_scorers: tuple[Provider, ...]  # the formats overriding chat_body_score
+    message_scorers: tuple[Provider, ...]
+    block_scorers: tuple[Provider, ...]
+
+    @classmethod
+    def build(cls, formats: tuple[Provider, ...]) -> _ChatTable:
+        evidence = [(p, p.chat) for p in formats if p.chat is not None]
+        key_formats: dict[str, list[str]] = {}
+        block_claims: dict[str, str] = {}
+        for p, ev in evidence:
+            for key in ev.keys:
+                key_formats.setdefault(key, []).append(p.name)
+            for kind in sorted(ev.block_types):
+                block_claims.setdefault(kind, p.name)
+
+        def overrides(p: Provider, method: str) -> bool:
+            return getattr(type(p), method) is not getattr(Provider, method)
+
+        return cls(
+            formats=tuple(p for p, _ in evidence),
+            names=tuple(p.name for p, _ in evidence),
+            paths=tuple((ev.paths, p) for p, ev in evidence if ev.paths),
+            key_formats={k: tuple(v) for k, v in key_formats.items()},
+            excluded_by_role={
+                role: frozenset(p.name for p, ev in evidence if role not in ev.roles) for role in CHAT_ROLES
+            },
+            no_string=frozenset(p.name for p, ev in evidence if not ev.string_content),
+            no_list=frozenset(p.name for p, ev in evidence if not ev.list_content),
+            no_untyped=frozenset(p.name for p, ev in evidence if not ev.untyped_blocks),
+            message_keys=frozenset().union(*(ev.message_keys for _, ev in evidence)),
+            message_key_formats=tuple((p.name, ev.message_keys) for p, ev in evidence if ev.message_keys),
+            block_claims=block_claims,
+            untyped_keys=frozenset().union(*(ev.untyped_block_keys for _, ev in evidence)),
+            untyped_key_formats=tuple((p.name, ev.untyped_block_keys) for p, ev in evidence if ev.untyped_block_keys),
+            body_scorers=tuple(p for p, _ in evidence if overrides(p, "chat_body_score")),
+            message_scorers=tuple(p for p, _ in evidence if overrides(p, "chat_message_score")),
+            block_scorers=tuple(p for p, _ in evidence if overrides(p, "chat_block_score")),
+        )
+
+    def by_path(self, tail: str) -> Provider | None:
+        for endings, p in self.paths:
+            if tail.endswith(endings):
+                return p
+        return None
+
+    def block_points(self, block: dict, kind: str | None) -> tuple[str, int] | None:
+        """The format a content block counts for, and its points (see ChatEvidence)."""
+        if kind is None:
+            hit = block.keys() & self.untyped_keys
+            if hit:
+                return next((name, 2) for name, keys in self.untyped_key_formats if hit & keys)
+        elif kind in self.block_claims:
+            return self.block_claims[kind], 1
+        for p in self.block_scorers:
+            points = p.chat_block_score(block, kind)
+            if points:
+                return p.name, points
+        return None
+
+
+_CHAT: Final = _ChatTable.build(registry.CHAT)
 
 
 def _classify_messages(tail: str, data: dict) -> str | None:
     """Pick among the chat formats: rule out by incompatible shapes, score by specific keys.
 
-    Each format states its evidence (:class:`~llmwall.providers.base.ChatEvidence`);
-    the same rules weigh it for all.
+    Each format states its evidence (:class:`~llmwall.providers.base.ChatEvidence` and
+    its ``chat_*_score`` methods); the same rules weigh it for all.
     """
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
-    formats = [(p, p.chat) for p in registry.CHAT if p.chat is not None]
-    possible = {p.name for p, _ in formats}
-    score = {p.name: len(data.keys() & ev.keys) + p.chat_body_score(data) for p, ev in formats}
+    table = _CHAT
+    possible = set(table.names)
+    score = dict.fromkeys(table.names, 0)
+    for key in data.keys() & table.key_formats.keys():
+        for name in table.key_formats[key]:
+            score[name] += 1
+    for p in table.body_scorers:
+        score[p.name] += p.chat_body_score(data)
     for msg in sample(messages):
         if not isinstance(msg, dict):
             return None
         role = as_str(msg.get("role"))
         if role not in CHAT_ROLES:
             return None
-        for p, ev in formats:
-            if role not in ev.roles:
-                possible.discard(p.name)
+        possible -= table.excluded_by_role[role]
+        hit = msg.keys() & table.message_keys
+        if hit:
+            for name, keys in table.message_key_formats:
+                if hit & keys:
+                    score[name] += 1
+        for p in table.message_scorers:
             score[p.name] += p.chat_message_score(msg)
         content = msg.get("content")
         if isinstance(content, str):
-            possible -= {p.name for p, ev in formats if not ev.string_content}
+            possible -= table.no_string
         elif isinstance(content, list):
-            possible -= {p.name for p, ev in formats if not ev.list_content}
+            possible -= table.no_list
             for block in content[:SAMPLE]:
                 if not isinstance(block, dict):
                     return None
@@ -324,16 +419,13 @@ def _classify_messages(tail: str, data: dict) -> str | None:
                 if kind is not None and not isinstance(kind, str):
                     return None
                 if kind is None:
-                    possible -= {p.name for p, ev in formats if not ev.untyped_blocks}
-                for p, _ in formats:  # a block counts for the first format that claims it
-                    points = p.chat_block_score(block, kind)
-                    if points:
-                        score[p.name] += points
-                        break
+                    possible -= table.no_untyped
+                claim = table.block_points(block, kind)
+                if claim is not None:
+                    score[claim[0]] += claim[1]
         elif content is not None:
             return None
-    by_path = next((p for p, ev in formats if ev.paths and tail.endswith(ev.paths)), None)
-    return _best([p for p, _ in formats if p.name in possible], score, by_path)
+    return _best([p for p in table.formats if p.name in possible], score, table.by_path(tail))
 
 
 # --------------------------------------------------------------------------- responses

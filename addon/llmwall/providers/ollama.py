@@ -60,10 +60,8 @@ class Chat(_Ollama):
         roles=frozenset({"system", "user", "assistant", "tool"}),
         paths=("/api/chat",),
         list_content=False,  # Ollama content is always a string
+        message_keys=frozenset({"images"}),
     )
-
-    def chat_message_score(self, message: dict) -> int:
-        return int("images" in message)
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
         return messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)

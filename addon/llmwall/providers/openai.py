@@ -184,13 +184,13 @@ def _chat_message_text(message: dict, tools: list[tuple[int, str]], delta: bool)
 class ChatCompletions(Provider):
     name = "openai.chat"
     description = "OpenAI Chat Completions (and every OpenAI-compatible server)"
-    chat: ClassVar[ChatEvidence | None] = ChatEvidence(keys=_CHAT_KEYS, roles=CHAT_ROLES, paths=("/chat/completions",))
-
-    def chat_message_score(self, message: dict) -> int:
-        return int("tool_calls" in message or "tool_call_id" in message or "name" in message)
-
-    def chat_block_score(self, block: dict, kind: str | None) -> int:
-        return int(kind in _PART_TYPES)
+    chat: ClassVar[ChatEvidence | None] = ChatEvidence(
+        keys=_CHAT_KEYS,
+        roles=CHAT_ROLES,
+        paths=("/chat/completions",),
+        message_keys=frozenset({"tool_calls", "tool_call_id", "name"}),
+        block_types=_PART_TYPES,
+    )
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
         return messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)
@@ -326,7 +326,8 @@ class Responses(Provider):
             return EMPTY
         texts: list[str] = []
         tools: list[tuple[int, str]] = []
-        for index, item in enumerate(data.get("output") if isinstance(data.get("output"), list) else []):
+        output = data.get("output")
+        for index, item in enumerate(output if isinstance(output, list) else []):
             if not isinstance(item, dict):
                 continue
             kind = item.get("type")

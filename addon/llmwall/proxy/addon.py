@@ -30,7 +30,7 @@ from llmwall import bundled
 from llmwall import fields as F
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
-from llmwall.providers import discovery, extraction
+from llmwall.providers import discovery, extraction, registry
 from llmwall.proxy import actions, coverage
 from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
@@ -443,7 +443,7 @@ def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
         F.HTTP_FULL_URI: req.pretty_url,
         F.HTTP_USER_AGENT: req.headers.get("user-agent", ""),
     }
-    if flow.client_conn and flow.client_conn.peername:
+    if flow.client_conn.peername:
         fields[F.IP_SRC] = flow.client_conn.peername[0]
     return fields
 
@@ -464,8 +464,8 @@ def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
     return pii.OFF_BY_DEFAULT & ruleset.literals.get(F.PII_CATEGORIES, frozenset())
 
 
-#: Every recognised format carries its prompt under one of these keys.
-_LLM_KEYS = (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"')
+#: Every recognised format carries its prompt under one of these keys (from the provider registry).
+_LLM_KEYS = tuple(f'"{key}"'.encode() for key in sorted(registry.PROMPT_KEYS))
 
 
 def _looks_llm(body: bytes) -> bool:

@@ -104,7 +104,9 @@ def _apply(text: str, spans: list[Span]) -> tuple[str, set[str]]:
             groups[-1] = (lo, max(hi, s.end), members + [s])
         else:
             groups.append((s.start, s.end, [s]))
-    pieces, pos, cats = [], 0, set()
+    pieces: list[str] = []
+    pos = 0
+    cats: set[str] = set()
     for lo, hi, members in groups:
         label = min(members, key=lambda s: (-(s.end - s.start), s.category)).category
         pieces += [text[pos:lo], placeholder(label)]

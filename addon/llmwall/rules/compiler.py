@@ -16,7 +16,7 @@ import ipaddress
 import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from llmwall import fields as schema
 from llmwall.fields import BOOL, INT, IP, STRING, FieldType, array_of
@@ -33,7 +33,10 @@ from llmwall.rules.patterns import (
 )
 
 Values = Mapping[str, object]
-Fn = Callable[[Values], object]
+# What a compiled closure returns is typed by this module's own checker (``Compiled.ty``), not
+# by Python's: an Array<...> value is a list, a Map<...> a dict, an Int an int. ``Any`` says
+# so to mypy instead of a cast at every use.
+Fn = Callable[[Values], Any]
 
 ERROR: Final = FieldType("?")  # the type of something already reported; suppresses follow-on errors
 FUNCTIONS = ("any", "all", "len", "lower", "upper", "starts_with", "ends_with", "concat")
@@ -198,7 +201,7 @@ class _Checker:
         f = c.fn
         if c.ty == BOOL:
             return Compiled(BOOL, lambda v: f(v) is not True)
-        return Compiled(c.ty, lambda v: None if (a := f(v)) is None else [x is not True for x in a])  # type: ignore[union-attr]
+        return Compiled(c.ty, lambda v: None if (a := f(v)) is None else [x is not True for x in a])
 
     def logical(self, node: n._Logical) -> Compiled:
         parts = [self.condition(item) for item in node.items]
@@ -264,7 +267,7 @@ class _Checker:
             )
         return self.error(node.pos, f"cannot compare {ty} ({node.lhs}) with '{op}'; {hint}")
 
-    def _test(self, op: str, rhs: n.Literal) -> Callable[[object], bool] | None:
+    def _test(self, op: str, rhs: n.Literal) -> Callable[[Any], bool] | None:
         """The per-value test for ``lhs op rhs``, with lhs already known to be non-missing."""
         value = rhs.value
         if op in ("eq", "ne"):
@@ -276,31 +279,32 @@ class _Checker:
             compare = _ORDERING[op]
             return lambda x: compare(x, value)
         if op == "contains":
-            return lambda x: value in x  # type: ignore[operator]
+            return lambda x: value in x
+        text = str(value)  # matches and wildcards take a string literal (checked by the caller)
         if op == "matches":
             try:
-                compiled = compile_regex(value)  # type: ignore[arg-type]
+                compiled = compile_regex(text)
             except ValueError as exc:
                 self.error(rhs.pos, str(exc))
                 return None
-            return lambda x: regex_search(compiled, x)  # type: ignore[arg-type]
+            return lambda x: regex_search(compiled, x)
         strict = op == "strict wildcard"
         try:
-            pieces = compile_wildcard(value, case_sensitive=strict)  # type: ignore[arg-type]
+            pieces = compile_wildcard(text, case_sensitive=strict)
         except ValueError as exc:
             self.error(rhs.pos, str(exc))
             return None
         if strict:
-            return lambda x: wildcard_match(pieces, x)  # type: ignore[arg-type]
-        return lambda x: wildcard_match(pieces, ascii_lower(x))  # type: ignore[arg-type]
+            return lambda x: wildcard_match(pieces, x)
+        return lambda x: wildcard_match(pieces, ascii_lower(x))
 
     @staticmethod
-    def _apply(c: Compiled, test: Callable[[object], bool]) -> Compiled:
+    def _apply(c: Compiled, test: Callable[[Any], bool]) -> Compiled:
         f = c.fn
         if c.mapped:
             return Compiled(
                 array_of(BOOL), lambda v: None if (a := f(v)) is None else [x is not None and test(x) for x in a]
-            )  # type: ignore[union-attr]
+            )
         return Compiled(BOOL, lambda v: (x := f(v)) is not None and test(x))
 
     def in_set(self, node: n.InSet) -> Compiled:
@@ -319,8 +323,8 @@ class _Checker:
         if not node.items:
             return self.error(node.pos, "empty set {}: list at least one value")
         singles: set[object] = set()
-        ranges: list[tuple[object, object]] = []
-        networks: list[object] = []
+        ranges: list[tuple[Any, Any]] = []  # (int, int) or (address, address) of one IP version
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         ok = True
         for item in node.items:
             if ty == STRING and isinstance(item, n.StrLit):
@@ -348,19 +352,19 @@ class _Checker:
         spans, nets = tuple(ranges), tuple(networks)
         if ty == IP:
 
-            def test(x: object) -> bool:
+            def test(x: Any) -> bool:
                 return (
                     x in members
-                    or any(x in net for net in nets)  # type: ignore[operator]
-                    or any(lo.version == x.version and lo <= x <= hi for lo, hi in spans)  # type: ignore[attr-defined,operator]
+                    or any(x in net for net in nets)
+                    or any(lo.version == x.version and lo <= x <= hi for lo, hi in spans)
                 )
         elif spans:
 
-            def test(x: object) -> bool:
-                return x in members or any(lo <= x <= hi for lo, hi in spans)  # type: ignore[operator]
+            def test(x: Any) -> bool:
+                return x in members or any(lo <= x <= hi for lo, hi in spans)
         else:
 
-            def test(x: object) -> bool:
+            def test(x: Any) -> bool:
                 return x in members
 
         return self._apply(c, test)
@@ -371,7 +375,7 @@ class _Checker:
         self.nesting += 1
         try:
             if self.nesting > MAX_NESTING:
-                raise _TooDeep(node.pos)  # type: ignore[union-attr]
+                raise _TooDeep(node.pos)
             return self._value(node)
         finally:
             self.nesting -= 1
@@ -411,14 +415,16 @@ class _Checker:
             return self.error(node.pos, f"{node.base} is {base.ty}; only arrays and maps can be indexed")
         if isinstance(key, n.Star):
             if base.ty.is_map:
-                return Compiled(inner, lambda v: None if (m := f(v)) is None else list(m.values()), mapped=True)  # type: ignore[union-attr]
+                return Compiled(inner, lambda v: None if (m := f(v)) is None else list(m.values()), mapped=True)
             return Compiled(inner, f, mapped=True)
         if base.ty.is_array:
             if not isinstance(key, int) or key < 0:
                 return self.error(node.pos, f"{node}: an array index must be a non-negative integer or *")
 
-            def get(a: object) -> object:
-                return a[key] if a is not None and key < len(a) else None  # type: ignore[index,arg-type]
+            def item(a: Any) -> Any:
+                return a[key] if a is not None and key < len(a) else None
+
+            get: Callable[[Any], Any] = item
         else:
             if not isinstance(key, str):
                 return self.error(node.pos, f"{node}: a map key must be a string")
@@ -435,11 +441,13 @@ class _Checker:
                     node.pos, f"unknown custom topic label {key!r} (declared in custom_topics: {declared}){hint}"
                 )
 
-            def get(m: object) -> object:
-                return None if m is None else m.get(key)  # type: ignore[attr-defined]
+            def entry(m: Any) -> Any:
+                return None if m is None else m.get(key)
+
+            get = entry
 
         if base.mapped:
-            return Compiled(inner, lambda v: None if (a := f(v)) is None else [get(x) for x in a], mapped=True)  # type: ignore[union-attr]
+            return Compiled(inner, lambda v: None if (a := f(v)) is None else [get(x) for x in a], mapped=True)
         return Compiled(inner, lambda v: get(f(v)))
 
     def argument(self, node: n.Node) -> Compiled:
@@ -502,7 +510,7 @@ class _Checker:
                 others = [g(v) for g in rest]
                 if items is None or any(o is None for o in others):
                     return None
-                return [None if x is None else impl(x, *others) for x in items]  # type: ignore[union-attr]
+                return [None if x is None else impl(x, *others) for x in items]
 
             return Compiled(array_of(ret), mapped)
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
 
 Pos = tuple[int, int]
-IpValue = Union[ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network]
+IpValue = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _pos() -> Pos:
-    return field(default=(1, 1), compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=(1, 1), compare=False, repr=False)
 
 
 def quote(text: str) -> str:
@@ -103,8 +102,8 @@ class IpRange:
         return f"{self.lo}..{self.hi}"
 
 
-Literal = Union[StrLit, IntLit, BoolLit, IpLit]
-SetItem = Union[StrLit, IntLit, BoolLit, IpLit, IntRange, IpRange]
+Literal = StrLit | IntLit | BoolLit | IpLit
+SetItem = StrLit | IntLit | BoolLit | IpLit | IntRange | IpRange
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -163,7 +162,7 @@ class Call:
         return f"{self.name}({', '.join(str(a) for a in self.args)})"
 
 
-Value = Union[Field, Index, Call]
+Value = Field | Index | Call
 
 
 # --- boolean expressions ----------------------------------------------------------------------
@@ -246,5 +245,5 @@ class Or(_Logical):
     PRECEDENCE = 1
 
 
-Expr = Union[Or, Xor, And, Not, Compare, InSet, Truthy, BoolLit]
-Node = Union[Expr, Value, StrLit, IntLit]
+Expr = Or | Xor | And | Not | Compare | InSet | Truthy | BoolLit
+Node = Expr | Value | StrLit | IntLit

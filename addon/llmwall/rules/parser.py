@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from importlib import resources
+from typing import Any
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -140,7 +141,8 @@ def _ip(tok: Token) -> n.IpLit:
     return n.IpLit(value, _tpos(tok))
 
 
-def _plain(item: object) -> object:
+def _plain(item: Any) -> Any:
+    """A raw string as a plain literal; other nodes unchanged (lark's items are untyped: the grammar types them)."""
     return item.plain() if isinstance(item, _RawStr) else item
 
 
@@ -183,7 +185,7 @@ class _ToNodes(Transformer_NonRecursive):
             hi, (ipaddress.IPv4Address, ipaddress.IPv6Address)
         ):
             raise _Issue(_tpos(items[0]), "an IP range a..b takes two addresses, not CIDR networks")
-        if lo.version != hi.version or lo > hi:
+        if lo.version != hi.version or int(lo) > int(hi):
             raise _Issue(_tpos(items[0]), f"IP range {lo}..{hi}: both ends must be the same IP version, start <= end")
         return n.IpRange(lo, hi, _tpos(items[0]))
 

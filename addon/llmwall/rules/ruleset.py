@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import yaml
 
@@ -112,7 +112,7 @@ def _int_map(x: object) -> object:
     return None
 
 
-_COERCE: dict[str, Callable[[object], object]] = {
+_COERCE: dict[schema.FieldType, Callable[[object], object]] = {
     schema.BOOL: _bool,
     schema.INT: _int,
     schema.STRING: _str,
@@ -278,7 +278,8 @@ class _Loader:
         top = self.pairs(root, "the top level")
         self.unknown_keys(top, TOP_KEYS, "the top level", None)
         topics = self.custom_topics(top["custom_topics"][1]) if "custom_topics" in top else {}
-        rules, compiled = [], {}
+        rules: list[Rule] = []
+        compiled: dict[str, CompiledExpression] = {}
         if "rules" not in top:
             self.issue(root, "missing top-level key 'rules' (a list of rules)")
         else:
@@ -350,7 +351,7 @@ class _Loader:
             # error (a typo in its expression) is still reported as a duplicate.
             rid = _raw_id(item)
             duplicate = rid is not None and rid in first_seen
-            if duplicate:
+            if rid is not None and duplicate:
                 self.issue(item, f"duplicate rule id {rid!r} (first defined on line {first_seen[rid]})", rid)
             elif rid is not None:
                 first_seen[rid] = item.start_mark.line + 1
@@ -436,13 +437,14 @@ class _Loader:
                         self.expression_issue(keys["expression"][1], issue, rid)
         if len(self.issues) > before:
             return None
+        # Every value was checked above; a wrong type added an issue and returned None.
         return Rule(
-            id=rule_id,  # type: ignore[arg-type]
-            description=description,  # type: ignore[arg-type]
-            expression=expression,  # type: ignore[arg-type]
-            action=action,  # type: ignore[arg-type]
-            enabled=enabled,
-            status=status,
+            id=cast(str, rule_id),
+            description=cast(str, description),
+            expression=cast(str, expression),
+            action=cast(str, action),
+            enabled=cast(bool, enabled),
+            status=cast("int | None", status),
             body=values.get("body"),
             line=node.start_mark.line + 1,
         )
