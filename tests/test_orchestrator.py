@@ -65,7 +65,7 @@ def test_deadline_returns_what_finished() -> None:
     elapsed = time.monotonic() - start
     slow.release.set()
     assert elapsed < 15  # loose: only shows it did not wait for the 30 s detector
-    assert result.fields == {"x.fast": True}
+    assert result.fields == {"x.fast": True, "cf.llm.prompt.failed_detections": ["slow"]}
     assert result.not_scored == ["slow"]
     orch.close()
 
@@ -82,6 +82,7 @@ def test_raising_detector_is_an_error_not_a_crash(caplog) -> None:
     orch = Orchestrator(workers=2)
     result = asyncio.run(orch.screen(request(2), [Raiser(), Sleeper("ok", 0)]))
     assert result.errors == ["raiser"]
+    assert result.fields.pop("cf.llm.prompt.failed_detections") == sorted(result.errors + result.not_scored)
     assert result.fields == {"x.ok": True}
     assert "secret prompt text" not in caplog.text  # exception messages may quote the prompt
     assert "raiser" in caplog.text

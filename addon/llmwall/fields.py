@@ -29,6 +29,9 @@ SCHEMA: Final[dict[str, str]] = {
     "cf.llm.prompt.injection_score": INT,
     "cf.llm.prompt.token_count": INT,
     "cf.llm.prompt.custom_topic_categories": MAP_INT,
+    # detectors that did not score this request (missed the deadline, no capacity, raised),
+    # after Cloudflare's cf.appsec.request.failed_detections: rules choose fail-open or closed
+    "cf.llm.prompt.failed_detections": ARRAY_STRING,
     # llmwall extensions, same style
     "cf.llm.prompt.secret_detected": BOOL,
     "cf.llm.prompt.secret_categories": ARRAY_STRING,
@@ -52,6 +55,9 @@ UNSAFE_FIELDS: Final = frozenset({"cf.llm.prompt.unsafe_topic_detected", "cf.llm
 INJECTION_FIELDS: Final = frozenset({"cf.llm.prompt.injection_score"})
 CUSTOM_TOPIC_FIELDS: Final = frozenset({"cf.llm.prompt.custom_topic_categories"})
 TOKEN_FIELDS: Final = frozenset({"cf.llm.prompt.token_count"})
+
+#: Filled by the orchestrator for every screened request (empty when every detector scored).
+FAILED_DETECTIONS: Final = "cf.llm.prompt.failed_detections"
 
 #: Injection score for "not scored", as in Cloudflare (1-99 scored, 100 = not scored).
 INJECTION_NOT_SCORED: Final = 100

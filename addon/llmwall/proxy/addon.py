@@ -13,22 +13,26 @@ import dataclasses
 import fnmatch
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+from urllib.parse import unquote
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http.http1 import expected_http_body_size
 
 from llmwall.analytics.dashboard import Dashboard
+from llmwall.analytics import sanitize
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
-from llmwall.proxy import actions
+from llmwall.proxy import actions, body
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.rules import RulesError, RulesWatcher
@@ -49,7 +53,17 @@ DETECTOR_OPTIONS = frozenset(
     }
 )
 DEVICES = ("auto", "cpu", "cuda")
-UNPARSED_MODES = ("pass", "block")
+#: llmwall_on_unparsed: ``auto`` blocks what an upstream could still read but llmwall could not
+#: (oversize and bomb bodies, streamed bodies) and passes what an upstream would reject too.
+UNPARSED_MODES = ("auto", "pass", "block")
+#: Statuses that ``auto`` blocks: the upstream may read these bodies, llmwall did not.
+AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
+#: Methods whose body is looked at (PATCH included: servers route it like POST).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Default and ceiling of llmwall_max_body_kb.
+DEFAULT_MAX_BODY_KB = 16384
+#: JSON nesting accepted as is; deeper subtrees are read as null (see body.prune_deep).
+MAX_DEPTH = 64
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
 ALWAYS_RUN = frozenset({"tokens"})
 #: Detection fields that are recorded in analytics (never text, only outcomes).
@@ -108,13 +122,20 @@ class LLMWall:
         )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option(
-            "llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize)."
+            "llmwall_max_body_kb",
+            int,
+            DEFAULT_MAX_BODY_KB,
+            "Request bodies larger than this (after decompression) are not screened: recorded as oversize and "
+            "handled per llmwall_on_unparsed.",
         )
         loader.add_option(
             "llmwall_on_unparsed",
             str,
-            "pass",
-            "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) but cannot be read, or that hits an internal error: pass or block.",
+            "auto",
+            "Fail mode for a request that looks like LLM traffic (or is force-included) but cannot be read: "
+            "auto blocks oversize, decompression-bomb and streamed bodies (an upstream could read them) and passes "
+            "malformed ones (an upstream rejects them too); block blocks all of them and internal errors; "
+            "pass passes all.",
         )
         loader.add_option(
             "llmwall_whole_conversation",
@@ -172,7 +193,13 @@ class LLMWall:
         if "llmwall_device" in updated and opts.llmwall_device not in DEVICES:
             raise exceptions.OptionsError(f"llmwall_device must be one of {', '.join(DEVICES)}")
         if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
-            raise exceptions.OptionsError("llmwall_on_unparsed must be 'pass' or 'block'")
+            raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
+        if "stream_large_bodies" in updated and opts.stream_large_bodies:
+            log.warning(
+                "llmwall: stream_large_bodies=%s: llmwall buffers request bodies up to llmwall_max_body_kb "
+                "to screen them; larger streamed bodies are not screened and are handled per llmwall_on_unparsed",
+                opts.stream_large_bodies,
+            )
         if "llmwall_workers" in updated:
             if not 1 <= opts.llmwall_workers <= 256:
                 raise exceptions.OptionsError("llmwall_workers must be between 1 and 256")
@@ -321,25 +348,52 @@ class LLMWall:
             if ctx.options.llmwall_on_unparsed == "block" and flow.response is None:
                 flow.response = actions.block_response(None, None, ["internal error"])
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Keep screened request bodies out of mitmproxy's streaming (``stream_large_bodies``).
+
+        A streamed body goes upstream as it arrives, before the request hook could screen
+        it. Bodies up to llmwall_max_body_kb are buffered instead; a larger one is handled
+        per llmwall_on_unparsed before any of it is sent.
+        """
+        req = flow.request
+        if not req.stream or req.method not in BODY_METHODS or _matches(_target(flow), ctx.options.llmwall_exclude):
+            return
+        try:
+            size = expected_http_body_size(req)
+        except ValueError:
+            size = None
+        if size is not None and 0 <= size <= ctx.options.llmwall_max_body_kb * 1024:
+            req.stream = False
+            return
+        if size is not None and size >= 0:  # announced oversize: decide before the body leaves
+            self._finish_streamed(flow, time.monotonic())
+
     async def _request(self, flow: http.HTTPFlow) -> None:
         if self.dashboard and await self.dashboard.maybe_serve_async(flow):
             return
         req = flow.request
-        if flow.response or req.method not in ("POST", "PUT") or not req.raw_content:
+        if flow.response or req.method not in BODY_METHODS or STREAMED_KEY in flow.metadata:
             return
-        target = req.pretty_host + req.path
+        target = _target(flow)
         if _matches(target, ctx.options.llmwall_exclude):
             return
         start = time.monotonic()
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
-        forced = _matches(target, ctx.options.llmwall_include)
-        if not forced and not req.headers.get("content-encoding") and not _may_be_llm(req.raw_content):
+        forced = _matches(target, ctx.options.llmwall_include) or _matches(
+            req.pretty_host + _route(req.path), ctx.options.llmwall_include
+        )
+        if req.stream:  # mitmproxy streamed a body of unknown length (chunked) past stream_large_bodies
+            self._finish_streamed(flow, start)
+            return
+        if not req.raw_content:
+            return
+        if not forced and not req.headers.get("content-encoding") and not body.needs_full_look(req.raw_content):
             return  # fast path for ordinary APIs: no thread hop, no JSON parse
         loop = asyncio.get_running_loop()
         analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
             return
-        host, template = req.pretty_host, discovery.path_template(req.path)
+        host, template = sanitize.host(req.host), sanitize.path(discovery.path_template(req.path))
         if analysis.status != "screened":
             self._finish_unparsed(flow, analysis, template, start)
             return
@@ -350,24 +404,29 @@ class LLMWall:
     def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
         """Decode, parse, classify and extract; runs in a worker thread and never raises."""
         req = flow.request
-        try:
-            body = req.get_content(strict=True)
-        except ValueError:
-            return Analysis("undecodable", error=f"content-encoding {req.headers.get('content-encoding', '?')}")
-        if body is None:
-            return Analysis("not_llm")
         limit = ctx.options.llmwall_max_body_kb * 1024
-        if len(body) > limit:
-            return Analysis("oversize" if forced or _looks_llm(body) else "not_llm", error=f"{len(body)} bytes")
-        parsed = discovery.parse_body(body, req.headers.get("content-type"), max_bytes=limit)
+        decoded = body.decode(req.raw_content or b"", req.headers.get_all("content-encoding"), limit)
+        if decoded.status != body.OK:
+            suspicious = forced or body.looks_llm(decoded.prefix) or body.looks_json(decoded.prefix)
+            return Analysis(decoded.status if suspicious else "not_llm", error=decoded.note)
+        text = body.to_utf8(decoded.data)
+        if len(text) > limit:  # UTF-16 transcoded can grow
+            return Analysis(body.OVERSIZE, error=f"{len(text)} bytes")
+        parsed = discovery.parse_body(text, req.headers.get("content-type"), max_depth=MAX_DEPTH, max_bytes=limit)
+        if parsed.error == "too_deep":
+            # Padding nested past the limit must not hide the prompt beside it: read it as null.
+            pruned = body.prune_deep(text.decode("utf-8"), MAX_DEPTH).encode("utf-8")
+            parsed = discovery.parse_body(pruned, req.headers.get("content-type"), max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
             # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
-            return Analysis("parse_error" if forced or _looks_llm(body) else "not_llm", error=parsed.error)
-        # Duplicate keys and lone surrogates are valid JSON that providers accept: screen
-        # them (last key wins, as in most JSON parsers) rather than let them pass unseen.
-        fmt = discovery.classify(req.method, req.path, parsed.data)
+            return Analysis("parse_error" if forced or body.looks_llm(text) else "not_llm", error=parsed.error)
+        # Duplicate keys and lone surrogates are valid JSON that providers accept: screen them
+        # (last key wins, as in most JSON parsers; a lone surrogate read as U+FFFD, which the
+        # tokenizers accept) rather than let them pass unseen.
+        data = body.scrub_surrogates(parsed.data) if parsed.error == "lone_surrogate" else parsed.data
+        fmt = discovery.classify(req.method, req.path, data)
         if fmt is not None:
-            prompt = extraction.extract(fmt, parsed.data, ctx.options.llmwall_whole_conversation)
+            prompt = extraction.extract(fmt, data, ctx.options.llmwall_whole_conversation)
             hints = discovery.path_hints(fmt, req.path)
             if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):
                 prompt = dataclasses.replace(
@@ -375,10 +434,10 @@ class LLMWall:
                 )
         elif forced:
             fmt = "custom"
-            prompt = extraction.extract_all_strings(parsed.data, fmt)
+            prompt = extraction.extract_all_strings(data, fmt)
         else:
             return Analysis("not_llm")
-        return Analysis("screened", fmt=fmt, prompt=prompt, body=body)
+        return Analysis("screened", fmt=fmt, prompt=prompt, body=text)
 
     async def _screen(
         self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float, deadline: float
@@ -423,7 +482,7 @@ class LLMWall:
                     flow.request.content = new_body  # re-encodes and fixes Content-Length
         event = {
             "ts": time.time(),
-            "host": flow.request.pretty_host,
+            "host": flow.request.host,
             "method": flow.request.method,
             "path_template": template,
             "format": analysis.fmt,
@@ -444,13 +503,33 @@ class LLMWall:
         self._record(event)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
-        """A body that looks like LLM traffic could not be read: record it, pass or block by option."""
-        action = "block" if ctx.options.llmwall_on_unparsed == "block" else None
+        """A body that looks like LLM traffic could not be read: record it, pass or block by policy."""
+        action = "block" if _fails_closed(analysis.status) else None
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
+        self._record_unscreened(flow, analysis.status, action, template, start, analysis.error)
+
+    def _finish_streamed(self, flow: http.HTTPFlow, start: float) -> None:
+        """A body mitmproxy streams (stream_large_bodies) cannot be screened: block by killing the
+        flow before the upstream has the whole request, or pass, by policy; recorded either way."""
+        flow.metadata[STREAMED_KEY] = True
+        req = flow.request
+        ctype = req.headers.get("content-type", "")
+        json_like = not ctype or "json" in ctype.lower()
+        forced = _matches(_target(flow), ctx.options.llmwall_include)
+        action = "block" if _fails_closed("streamed") and (json_like or forced) else None
+        if action == "block" and flow.killable:
+            flow.kill()
+        self._record_unscreened(
+            flow, "streamed", action, sanitize.path(discovery.path_template(req.path)), start, "stream_large_bodies"
+        )
+
+    def _record_unscreened(
+        self, flow: http.HTTPFlow, status: str, action: str | None, template: str, start: float, why: str | None
+    ) -> None:
         event = {
             "ts": time.time(),
-            "host": flow.request.pretty_host,
+            "host": flow.request.host,
             "method": flow.request.method,
             "path_template": template,
             "format": None,
@@ -463,20 +542,14 @@ class LLMWall:
             "not_scored": [],
             "errors": [],
             "total_ms": round((time.monotonic() - start) * 1000.0, 3),
-            "status": analysis.status,
+            "status": status,
         }
-        log.warning(
-            "llmwall: %s %s%s: %s (%s)",
-            flow.request.method,
-            flow.request.pretty_host,
-            template,
-            analysis.status,
-            analysis.error,
-        )
+        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, flow.request.host, template, status, why)
         actions.annotate(flow, action, None, [], event)
         self._record(event)
 
     def _record(self, event: dict) -> None:
+        event = sanitize.event(event)  # bounded labels only; an odd value never costs the event
         self.metrics.observe(event)
         if self.store:
             self._submit(self.store.record_event, event)
@@ -560,20 +633,26 @@ def _pii_extras(ruleset) -> frozenset[str]:
     return frozenset(c for c in pii.OFF_BY_DEFAULT if f'"{c}"' in text)
 
 
-#: Every recognised format carries its prompt under one of these keys.
-_LLM_KEYS = (b'"messages"', b'"prompt"', b'"contents"', b'"inputs"', b'"input"')
+#: flow.metadata key set once a streamed body has been handled (in requestheaders or request).
+STREAMED_KEY = "llmwall_streamed"
 
 
-def _looks_llm(body: bytes) -> bool:
-    """Whether the raw bytes name a prompt key; the whole body is searched (a padded body
-    must not push the key out of view)."""
-    return any(key in body for key in _LLM_KEYS)
+def _fails_closed(status: str) -> bool:
+    """Whether llmwall_on_unparsed blocks a request left unscreened for ``status``."""
+    mode = ctx.options.llmwall_on_unparsed
+    return mode == "block" or (mode == "auto" and status in AUTO_BLOCKED)
 
 
-def _may_be_llm(body: bytes) -> bool:
-    """Cheap pre-check before parsing: a key written with \\u escapes could spell a prompt
-    key without matching the bytes, so such bodies always get the full parse."""
-    return _looks_llm(body) or b"\\u" in body
+def _route(path: str) -> str:
+    """The path as the upstream resolves it: no query, percent-decoded, dot-segments resolved."""
+    route = unquote(path.split("?", 1)[0].split("#", 1)[0])
+    return posixpath.normpath(route) if route.startswith("/") else "/" + route
+
+
+def _target(flow: http.HTTPFlow) -> str:
+    """host+path of the real destination for include/exclude: ``request.host`` is where
+    mitmproxy connects, never the client's Host header (which ``pretty_host`` prefers)."""
+    return flow.request.host + _route(flow.request.path)
 
 
 def _matches(target: str, patterns: Sequence[str]) -> bool:
