@@ -32,6 +32,8 @@ SCHEMA: Final[dict[str, str]] = {
     # detectors that did not score this request (missed the deadline, no capacity, raised),
     # after Cloudflare's cf.appsec.request.failed_detections: rules choose fail-open or closed
     "cf.llm.prompt.failed_detections": ARRAY_STRING,
+    # roles (user, system, assistant, tool) of the turns with an unsafe topic, PII or a secret
+    "cf.llm.prompt.flagged_roles": ARRAY_STRING,
     # llmwall extensions, same style
     "cf.llm.prompt.secret_detected": BOOL,
     "cf.llm.prompt.secret_categories": ARRAY_STRING,
@@ -58,6 +60,7 @@ TOKEN_FIELDS: Final = frozenset({"cf.llm.prompt.token_count"})
 
 #: Filled by the orchestrator for every screened request (empty when every detector scored).
 FAILED_DETECTIONS: Final = "cf.llm.prompt.failed_detections"
+FLAGGED_ROLES: Final = "cf.llm.prompt.flagged_roles"
 
 #: Injection score for "not scored", as in Cloudflare (1-99 scored, 100 = not scored).
 INJECTION_NOT_SCORED: Final = 100

@@ -23,10 +23,9 @@ from typing import Optional
 from urllib.parse import unquote
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.net.http.http1 import expected_http_body_size
 
-from llmwall.analytics.dashboard import Dashboard
 from llmwall.analytics import sanitize
+from llmwall.analytics.dashboard import Dashboard
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.detectors import build_detectors, pii
@@ -196,8 +195,9 @@ class LLMWall:
             raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
             log.warning(
-                "llmwall: stream_large_bodies=%s: llmwall buffers request bodies up to llmwall_max_body_kb "
-                "to screen them; larger streamed bodies are not screened and are handled per llmwall_on_unparsed",
+                "llmwall: stream_large_bodies=%s: request bodies larger than that are sent upstream as they "
+                "arrive and cannot be screened; they are handled per llmwall_on_unparsed (auto and block refuse "
+                "JSON ones). Set it at least as large as llmwall_max_body_kb to screen them.",
                 opts.stream_large_bodies,
             )
         if "llmwall_workers" in updated:
@@ -243,6 +243,8 @@ class LLMWall:
     def _rebuild_detectors(self, config: DetectorConfig) -> None:
         old = self.detectors
         self.detectors = build_detectors(config)
+        if self.orchestrator:
+            self.orchestrator.cache.clear()  # cached turn verdicts came from the old detectors
         for det in old:
             det.close()
         for det in self.detectors:
@@ -314,6 +316,8 @@ class LLMWall:
             return
         old = [d for d in self.detectors if d.name == fresh.name]
         self.detectors = [fresh if d.name == fresh.name else d for d in self.detectors]
+        if self.orchestrator:
+            self.orchestrator.cache.clear()
         for det in old:
             det.close()
 
@@ -349,23 +353,14 @@ class LLMWall:
                 flow.response = actions.block_response(None, None, ["internal error"])
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Keep screened request bodies out of mitmproxy's streaming (``stream_large_bodies``).
+        """Decide on a body mitmproxy will stream (``stream_large_bodies``) before any of it leaves.
 
-        A streamed body goes upstream as it arrives, before the request hook could screen
-        it. Bodies up to llmwall_max_body_kb are buffered instead; a larger one is handled
-        per llmwall_on_unparsed before any of it is sent.
+        A streamed body goes upstream as it arrives, so it can never be screened, and
+        mitmproxy re-enables streaming on its own once a buffered body passes the
+        threshold; the only safe moment is now, with the Content-Length announced.
         """
         req = flow.request
-        if not req.stream or req.method not in BODY_METHODS or _matches(_target(flow), ctx.options.llmwall_exclude):
-            return
-        try:
-            size = expected_http_body_size(req)
-        except ValueError:
-            size = None
-        if size is not None and 0 <= size <= ctx.options.llmwall_max_body_kb * 1024:
-            req.stream = False
-            return
-        if size is not None and size >= 0:  # announced oversize: decide before the body leaves
+        if req.stream and req.method in BODY_METHODS and not _matches(_target(flow), ctx.options.llmwall_exclude):
             self._finish_streamed(flow, time.monotonic())
 
     async def _request(self, flow: http.HTTPFlow) -> None:
