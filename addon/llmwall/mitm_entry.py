@@ -2,6 +2,15 @@
 
 Works from a source checkout without installing the package: the source root
 (``addon/``) is put on ``sys.path`` when ``llmwall`` is not importable.
+
+The addons, in chain order (mitmproxy calls each hook on them in this order):
+
+* ``DashboardAddon``: answers requests for the dashboard's host before anything else
+  sees them; owns the ``llmwall_dashboard_*`` options.
+* ``LLMWall``: discovery, detectors, rules and actions; leaves an event in
+  ``flow.metadata["llmwall"]``.
+* ``Analytics``: records that event in the metrics and the SQLite store, and confirms
+  endpoints from their responses; owns ``llmwall_db`` and its retention options.
 """
 
 import importlib.util
@@ -11,6 +20,9 @@ from pathlib import Path
 if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from llmwall.analytics.addon import Analytics
+from llmwall.analytics.dashboard import DashboardAddon
 from llmwall.proxy.addon import LLMWall
 
-addons = [LLMWall()]
+analytics = Analytics()
+addons = [DashboardAddon(analytics), LLMWall(), analytics]

@@ -1,9 +1,14 @@
-"""The llmwall mitmproxy addon: discovery, screening, rules and actions for each flow.
+"""The screening addon: discovery, detectors, rules and actions for each flow.
 
 Modelled on mitmproxy's own addons: options are registered in ``load``, checked
 in ``configure`` (raising ``OptionsError`` with a clear message), and the work
-happens in async ``request``/``response`` hooks that never block the event loop:
-body parsing, detectors and database writes all run in worker threads.
+happens in an async ``request`` hook that never blocks the event loop: body
+parsing and detectors run in worker threads.
+
+It is one of three addons (``mitm_entry.py`` lists them): the dashboard addon comes
+before it and answers the dashboard's own host; the analytics addon comes after it
+and records the :class:`~llmwall.proxy.event.Event` this addon leaves in
+``flow.metadata["llmwall"]``.
 """
 
 from __future__ import annotations
@@ -12,29 +17,26 @@ import asyncio
 import dataclasses
 import fnmatch
 import logging
-import os
 import posixpath
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any
 from urllib.parse import unquote
 
 from mitmproxy import ctx, exceptions, http
 
 from llmwall.analytics import sanitize
-from llmwall.analytics.dashboard import Dashboard
-from llmwall.analytics.metrics import Metrics
-from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
 from llmwall.proxy import actions, body
+from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
-from llmwall.rules import RulesError, RulesWatcher
+from llmwall.rules import RulesError, RuleSet, RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ UNPARSED_MODES = ("auto", "pass", "block")
 AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
 #: Methods whose body is looked at (PATCH included: servers route it like POST).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-#: Default and ceiling of llmwall_max_body_kb.
+#: Default of llmwall_max_body_kb: room for a few inline images.
 DEFAULT_MAX_BODY_KB = 16384
 #: JSON nesting accepted as is; deeper subtrees are read as null (see body.prune_deep).
 MAX_DEPTH = 64
@@ -81,22 +83,18 @@ class Analysis:
 
 
 class LLMWall:
-    """The addon object; it owns every piece of state llmwall keeps."""
+    """Screens LLM requests; owns the options, detectors, rules and worker threads of screening."""
 
     def __init__(self) -> None:
         self.rules: RulesWatcher | None = None
         self.detectors: list[Detector] = []
         self.orchestrator: Orchestrator | None = None
-        self.store: Store | None = None
-        self.metrics = Metrics()
-        self.dashboard: Dashboard | None = None
-        # Body parsing and database writes get their own threads so neither waits behind detectors.
+        # Body parsing gets its own threads so it never waits behind detectors.
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
         self._reload_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- options
-    def load(self, loader) -> None:
+    def load(self, loader: Any) -> None:
         loader.add_option(
             "llmwall_rules",
             str,
@@ -107,17 +105,11 @@ class LLMWall:
             "llmwall_deadline_ms",
             int,
             2000,
-            "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.",
+            "Hard deadline for screening one request, in milliseconds; "
+            "past it the verdict uses the detectors that finished.",
         )
         loader.add_option(
             "llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/)."
-        )
-        loader.add_option(
-            "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
-        )
-        loader.add_option("llmwall_retention_days", int, 30, "Delete analytics events older than this many days.")
-        loader.add_option(
-            "llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size."
         )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option(
@@ -158,30 +150,20 @@ class LLMWall:
         loader.add_option("llmwall_pii_min_score", str, "0.5", "Minimum Presidio score for a PII finding (0-1).")
         loader.add_option(
             "llmwall_spacy_model",
-            Optional[str],
+            str | None,
             None,
             "Installed spaCy model for PERSON/LOCATION/NRP, e.g. en_core_web_lg.",
         )
         loader.add_option("llmwall_unsafe_threshold", str, "0.5", "P(unsafe) threshold for Llama Guard (0-1).")
         loader.add_option(
             "llmwall_remote_llama_guard",
-            Optional[str],
+            str | None,
             None,
             "Base URL of an OpenAI-compatible server running Llama Guard (uses /v1/completions).",
         )
         loader.add_option(
-            "llmwall_remote_model", Optional[str], None, "Model name to send to the remote Llama Guard server."
+            "llmwall_remote_model", str | None, None, "Model name to send to the remote Llama Guard server."
         )
-        loader.add_option(
-            "llmwall_dashboard_port",
-            int,
-            0,
-            "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).",
-        )
-        loader.add_option(
-            "llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token."
-        )
-        loader.add_option("llmwall_dashboard_token", Optional[str], None, "Bearer token required by the dashboard.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -214,14 +196,6 @@ class LLMWall:
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
-        if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
-            opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1
-        ):
-            raise exceptions.OptionsError("llmwall_retention_days and llmwall_db_max_mb must be at least 1")
-        if updated & {"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"}:
-            self._open_store(opts.llmwall_db)
-        if updated & {"llmwall_db", "llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"}:
-            self._start_dashboard(opts)
 
     def _detector_config(self) -> DetectorConfig:
         """The detector settings from the options, plus what the current rules ask of PII."""
@@ -256,36 +230,6 @@ class LLMWall:
                 "scripts/export_llama_guard.py or rebuild models/lite (see README)",
                 config.models_dir,
             )
-
-    def _open_store(self, path: str) -> None:
-        if self.store:
-            self.store.close()
-            self.store = None
-        if not path:
-            return
-        try:
-            self.store = Store(
-                os.path.expanduser(path),
-                retention_days=ctx.options.llmwall_retention_days,
-                max_mb=ctx.options.llmwall_db_max_mb,
-            )
-        except Exception as exc:
-            raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
-
-    def _start_dashboard(self, opts) -> None:
-        if self.dashboard:
-            self.dashboard.stop_server()
-            self.dashboard = None
-        if not self.store:
-            return
-        try:
-            self.dashboard = Dashboard(self.store, self.metrics, token=opts.llmwall_dashboard_token)
-            if opts.llmwall_dashboard_port:
-                self.dashboard.start_server(opts.llmwall_dashboard_port, opts.llmwall_dashboard_bind)
-        except (OSError, ValueError) as exc:
-            raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
-        if opts.llmwall_dashboard_port:
-            log.info("llmwall: dashboard on http://%s:%d/", opts.llmwall_dashboard_bind, opts.llmwall_dashboard_port)
 
     # ------------------------------------------------------------- lifecycle
     def running(self) -> None:
@@ -324,16 +268,11 @@ class LLMWall:
     def done(self) -> None:
         if self._reload_task:
             self._reload_task.cancel()
-        if self.dashboard:
-            self.dashboard.stop_server()
         if self.orchestrator:
             self.orchestrator.close()
         for det in self.detectors:
             det.close()
         self._parse.shutdown(wait=False, cancel_futures=True)
-        self._io.shutdown(wait=True)
-        if self.store:
-            self.store.close()
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -364,8 +303,6 @@ class LLMWall:
             self._finish_streamed(flow, time.monotonic())
 
     async def _request(self, flow: http.HTTPFlow) -> None:
-        if self.dashboard and await self.dashboard.maybe_serve_async(flow):
-            return
         req = flow.request
         if flow.response or req.method not in BODY_METHODS or STREAMED_KEY in flow.metadata:
             return
@@ -388,12 +325,10 @@ class LLMWall:
         analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
             return
-        host, template = sanitize.host(req.host), sanitize.path(discovery.path_template(req.path))
+        template = sanitize.path(discovery.path_template(req.path))
         if analysis.status != "screened":
             self._finish_unparsed(flow, analysis, template, start)
             return
-        if self.store:
-            self._submit(self.store.upsert_endpoint, host, req.method, template, analysis.fmt, time.time())
         await self._screen(flow, analysis, template, start, deadline)
 
     def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
@@ -407,11 +342,12 @@ class LLMWall:
         text = body.to_utf8(decoded.data)
         if len(text) > limit:  # UTF-16 transcoded can grow
             return Analysis(body.OVERSIZE, error=f"{len(text)} bytes")
-        parsed = discovery.parse_body(text, req.headers.get("content-type"), max_depth=MAX_DEPTH, max_bytes=limit)
+        ctype = req.headers.get("content-type")
+        parsed = discovery.parse_body(text, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error == "too_deep":
             # Padding nested past the limit must not hide the prompt beside it: read it as null.
             pruned = body.prune_deep(text.decode("utf-8"), MAX_DEPTH).encode("utf-8")
-            parsed = discovery.parse_body(pruned, req.headers.get("content-type"), max_depth=MAX_DEPTH, max_bytes=limit)
+            parsed = discovery.parse_body(pruned, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
             # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
             return Analysis("parse_error" if forced or body.looks_llm(text) else "not_llm", error=parsed.error)
@@ -475,34 +411,31 @@ class LLMWall:
             else:
                 if redacted:
                     flow.request.content = new_body  # re-encodes and fixes Content-Length
-        event = {
-            "ts": time.time(),
-            "host": flow.request.host,
-            "method": flow.request.method,
-            "path_template": template,
-            "format": analysis.fmt,
-            "model": prompt.model,
-            "action": action,
-            "rule": rule.id if rule else None,
-            "matched": list(decision.matched),
-            "fields": {k: v for k, v in values.items() if k.startswith(RECORDED_PREFIX)},
-            "timings_ms": result.timings_ms,
-            "not_scored": result.not_scored,
-            "errors": result.errors,
-            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
-            "status": "screened",
-        }
-        if redacted:
-            event["redacted"] = redacted
-        actions.annotate(flow, action, event["rule"], categories, event)
-        self._record(event)
+        event = Event(
+            ts=time.time(),
+            host=sanitize.host(flow.request.host),
+            method=flow.request.method,
+            path_template=template,
+            format=analysis.fmt,
+            model=prompt.model,
+            action=action,
+            rule=rule.id if rule else None,
+            matched=list(decision.matched),
+            fields={k: v for k, v in values.items() if k.startswith(RECORDED_PREFIX)},
+            timings_ms=result.timings_ms,
+            not_scored=result.not_scored,
+            errors=result.errors,
+            total_ms=round((time.monotonic() - start) * 1000.0, 3),
+            redacted=redacted,
+        )
+        actions.annotate(flow, event, categories)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
         """A body that looks like LLM traffic could not be read: record it, pass or block by policy."""
         action = "block" if _fails_closed(analysis.status) else None
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
-        self._record_unscreened(flow, analysis.status, action, template, start, analysis.error)
+        self._unscreened(flow, analysis.status, action, template, start, analysis.error)
 
     def _finish_streamed(self, flow: http.HTTPFlow, start: float) -> None:
         """A body mitmproxy streams (stream_large_bodies) cannot be screened: block by killing the
@@ -515,79 +448,23 @@ class LLMWall:
         action = "block" if _fails_closed("streamed") and (json_like or forced) else None
         if action == "block" and flow.killable:
             flow.kill()
-        self._record_unscreened(
-            flow, "streamed", action, sanitize.path(discovery.path_template(req.path)), start, "stream_large_bodies"
-        )
+        template = sanitize.path(discovery.path_template(req.path))
+        self._unscreened(flow, "streamed", action, template, start, "stream_large_bodies")
 
-    def _record_unscreened(
+    def _unscreened(
         self, flow: http.HTTPFlow, status: str, action: str | None, template: str, start: float, why: str | None
     ) -> None:
-        event = {
-            "ts": time.time(),
-            "host": flow.request.host,
-            "method": flow.request.method,
-            "path_template": template,
-            "format": None,
-            "model": None,
-            "action": action,
-            "rule": None,
-            "matched": [],
-            "fields": {},
-            "timings_ms": {},
-            "not_scored": [],
-            "errors": [],
-            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
-            "status": status,
-        }
-        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, flow.request.host, template, status, why)
-        actions.annotate(flow, action, None, [], event)
-        self._record(event)
-
-    def _record(self, event: dict) -> None:
-        event = sanitize.event(event)  # bounded labels only; an odd value never costs the event
-        self.metrics.observe(event)
-        if self.store:
-            self._submit(self.store.record_event, event)
-
-    def _submit(self, fn, *args) -> None:
-        """Run a store write off the event loop; failures are logged, never raised into a flow."""
-
-        def run() -> None:
-            try:
-                fn(*args)
-            except Exception as exc:
-                log.error("llmwall: analytics write failed: %s", exc)
-
-        self._io.submit(run)
-
-    async def response(self, flow: http.HTTPFlow) -> None:
-        """Confirm a discovered endpoint from the shape of its response."""
-        meta = flow.metadata.get("llmwall")
-        if not meta or meta.get("action") == "block" or not self.store or not flow.response:
-            return
-        fmt = meta.get("format")
-        if not fmt or fmt == "custom":
-            return
-        resp = flow.response
-        loop = asyncio.get_running_loop()
-        confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, ctx.options.llmwall_max_body_kb * 1024)
-        self._submit(
-            self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"], fmt, time.time(), confirmed
+        event = Event(
+            ts=time.time(),
+            host=sanitize.host(flow.request.host),
+            method=flow.request.method,
+            path_template=template,
+            action=action,
+            total_ms=round((time.monotonic() - start) * 1000.0, 3),
+            status=status,
         )
-
-
-def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
-    try:
-        body = resp.get_content(strict=True) or b""
-    except ValueError:
-        return False
-    ctype = resp.headers.get("content-type", "")
-    if any(s in ctype for s in ("event-stream", "eventstream", "ndjson")):
-        return discovery.confirm_stream(fmt, body[:65536])
-    if len(body) > limit:
-        return False
-    parsed = discovery.parse_body(body, resp.headers.get("content-type"), max_bytes=limit)
-    return parsed.error is None and discovery.confirm_response(fmt, parsed.data)
+        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, event.host, template, status, why)
+        actions.annotate(flow, event, [])
 
 
 def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
@@ -622,10 +499,10 @@ def _categories(result: ScreenResult) -> list[str]:
     return out
 
 
-def _pii_extras(ruleset) -> frozenset[str]:
-    """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule names them."""
-    text = " ".join(rule.expression for rule in ruleset.rules if rule.enabled)
-    return frozenset(c for c in pii.OFF_BY_DEFAULT if f'"{c}"' in text)
+def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
+    """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule compares
+    ``cf.llm.prompt.pii_categories`` with them (read from the compiled rules, not their text)."""
+    return pii.OFF_BY_DEFAULT & ruleset.literals.get("cf.llm.prompt.pii_categories", frozenset())
 
 
 #: flow.metadata key set once a streamed body has been handled (in requestheaders or request).
@@ -654,7 +531,7 @@ def _matches(target: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(target, p) for p in patterns)
 
 
-def _options_config(opts) -> DetectorConfig:
+def _options_config(opts: Any) -> DetectorConfig:
     def unit_float(name: str) -> float:
         try:
             value = float(getattr(opts, name))

@@ -141,6 +141,13 @@ class RuleSet:
         self.warnings = warnings
         self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
         self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+        literals: dict[str, set[str]] = {}
+        for r in rules:
+            if r.enabled:
+                for name, values in compiled[r.id].literals.items():
+                    literals.setdefault(name, set()).update(values)
+        #: Field -> string values the enabled rules compare its elements with (see CompiledExpression).
+        self.literals: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in literals.items()}
 
     def evaluate(self, values: Mapping[str, object]) -> Decision:
         """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
