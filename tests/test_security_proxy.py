@@ -236,3 +236,62 @@ def test_row11_odd_model_names_and_paths_are_recorded_bounded(start_proxy, upstr
     assert "analytics write failed" not in proxy.log()
     dump = "\n".join(sqlite3.connect(proxy.db_path).iterdump())
     assert "zebra" not in dump and "X-Injected" not in dump and "m" * 300 not in dump
+
+
+# ----------------------------------------------------------------------------- rows 7 and 9
+
+REDACT_PII = """\
+rules:
+  - id: redact-contacts
+    expression: cf.llm.prompt.pii_detected
+    action: redact
+  - id: log-unsafe
+    expression: cf.llm.prompt.unsafe_topic_detected
+    action: log
+"""
+
+
+def test_row9_redact_reaches_every_turn_also_when_the_history_is_resent(start_proxy, upstream) -> None:
+    proxy = start_proxy(rules=REDACT_PII)
+    history = [
+        {"role": "system", "content": "Support desk. Escalations go to ops.lead@example.org."},
+        {"role": "user", "content": "My address is jane.doe@example.com, please note it."},
+        {"role": "assistant", "content": "Noted."},
+    ]
+    for turn in ("What is the weather like?", "And tomorrow?"):  # the SDK resends the history
+        history.append({"role": "user", "content": turn})
+        assert post(proxy.url + CHAT, {"model": "m", "messages": history})[0] == 200
+        forwarded = upstream.received[-1].body.decode()
+        assert "example.com" not in forwarded and "example.org" not in forwarded
+        assert "<EMAIL_ADDRESS>" in forwarded and turn in forwarded
+        history.append({"role": "assistant", "content": "Sunny."})
+    first, second = events(proxy, 2)
+    assert first["redacted"] == ["EMAIL_ADDRESS"] == second["redacted"]
+    assert first["fields"]["cf.llm.prompt.flagged_roles"] == ["system", "user"]
+
+
+def test_row9_latest_turn_mode_is_still_an_option(start_proxy, upstream: FakeUpstream) -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": UNSAFE},
+            {"role": "user", "content": UNSAFE},
+            {"role": "assistant", "content": "Sorry, I can only help with ordinary questions."},
+            {"role": "user", "content": "Suggest a name for a bakery."},
+        ],
+    }
+    assert post(start_proxy(llmwall_turns="latest").url + CHAT, body)[0] == 200
+    assert post(start_proxy(llmwall_turns="conversation").url + CHAT, body)[0] == 403
+    body["messages"][1]["content"] = "Hello there."
+    assert post(start_proxy(llmwall_turns="conversation").url + CHAT, body)[0] == 200  # system not screened
+    assert post(start_proxy().url + CHAT, body)[0] == 403  # default: every turn
+
+
+def test_row7_an_unrecognised_body_with_prompt_text_is_recorded(start_proxy, upstream: FakeUpstream) -> None:
+    odd = {"model": "m", "prompt": {"text": UNSAFE}}  # no format reads a prompt object
+    proxy = start_proxy()
+    assert post(proxy.url + "/v1/generate", odd)[0] == 200  # auto: recorded, passed (ordinary APIs look alike)
+    assert events(proxy, 1)[0]["status"] == "unrecognised"
+    proxy = start_proxy(llmwall_on_unparsed="block")
+    assert post(proxy.url + "/v1/generate", odd)[0] == 403
+    assert post(proxy.url + "/api/orders", {"order": 1, "note": "leave at the door"})[0] == 200  # not LLM-like

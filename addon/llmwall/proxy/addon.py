@@ -57,10 +57,15 @@ DEVICES = ("auto", "cpu", "cuda")
 #: llmwall_on_unparsed: ``auto`` blocks what an upstream could still read but llmwall could not
 #: (oversize and bomb bodies, streamed bodies) and passes what an upstream would reject too.
 UNPARSED_MODES = ("auto", "pass", "block")
+#: Status of a body with prompt-like text that no format recognises: recorded, and blocked
+#: with llmwall_on_unparsed=block (``auto`` passes it: ordinary APIs reuse these keys too).
+UNRECOGNISED = "unrecognised"
 #: Statuses that ``auto`` blocks: the upstream may read these bodies, llmwall did not.
 AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
 #: Methods whose body is looked at (PATCH included: servers route it like POST).
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS = discovery.GENERATION_METHODS
+#: llmwall_turns values, widest first.
+TURN_MODES = ("all", "conversation", "latest")
 #: Default of llmwall_max_body_kb: room for a few inline images.
 DEFAULT_MAX_BODY_KB = 16384
 #: JSON nesting accepted as is; deeper subtrees are read as null (see body.prune_deep).
@@ -129,10 +134,12 @@ class LLMWall:
             "pass passes all.",
         )
         loader.add_option(
-            "llmwall_whole_conversation",
-            bool,
-            False,
-            "Screen every user and assistant turn instead of only the latest user turn.",
+            "llmwall_turns",
+            str,
+            "all",
+            "Which turns are screened: all (every client-supplied turn: system and developer prompts, earlier "
+            "user turns, assistant turns and prefill, tool results), conversation (all but system prompts) or "
+            "latest (the latest user turn only). Each turn is screened once: verdicts are cached by hash.",
         )
         loader.add_option(
             "llmwall_include",
@@ -173,6 +180,8 @@ class LLMWall:
             raise exceptions.OptionsError("llmwall_max_body_kb must be at least 1")
         if "llmwall_device" in updated and opts.llmwall_device not in DEVICES:
             raise exceptions.OptionsError(f"llmwall_device must be one of {', '.join(DEVICES)}")
+        if "llmwall_turns" in updated and opts.llmwall_turns not in TURN_MODES:
+            raise exceptions.OptionsError(f"llmwall_turns must be one of {', '.join(TURN_MODES)}")
         if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
             raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
@@ -355,9 +364,12 @@ class LLMWall:
         # (last key wins, as in most JSON parsers; a lone surrogate read as U+FFFD, which the
         # tokenizers accept) rather than let them pass unseen.
         data = body.scrub_surrogates(parsed.data) if parsed.error == "lone_surrogate" else parsed.data
+        if discovery.has_case_variants(text):
+            data = discovery.fold_keys(data)  # "Messages" reaches a case-insensitive server as messages
         fmt = discovery.classify(req.method, req.path, data)
         if fmt is not None:
-            prompt = extraction.extract(fmt, data, ctx.options.llmwall_whole_conversation)
+            turns = ctx.options.llmwall_turns
+            prompt = extraction.extract(fmt, data, whole_conversation=turns != "latest", system=turns == "all")
             hints = discovery.path_hints(fmt, req.path)
             if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):
                 prompt = dataclasses.replace(
@@ -366,6 +378,8 @@ class LLMWall:
         elif forced:
             fmt = "custom"
             prompt = extraction.extract_all_strings(data, fmt)
+        elif discovery.unrecognised_prompt(req.path, data):
+            return Analysis(UNRECOGNISED, error="prompt-like text in no known format")
         else:
             return Analysis("not_llm")
         return Analysis("screened", fmt=fmt, prompt=prompt, body=text)
