@@ -181,3 +181,15 @@ def test_a_request_over_capacity_is_refused_at_once_with_its_detectors_failed() 
     assert all(r.fields["cf.llm.prompt.failed_detections"] == ["slow"] for r in refused)
     assert time.monotonic() - start < 3  # nothing waited for work that could not finish
     orch.close()
+
+
+def test_when_the_process_is_overloaded_only_cached_turns_are_scored() -> None:
+    orch, det = Orchestrator(workers=2), Keyword()
+    asyncio.run(orch.screen(conversation(("user", "a secret")), [det]))
+    det.calls.clear()
+    result = asyncio.run(orch.screen(conversation(("user", "a secret"), ("user", "new")), [det], overloaded=True))
+    assert det.calls == [] and result.shed == ["keyword"]
+    assert result.fields["cf.llm.prompt.failed_detections"] == ["keyword"]
+    cached = asyncio.run(orch.screen(conversation(("user", "a secret")), [det], overloaded=True))
+    assert cached.shed == [] and cached.fields["cf.llm.prompt.pii_detected"] is True  # all from the cache
+    orch.close()

@@ -64,6 +64,10 @@ UNRECOGNISED = "unrecognised"
 AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
 #: Methods whose body is looked at (PATCH included: servers route it like POST).
 BODY_METHODS = discovery.GENERATION_METHODS
+#: Event-loop lag probe interval, the lag that means "out of CPU", and the probe's decay.
+LAG_PROBE_S = 0.05
+OVERLOADED_LAG_S = 0.1
+LAG_DECAY = 0.8
 #: llmwall_turns values, widest first.
 TURN_MODES = ("all", "conversation", "latest")
 #: Default of llmwall_max_body_kb: room for a few inline images.
@@ -97,6 +101,10 @@ class LLMWall:
         # Body parsing gets its own threads so it never waits behind detectors.
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._reload_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        #: How late the event loop runs timers (seconds, decaying maximum): past OVERLOADED_LAG_S
+        #: the process is out of CPU, and detector work is refused until it recovers.
+        self.loop_lag = 0.0
 
     # ----------------------------------------------------------------- options
     def load(self, loader: Any) -> None:
@@ -244,6 +252,21 @@ class LLMWall:
     def running(self) -> None:
         if self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._watch_rules())
+        if self._lag_task is None:
+            self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the event loop wakes up: the proxy's own overload signal.
+
+        Detector threads compete with the event loop for the CPU (and the GIL). When the
+        loop falls behind, requests queue inside mitmproxy before llmwall sees them, where
+        no deadline can help; refusing detector work frees the CPU so the queue drains.
+        """
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            late = max(0.0, time.monotonic() - before - LAG_PROBE_S)
+            self.loop_lag = max(late, self.loop_lag * LAG_DECAY)
 
     async def _watch_rules(self) -> None:
         """Poll the rules file; a bad edit is reported and the last good rules stay active."""
@@ -275,8 +298,9 @@ class LLMWall:
             det.close()
 
     def done(self) -> None:
-        if self._reload_task:
-            self._reload_task.cancel()
+        for task in (self._reload_task, self._lag_task):
+            if task:
+                task.cancel()
         if self.orchestrator:
             self.orchestrator.close()
         for det in self.detectors:
@@ -318,7 +342,9 @@ class LLMWall:
         target = _target(flow)
         if _matches(target, ctx.options.llmwall_exclude):
             return
-        start = time.monotonic()
+        # The deadline runs from the request's arrival: time spent queued inside mitmproxy counts.
+        waited = max(0.0, time.time() - (req.timestamp_start or time.time()))
+        start = time.monotonic() - waited
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
         forced = _matches(target, ctx.options.llmwall_include) or _matches(
             req.pretty_host + _route(req.path), ctx.options.llmwall_include
@@ -393,7 +419,7 @@ class LLMWall:
         wanted = ruleset.fields
         detectors = [d for d in self.detectors if d.provides & wanted or d.name in ALWAYS_RUN]
         request = ScreenRequest(prompt=prompt, deadline=deadline, wanted=wanted, custom_topics=ruleset.custom_topics)
-        result = await self.orchestrator.screen(request, detectors)
+        result = await self.orchestrator.screen(request, detectors, overloaded=self.loop_lag > OVERLOADED_LAG_S)
         values = {
             **request_fields(flow),
             **result.fields,

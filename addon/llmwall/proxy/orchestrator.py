@@ -226,8 +226,14 @@ class Orchestrator:
         cfut.add_done_callback(dropped)
         return asyncio.wrap_future(cfut)
 
-    async def screen(self, request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
-        """Run ``detectors`` on every turn of ``request`` and return by ``request.deadline`` at the latest."""
+    async def screen(
+        self, request: ScreenRequest, detectors: Sequence[Detector], overloaded: bool = False
+    ) -> ScreenResult:
+        """Run ``detectors`` on every turn of ``request`` and return by ``request.deadline`` at the latest.
+
+        ``overloaded`` (the caller's own CPU is saturated) refuses every job that the turn
+        cache cannot answer, so the request is decided at once.
+        """
         result = ScreenResult(fields={FAILED_DETECTIONS: []})
         if not detectors:
             return result
@@ -245,7 +251,10 @@ class Orchestrator:
                     result.cached_turns += 1
         position = {id(det): d for d, det in enumerate(detectors)}
         jobs = [(det, len(todo[d])) for d, det in enumerate(detectors) if todo[d]]
-        admitted, refused = self._admit(jobs, request.deadline)
+        if overloaded:
+            admitted, refused = [], [det.name for det, _ in jobs]
+        else:
+            admitted, refused = self._admit(jobs, request.deadline)
         result.not_scored += refused
         result.shed += refused
         futures = {
