@@ -64,10 +64,12 @@ UNRECOGNISED = "unrecognised"
 AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
 #: Methods whose body is looked at (PATCH included: servers route it like POST).
 BODY_METHODS = discovery.GENERATION_METHODS
-#: Event-loop lag probe interval, the lag that means "out of CPU", and the probe's decay.
+#: Event-loop lag probe interval, the lag that means "out of CPU", and its decay per probe.
 LAG_PROBE_S = 0.05
 OVERLOADED_LAG_S = 0.1
 LAG_DECAY = 0.8
+#: A request that finished arriving longer ago than this was replayed or loaded, not queued.
+MAX_QUEUED_S = 60.0
 #: llmwall_turns values, widest first.
 TURN_MODES = ("all", "conversation", "latest")
 #: Default of llmwall_max_body_kb: room for a few inline images.
@@ -102,8 +104,9 @@ class LLMWall:
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._reload_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        #: How late the event loop runs timers (seconds, decaying maximum): past OVERLOADED_LAG_S
-        #: the process is out of CPU, and detector work is refused until it recovers.
+        #: How late the event loop runs timers (seconds; the latest lag, decaying): past
+        #: OVERLOADED_LAG_S the process is out of CPU, and detector work is refused until it
+        #: recovers (about a quarter of a second after the loop is on time again).
         self.loop_lag = 0.0
 
     # ----------------------------------------------------------------- options
@@ -342,8 +345,11 @@ class LLMWall:
         target = _target(flow)
         if _matches(target, ctx.options.llmwall_exclude):
             return
-        # The deadline runs from the request's arrival: time spent queued inside mitmproxy counts.
-        waited = max(0.0, time.time() - (req.timestamp_start or time.time()))
+        # The deadline runs from the request's arrival (its last byte: a slow upload is not the
+        # proxy's delay): time spent queued inside mitmproxy since then counts.
+        waited = time.time() - (req.timestamp_end or time.time())
+        if not 0.0 <= waited <= MAX_QUEUED_S:  # a replayed or loaded flow, not queueing
+            waited = 0.0
         start = time.monotonic() - waited
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
         forced = _matches(target, ctx.options.llmwall_include) or _matches(
