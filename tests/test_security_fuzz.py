@@ -102,7 +102,9 @@ def test_fuzz_5000_malformed_bodies(tmp_path: Path) -> None:
         try:
             statuses = _send_all(proxy.port, cases)
             assert proxy.process.poll() is None
-            assert peak_rss_mb(proxy) < 600
+            rss = peak_rss_mb(proxy)
+            print(f"mitmdump peak RSS after {BODIES} bodies: {rss:.0f} MB")  # shown with pytest -s
+            assert rss < 600
             log = proxy.log()
         finally:
             stop_process(proxy.process)

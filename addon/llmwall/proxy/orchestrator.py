@@ -155,6 +155,12 @@ class Orchestrator:
         self._backlog = 0.0  # estimated seconds of work queued or running, all detectors
         self.cache = TurnCache()
 
+    @property
+    def busy(self) -> bool:
+        """Whether detector work is queued or running right now."""
+        with self._lock:
+            return self._backlog > 0.0
+
     def _admit(
         self, jobs: Sequence[tuple[Detector, int]], deadline: float
     ) -> tuple[list[tuple[Detector, float]], list[str]]:
