@@ -227,7 +227,7 @@ def overload(args: argparse.Namespace) -> int:
                 pool.map(lambda i: one_request(port, overload_body(i)[0]), [next(serial) for _ in range(args.requests)])
             )
         sustainable = args.requests / (time.perf_counter() - start)
-        rate = sustainable * args.overload
+        rate = args.rate or sustainable * args.overload
         total = int(rate * args.seconds)
         records: list[tuple[float, int, str | None, bool]] = []
         lock = threading.Lock()
@@ -283,6 +283,7 @@ def main() -> int:
     ap.add_argument("--overload", type=float, help="offer this multiple of the sustainable rate (open loop)")
     ap.add_argument("--seconds", type=float, default=30.0, help="--overload: how long to offer the load")
     ap.add_argument("--deadline-ms", type=int, default=2000, help="--overload: llmwall_deadline_ms")
+    ap.add_argument("--rate", type=float, help="--overload: offer this many req/s instead of FACTOR x measured")
     args = ap.parse_args()
     if args.overload:
         return overload(args)

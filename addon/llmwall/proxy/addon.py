@@ -14,7 +14,6 @@ and records the :class:`~llmwall.proxy.event.Event` this addon leaves in
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import fnmatch
 import logging
@@ -65,11 +64,10 @@ UNRECOGNISED = "unrecognised"
 AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
 #: Methods whose body is looked at (PATCH included: servers route it like POST).
 BODY_METHODS = discovery.GENERATION_METHODS
-#: Event-loop lag probe interval, the lag that means "out of CPU", and how many probes in a
-#: row must show it.
+#: Event-loop lag probe interval, the lag that means "out of CPU", and its decay per probe.
 LAG_PROBE_S = 0.05
 OVERLOADED_LAG_S = 0.1
-LAG_PROBES = 3
+LAG_DECAY = 0.8
 #: A request that finished arriving longer ago than this was replayed or loaded, not queued.
 MAX_QUEUED_S = 60.0
 #: llmwall_turns values, widest first.
@@ -106,9 +104,9 @@ class LLMWall:
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._reload_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        #: How late the event loop runs timers (seconds; the least of the last LAG_PROBES probes,
-        #: so one slow moment such as a GC pause does not count): past OVERLOADED_LAG_S the
-        #: process is out of CPU, and detector work is refused until the loop is on time again.
+        #: How late the event loop runs timers (seconds; the latest lag, decaying): past
+        #: OVERLOADED_LAG_S, while detector work is in flight, the process is out of CPU and
+        #: detector work is refused until the loop is on time again (a few probes later).
         self.loop_lag = 0.0
 
     # ----------------------------------------------------------------- options
@@ -267,12 +265,11 @@ class LLMWall:
         loop falls behind, requests queue inside mitmproxy before llmwall sees them, where
         no deadline can help; refusing detector work frees the CPU so the queue drains.
         """
-        recent: collections.deque[float] = collections.deque(maxlen=LAG_PROBES)
         while True:
             before = time.monotonic()
             await asyncio.sleep(LAG_PROBE_S)
-            recent.append(max(0.0, time.monotonic() - before - LAG_PROBE_S))
-            self.loop_lag = min(recent)
+            late = max(0.0, time.monotonic() - before - LAG_PROBE_S)
+            self.loop_lag = max(late, self.loop_lag * LAG_DECAY)
 
     async def _watch_rules(self) -> None:
         """Poll the rules file; a bad edit is reported and the last good rules stay active."""
