@@ -257,6 +257,7 @@ class Orchestrator:
                     result.cached_turns += 1
         position = {id(det): d for d, det in enumerate(detectors)}
         jobs = [(det, len(todo[d])) for d, det in enumerate(detectors) if todo[d]]
+        admitted: list[tuple[Detector, float]]
         if overloaded:
             admitted, refused = [], [det.name for det, _ in jobs]
         else:
