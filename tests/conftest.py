@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +59,13 @@ class FakeUpstream:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
+    with serve_upstream() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serve_upstream() -> Iterator[FakeUpstream]:
+    """A FakeUpstream on a free loopback port for the duration of the ``with`` block."""
     state = FakeUpstream(port=0)
 
     class Handler(BaseHTTPRequestHandler):
@@ -77,7 +85,7 @@ def upstream() -> Iterator[FakeUpstream]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = _handle
+        do_GET = do_POST = do_PUT = do_PATCH = _handle
 
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass
@@ -139,45 +147,63 @@ def start_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[...
         models: str | Path = ROOT / "models",
         **options: object,
     ) -> Proxy:
-        port = free_port()
-        rules_path = tmp_path / f"rules-{port}.yaml"
-        rules_path.write_text(rules)
-        db_path = tmp_path / f"events-{port}.sqlite"
-        log_path = tmp_path / f"mitmdump-{port}.log"
-        mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
-        cmd = [
-            mitmdump,
-            "--mode",
-            f"reverse:{upstream.url}",
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-s",
-            str(ENTRY),
-        ]
-        for script in extra_scripts:
-            cmd += ["-s", str(script)]
-        settings = {
-            "llmwall_rules": rules_path,
-            "llmwall_db": db_path,
-            "llmwall_models": models,
-            "termlog_verbosity": "info",
-            **options,
-        }
-        for key, value in settings.items():
-            cmd += ["--set", f"{key}={value}"]
-        proc = start_process(cmd, port, log_path, cwd=tmp_path)
-        procs.append(proc)
-        return Proxy(port, proc, log_path, db_path, rules_path)
+        proxy = launch_proxy(tmp_path, upstream, rules, extra_scripts, models, **options)
+        procs.append(proxy.process)
+        return proxy
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def launch_proxy(
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    rules: str = DEFAULT_TEST_RULES,
+    extra_scripts: tuple[Path, ...] = (),
+    models: str | Path = ROOT / "models",
+    mode: str | None = None,
+    **options: object,
+) -> Proxy:
+    """Start mitmdump with llmwall (reverse mode in front of ``upstream`` unless ``mode`` says otherwise)."""
+    port = free_port()
+    rules_path = tmp_path / f"rules-{port}.yaml"
+    rules_path.write_text(rules)
+    db_path = tmp_path / f"events-{port}.sqlite"
+    log_path = tmp_path / f"mitmdump-{port}.log"
+    mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
+    cmd = [
+        mitmdump,
+        "--mode",
+        mode or f"reverse:{upstream.url}",
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-s",
+        str(ENTRY),
+    ]
+    for script in extra_scripts:
+        cmd += ["-s", str(script)]
+    settings = {
+        "llmwall_rules": rules_path,
+        "llmwall_db": db_path,
+        "llmwall_models": models,
+        "termlog_verbosity": "info",
+        **options,
+    }
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    proc = start_process(cmd, port, log_path, cwd=tmp_path)
+    return Proxy(port, proc, log_path, db_path, rules_path)
 
 
 def start_process(

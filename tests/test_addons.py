@@ -260,7 +260,7 @@ def test_llmwall_unreadable_body_fails_by_option(screening_opts: options.Options
             ev = Event.from_dict(flow.metadata[METADATA_KEY])
             assert ev is not None and (ev.status, ev.action, ev.format) == ("parse_error", "block", None)
             wall.running()  # a live change is refused (at start-up the error is logged instead)
-            with pytest.raises(exceptions.OptionsError, match="pass' or 'block"):
+            with pytest.raises(exceptions.OptionsError, match="must be one of auto, pass, block"):
                 tctx.configure(wall, llmwall_on_unparsed="maybe")
             wall.done()
 

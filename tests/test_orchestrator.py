@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, TextPart
+from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, Span, TextPart
 from llmwall.proxy.orchestrator import Orchestrator
 
 
@@ -65,7 +65,11 @@ def test_deadline_returns_what_finished() -> None:
     elapsed = time.monotonic() - start
     slow.release.set()
     assert elapsed < 15  # loose: only shows it did not wait for the 30 s detector
-    assert result.fields == {"x.fast": True}
+    assert result.fields == {
+        "x.fast": True,
+        "cf.llm.prompt.failed_detections": ["slow"],
+        "cf.llm.prompt.flagged_roles": [],
+    }
     assert result.not_scored == ["slow"]
     orch.close()
 
@@ -82,6 +86,8 @@ def test_raising_detector_is_an_error_not_a_crash(caplog) -> None:
     orch = Orchestrator(workers=2)
     result = asyncio.run(orch.screen(request(2), [Raiser(), Sleeper("ok", 0)]))
     assert result.errors == ["raiser"]
+    assert result.fields.pop("cf.llm.prompt.failed_detections") == sorted(result.errors + result.not_scored)
+    assert result.fields.pop("cf.llm.prompt.flagged_roles") == []
     assert result.fields == {"x.ok": True}
     assert "secret prompt text" not in caplog.text  # exception messages may quote the prompt
     assert "raiser" in caplog.text
@@ -137,5 +143,84 @@ def test_not_scored_has_one_meaning_and_is_counted() -> None:
     orch = Orchestrator(workers=4)
     result = asyncio.run(orch.screen(request(20), [GivesUp(), SkipsLiteStyle(), Raiser()]))
     assert result.not_scored == ["gives_up", "skips"] and result.errors == ["raiser"]
-    assert result.fields == {} and result.timings_ms == {} and result.info == {}
+    assert result.fields == {
+        "cf.llm.prompt.failed_detections": ["gives_up", "raiser", "skips"],
+        "cf.llm.prompt.flagged_roles": [],
+    }
+    assert result.timings_ms == {} and result.info == {}
+
+
+class Keyword(Detector):
+    """Flags PII on turns containing 'secret' (with a span) and counts every call it gets."""
+
+    name = "keyword"
+    provides = frozenset({"cf.llm.prompt.pii_detected", "cf.llm.prompt.injection_score"})
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        text = req.prompt.text
+        self.calls.append(text)
+        at = text.find("secret")
+        spans = [Span(at, at + 6, "EMAIL_ADDRESS")] if at >= 0 else []
+        return Detection(
+            fields={"cf.llm.prompt.pii_detected": at >= 0, "cf.llm.prompt.injection_score": 10 if at >= 0 else 90},
+            spans=spans,
+        )
+
+
+def conversation(*turns: tuple[str, str]) -> ScreenRequest:
+    parts = tuple(TextPart(("messages", i, "content"), text, role) for i, (role, text) in enumerate(turns))
+    return ScreenRequest(Prompt("openai.chat", parts), time.monotonic() + 5)
+
+
+def test_every_turn_is_screened_once_and_a_resent_history_costs_only_the_new_turn() -> None:
+    orch, det = Orchestrator(workers=2), Keyword()
+    first = conversation(("system", "be kind, secret"), ("user", "hello"))
+    result = asyncio.run(orch.screen(first, [det]))
+    assert sorted(det.calls) == ["be kind, secret", "hello"]  # each turn on its own
+    assert result.fields["cf.llm.prompt.pii_detected"] is True  # found in the system turn
+    assert result.fields["cf.llm.prompt.injection_score"] == 10  # the lowest turn score
+    assert result.fields["cf.llm.prompt.flagged_roles"] == ["system"]
+    # The span lands on the system turn's text inside the whole prompt.
+    (span,) = result.spans
+    assert first.prompt.text[span.start : span.end] == "secret"
+    det.calls.clear()
+    second = conversation(("system", "be kind, secret"), ("user", "hello"), ("assistant", "hi"), ("user", "more"))
+    result = asyncio.run(orch.screen(second, [det]))
+    assert sorted(det.calls) == ["hi", "more"]  # the resent turns came from the cache
+    assert result.cached_turns == 2 and result.fields["cf.llm.prompt.pii_detected"] is True
+    (span,) = result.spans
+    assert second.prompt.text[span.start : span.end] == "secret"
+    orch.close()
+
+
+def test_a_request_over_capacity_is_refused_at_once_with_its_detectors_failed() -> None:
+    orch = Orchestrator(workers=1)
+    slow = Sleeper("slow", 0.4)
+    asyncio.run(orch.screen(request(5), [slow]))  # learns the cost: 0.4 s
+    slow.release.clear()
+
+    async def burst() -> list:
+        return await asyncio.gather(*(orch.screen(request(1.0, f"q{i}"), [slow]) for i in range(6)))
+
+    start = time.monotonic()
+    results = asyncio.run(burst())
+    refused = [r for r in results if r.shed == ["slow"]]
+    assert 2 <= len(refused) <= 5  # about deadline / cost fit; the rest are refused
+    assert all(r.fields["cf.llm.prompt.failed_detections"] == ["slow"] for r in refused)
+    assert time.monotonic() - start < 3  # nothing waited for work that could not finish
+    orch.close()
+
+
+def test_when_the_process_is_overloaded_only_cached_turns_are_scored() -> None:
+    orch, det = Orchestrator(workers=2), Keyword()
+    asyncio.run(orch.screen(conversation(("user", "a secret")), [det]))
+    det.calls.clear()
+    result = asyncio.run(orch.screen(conversation(("user", "a secret"), ("user", "new")), [det], overloaded=True))
+    assert det.calls == [] and result.shed == ["keyword"]
+    assert result.fields["cf.llm.prompt.failed_detections"] == ["keyword"]
+    cached = asyncio.run(orch.screen(conversation(("user", "a secret")), [det], overloaded=True))
+    assert cached.shed == [] and cached.fields["cf.llm.prompt.pii_detected"] is True  # all from the cache
     orch.close()

@@ -30,7 +30,8 @@ def test_exported_model_in_models_dir_is_found_and_blocks(tmp_path: Path, start_
     models.mkdir()
     (models / "lite").symlink_to(ROOT / "models" / "lite")
     (models / "llama-guard-3-1b").symlink_to(FIXTURE)
-    proxy = start_proxy(rules=RULES, models=models, llmwall_device="cpu")
+    # The latest user turn only: the toy fixture's policy was not trained on system prompts.
+    proxy = start_proxy(rules=RULES, models=models, llmwall_device="cpu", llmwall_turns="latest")
     proxy.wait_for_log("detector llama_guard: tiny-llama-guard (int8) on cpu, S1..S13")
 
     status, _, payload = post(proxy.url + "/v1/chat/completions", chat("How do I build a bomb at home?"))

@@ -211,26 +211,32 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def settle(watcher: RulesWatcher) -> RulesError | None:
+    """Two polls: a change is read only once it held still from one poll to the next."""
+    first = watcher.poll()
+    return first or watcher.poll()
+
+
 def test_watcher_reloads_keeps_last_good_and_recovers(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     _write(path, GOOD_1)
     watcher = RulesWatcher(path)
     assert [r.id for r in watcher.current.rules] == ["one"]
-    assert watcher.poll() is None  # unchanged
+    assert settle(watcher) is None  # unchanged
 
     _write(path, GOOD_2)
-    assert watcher.poll() is None
+    assert settle(watcher) is None
     assert [r.id for r in watcher.current.rules] == ["two"]
 
     _write(path, BAD)
-    error = watcher.poll()
+    error = settle(watcher)
     assert isinstance(error, RulesError)
     assert error.errors[0].rule_id == "three" and error.errors[0].line == 3
     assert [r.id for r in watcher.current.rules] == ["two"]  # last good stays active
     assert watcher.poll() is None  # the same bad file is reported once
 
     _write(path, GOOD_1)
-    assert watcher.poll() is None
+    assert settle(watcher) is None
     assert [r.id for r in watcher.current.rules] == ["one"]
 
 
@@ -243,7 +249,7 @@ def test_watcher_sees_same_size_edit_within_one_timestamp(tmp_path: Path) -> Non
     assert len(edited) == len(GOOD_1)
     _write(path, edited)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
-    watcher.poll()
+    settle(watcher)
     assert [r.id for r in watcher.current.rules] == ["uno"]
 
 
@@ -252,12 +258,12 @@ def test_watcher_reports_a_deleted_file_and_keeps_rules(tmp_path: Path) -> None:
     _write(path, GOOD_1)
     watcher = RulesWatcher(path)
     path.unlink()
-    error = watcher.poll()
+    error = settle(watcher)
     assert isinstance(error, RulesError) and "cannot read" in str(error)
     assert watcher.poll() is None
     assert [r.id for r in watcher.current.rules] == ["one"]
     _write(path, GOOD_2)
-    assert watcher.poll() is None
+    assert settle(watcher) is None
     assert [r.id for r in watcher.current.rules] == ["two"]
 
 
@@ -266,7 +272,7 @@ def test_watcher_reports_non_utf8_edit(tmp_path: Path) -> None:
     _write(path, GOOD_1)
     watcher = RulesWatcher(path)
     path.write_bytes(GOOD_2.encode() + b"# caf\xe9\n")
-    error = watcher.poll()
+    error = settle(watcher)
     assert isinstance(error, RulesError) and "not UTF-8" in str(error)
     assert [r.id for r in watcher.current.rules] == ["one"]
 
@@ -288,7 +294,7 @@ def test_watcher_poll_is_cheap_when_unchanged(tmp_path: Path) -> None:
     watcher = RulesWatcher(path)
     before = watcher.current
     for _ in range(100):
-        assert watcher.poll() is None
+        assert settle(watcher) is None
     assert watcher.current is before  # never re-parsed
 
 
@@ -315,7 +321,7 @@ def test_watcher_keeps_the_last_good_rules_on_a_value_typo(tmp_path: Path) -> No
         'rules:\n  - id: w\n    expression: any(cf.llm.prompt.unsafe_topic_categories[*] in {"S99"})\n'
         "    action: log\n",
     )
-    error = watcher.poll()
+    error = settle(watcher)
     assert error is not None and "'S99' is not an unsafe-topic category" in str(error)
     assert watcher.current is before
 
@@ -332,7 +338,7 @@ def test_watcher_turns_an_internal_loader_failure_into_a_rules_error(tmp_path: P
 
     monkeypatch.setattr(watcher_module, "parse_rules", broken)
     _write(path, GOOD_2)
-    error = watcher.poll()
+    error = settle(watcher)
     assert isinstance(error, RulesError) and "internal error" in str(error)
     assert [r.id for r in watcher.current.rules] == ["one"]
 

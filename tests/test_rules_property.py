@@ -204,6 +204,11 @@ EVERY_FIELD_RULES = parse_rules(
                     'http.request.full_uri, cf.llm.request.format) contains "a"',
                     "log",
                 ),
+                (
+                    'any(cf.llm.prompt.failed_detections[*] eq "lite_topics") or '
+                    'any(cf.llm.prompt.flagged_roles[*] in {"system"})',
+                    "block",
+                ),
             ]
         )
     )

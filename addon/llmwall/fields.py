@@ -73,6 +73,11 @@ UNSAFE_TOPIC_CATEGORIES: Final = "cf.llm.prompt.unsafe_topic_categories"
 INJECTION_SCORE: Final = "cf.llm.prompt.injection_score"
 TOKEN_COUNT: Final = "cf.llm.prompt.token_count"
 CUSTOM_TOPIC_CATEGORIES: Final = "cf.llm.prompt.custom_topic_categories"
+#: Detectors that did not score this request (missed the deadline, no capacity, raised), after
+#: Cloudflare's cf.appsec.request.failed_detections: rules choose fail-open or fail-closed.
+FAILED_DETECTIONS: Final = "cf.llm.prompt.failed_detections"
+#: Roles (user, system, assistant, tool) of the turns with an unsafe topic, PII or a secret.
+FLAGGED_ROLES: Final = "cf.llm.prompt.flagged_roles"
 # llmwall extensions, same style
 SECRET_DETECTED: Final = "cf.llm.prompt.secret_detected"
 SECRET_CATEGORIES: Final = "cf.llm.prompt.secret_categories"
@@ -98,6 +103,8 @@ SCHEMA: Final[dict[str, FieldType]] = {
     INJECTION_SCORE: INT,
     TOKEN_COUNT: INT,
     CUSTOM_TOPIC_CATEGORIES: MAP_INT,
+    FAILED_DETECTIONS: ARRAY_STRING,
+    FLAGGED_ROLES: ARRAY_STRING,
     SECRET_DETECTED: BOOL,
     SECRET_CATEGORIES: ARRAY_STRING,
     REQUEST_FORMAT: STRING,

@@ -20,6 +20,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from llmwall.analytics import sanitize
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.providers import discovery
@@ -27,6 +28,8 @@ from llmwall.proxy.event import METADATA_KEY, Event
 
 log = logging.getLogger(__name__)
 
+#: flow.metadata key marking a flow whose event was recorded (so it is recorded once).
+RECORDED_KEY = "llmwall_recorded"
 STORE_OPTIONS = frozenset({"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"})
 #: Size limit for confirming a response when ``llmwall_max_body_kb`` (the screening
 #: addon's option) is not loaded, as in a chain without the screening addon.
@@ -91,19 +94,24 @@ class Analytics:
             self.store.close()
 
     # ------------------------------------------------------------------ hooks
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Record an event left at the headers (a streamed body refused before it left):
+        a killed flow never reaches the request hook."""
+        self.request(flow)
+
     def request(self, flow: http.HTTPFlow) -> None:
-        """Record the event the screening addon left on the flow, if any."""
+        """Record the event the screening addon left on the flow, if any, once."""
         event = Event.from_dict(flow.metadata.get(METADATA_KEY))
-        if event is None:
+        if event is None or flow.metadata.get(RECORDED_KEY):
             return
-        record = event.to_dict()
+        flow.metadata[RECORDED_KEY] = True
+        record = sanitize.event(event.to_dict())  # bounded labels only; an odd value never costs the event
         self.metrics.observe(record)
         if not self.store:
             return
         if event.status == "screened" and event.format:
-            self._submit(
-                self.store.upsert_endpoint, event.host, event.method, event.path_template, event.format, event.ts
-            )
+            host, template = record["host"], record["path_template"]
+            self._submit(self.store.upsert_endpoint, host, event.method, template, event.format, event.ts)
         self._submit(self.store.record_event, record)
 
     async def response(self, flow: http.HTTPFlow) -> None:

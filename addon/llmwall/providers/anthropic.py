@@ -77,6 +77,7 @@ def anthropic_content(content: object, path: Path, role: str) -> Turn:
 
 
 class Messages(Provider):
+    system_keys = ("system",)
     name = "anthropic.messages"
     description = "Anthropic Messages (also via Bedrock InvokeModel / Vertex rawPredict)"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(

@@ -43,26 +43,9 @@ SAMPLE: Final = 32
 #: Roles a chat message may carry in any chat format.
 CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-# Image/speech generation also sends {model, prompt}/{model, input}: not text generation.
-MEDIA_KEYS: Final = frozenset(
-    {
-        "size",
-        "quality",
-        "style",
-        "aspect_ratio",
-        "negative_prompt",
-        "width",
-        "height",
-        "num_inference_steps",
-        "guidance_scale",
-        "voice",
-        "encoding_format",
-        "dimensions",
-    }
-)
-
 _ASSISTANT_ROLES: Final = frozenset({"assistant", "model", "chatbot"})
 _TOOL_ROLES: Final = frozenset({"tool", "function", "ipython"})
+_SYSTEM_ROLES: Final = frozenset({"system", "developer"})
 
 
 # --------------------------------------------------------------------------- results
@@ -211,6 +194,8 @@ class Provider:
     completion: ClassVar[CompletionEvidence | None] = None
     #: A top-level key that only this format's bodies carry; :meth:`matches` decides.
     body_key: ClassVar[str | None] = None
+    #: Top-level keys holding a system prompt or instructions (read by :meth:`system_turns`).
+    system_keys: ClassVar[tuple[str, ...]] = ()
 
     @property
     def family(self) -> str:
@@ -249,6 +234,23 @@ class Provider:
         ``latest_only`` allows stopping at the latest turn with user-written text.
         """
         return []
+
+    def system_turns(self, data: dict) -> list[Turn]:
+        """The system prompt fields (``system_keys``), one turn each, role ``system``.
+
+        A string value is one part; in a structured value (content blocks, Gemini's
+        ``{"parts": [{"text": ...}]}``) every string under a ``text`` key is.
+        """
+        out: list[Turn] = []
+        for key in self.system_keys:
+            value = data.get(key)
+            if isinstance(value, str):
+                out.append([((key,), value, "system")])
+            elif isinstance(value, (dict, list)):
+                turn = [(p, s, "system") for p, s in strings(value, (key,)) if p[-1] == "text"]
+                if turn:
+                    out.append(turn)
+        return out
 
     def stream_requested(self, data: dict) -> bool:
         """Whether the request body asks for a streamed response."""
@@ -370,7 +372,11 @@ def joined(texts: list[str]) -> str:
 
 
 def role(raw: object, default_user: bool = False) -> str | None:
-    """Normalise a provider role to user / assistant / tool; None for system and unknowns."""
+    """Normalise a provider role to user / assistant / tool / system; None for unknowns.
+
+    System and developer messages come back as ``system``: extraction keeps them only
+    when every turn is screened (they are client-supplied text like any other).
+    """
     if raw is None and default_user:
         return "user"
     if not isinstance(raw, str):
@@ -382,7 +388,9 @@ def role(raw: object, default_user: bool = False) -> str | None:
         return "assistant"
     if lowered in _TOOL_ROLES:
         return "tool"
-    return None  # system, developer, unknown
+    if lowered in _SYSTEM_ROLES:
+        return "system"
+    return None
 
 
 def role_key(msg: dict) -> str | None:

@@ -148,6 +148,7 @@ def aws_events(body: bytes) -> Iterator[dict[str, object]]:
 
 
 class Converse(Provider):
+    system_keys = ("system",)
     name = "bedrock.converse"
     description = "Amazon Bedrock Converse and ConverseStream"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from llmwall.providers import registry
-from llmwall.providers.base import CHAT_ROLES, MEDIA_KEYS, SAMPLE, Provider, as_str, sample
+from llmwall.providers.base import CHAT_ROLES, SAMPLE, Provider, as_str, sample, strings
 
 #: Format name -> what it covers, from the provider registry. Names are stable: they
 #: appear in rules (``cf.llm.request.format``), analytics and block responses.
@@ -219,6 +219,89 @@ _NON_GENERATION_PATH: Final = re.compile(
 _COUNTING_PATH: Final = re.compile(r"(?:^|/)(?:count_tokens|tokenize|detokenize)(?:/|$)|:counttokens$")
 
 
+#: Methods a generation request may use (PATCH: servers that route on the path accept it).
+GENERATION_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: Keys discovery and extraction read, by lower-case spelling. A body that spells one in
+#: another case ("Messages", "Role") reaches a case-insensitive server (Go's encoding/json)
+#: as that key, so it is read as that key here too.
+_CANONICAL_KEYS: Final = {
+    k.lower(): k
+    for k in (
+        "messages",
+        "model",
+        "prompt",
+        "contents",
+        "input",
+        "inputs",
+        "instructions",
+        "system",
+        "systemInstruction",
+        "system_instruction",
+        "stream",
+        "suffix",
+        "documents",
+        "parameters",
+        "role",
+        "content",
+        "parts",
+        "text",
+        "type",
+    )
+}
+_ANY_CASE_KEY: Final = re.compile(('"(?:' + "|".join(_CANONICAL_KEYS) + ')"').encode(), re.I)
+_EXACT_KEY: Final = re.compile(('"(?:' + "|".join(_CANONICAL_KEYS.values()) + ')"').encode())
+
+
+def has_case_variants(text: bytes) -> bool:
+    """Whether a body spells a key llmwall reads in another case (cheap: two C-speed scans)."""
+    return len(_ANY_CASE_KEY.findall(text)) > len(_EXACT_KEY.findall(text))
+
+
+def fold_keys(node: object) -> object:
+    """A copy of parsed JSON with case variants of the keys llmwall reads renamed to their
+    canonical spelling. When both spellings are present and hold lists, the lists are
+    joined (a case-insensitive server may read either), otherwise the exact one stays.
+    """
+    if isinstance(node, list):
+        return [fold_keys(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, object] = {}
+    variants: list[tuple[str, object]] = []
+    for key, value in node.items():
+        canonical = _CANONICAL_KEYS.get(key.lower()) if isinstance(key, str) else None
+        if canonical is not None and canonical != key:
+            variants.append((canonical, fold_keys(value)))
+        else:
+            out[key] = fold_keys(value)
+    for canonical, value in variants:
+        present = out.get(canonical)
+        if canonical not in out:
+            out[canonical] = value
+        elif isinstance(present, list) and isinstance(value, list):
+            out[canonical] = present + value
+    return out
+
+
+#: Top-level keys that carry a prompt in some format: a body with text under one of them
+#: that no format recognises is recorded as unrecognised rather than passed in silence.
+_PROMPT_KEYS: Final = ("messages", "prompt", "contents", "input", "inputs")
+
+
+def unrecognised_prompt(path: str, data: object) -> bool:
+    """Whether an unclassified body still carries prompt-like text (and is not an
+    embedding/moderation/tokenizer call, which reuse the same keys)."""
+    if not isinstance(data, dict) or not isinstance(path, str) or _NON_GENERATION_PATH.search(_tail(path)):
+        return False
+    for key in _PROMPT_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return True
+        if isinstance(value, (list, dict)) and any(s.strip() for _, s in strings(value, (key,), limit=64)):
+            return True
+    return False
+
+
 def _tail(path: str) -> str:
     """The route, decoded, dot-segments resolved, lower case, no trailing slash.
 
@@ -235,7 +318,7 @@ def classify(method: str, path: str, data: object) -> str | None:
     Every signature is tried in turn, so a decoy key (``"contents": 1`` next to a
     real ``messages`` list) cannot make a body look unrecognised.
     """
-    if not isinstance(method, str) or method.upper() not in ("POST", "PUT"):
+    if not isinstance(method, str) or method.upper() not in GENERATION_METHODS:
         return None
     if not isinstance(data, dict) or not isinstance(path, str):
         return None
@@ -276,8 +359,6 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
         ):
             return None
     else:
-        return None
-    if data.keys() & MEDIA_KEYS:
         return None
     by_path = next((p for p, ev in _COMPLETION if ev.path_matches(tail)), None)
     keys = data.keys()
@@ -393,12 +474,16 @@ def _classify_messages(tail: str, data: dict) -> str | None:
             score[name] += 1
     for p in table.body_scorers:
         score[p.name] += p.chat_body_score(data)
+    known = 0
     for msg in sample(messages):
+        # Junk around real messages (a null, an unknown role) must not hide them: servers
+        # that skip or coerce such entries still read the rest, so it is skipped here too.
         if not isinstance(msg, dict):
-            return None
-        role = as_str(msg.get("role"))
+            continue
+        role = (as_str(msg.get("role")) or "").lower()
         if role not in CHAT_ROLES:
-            return None
+            continue
+        known += 1
         possible -= table.excluded_by_role[role]
         hit = msg.keys() & table.message_keys
         if hit:
@@ -414,17 +499,17 @@ def _classify_messages(tail: str, data: dict) -> str | None:
             possible -= table.no_list
             for block in content[:SAMPLE]:
                 if not isinstance(block, dict):
-                    return None
+                    continue  # a bare string: read as text by lenient servers (and by extraction)
                 kind = block.get("type")
                 if kind is not None and not isinstance(kind, str):
-                    return None
+                    continue
                 if kind is None:
                     possible -= table.no_untyped
                 claim = table.block_points(block, kind)
                 if claim is not None:
                     score[claim[0]] += claim[1]
-        elif content is not None:
-            return None
+    if not known:
+        return None
     return _best([p for p in table.formats if p.name in possible], score, table.by_path(tail))
 
 

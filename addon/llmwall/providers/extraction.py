@@ -2,10 +2,13 @@
 
 Default: the latest user turn only, i.e. the last user message that carries
 user-written text (a user message holding only tool results is not a user turn).
-``whole_conversation=True``: every user, assistant and tool-result text, in order.
+``whole_conversation=True``: every user, assistant and tool-result text, in order;
+with ``system=True`` as well the system and developer messages and the top-level
+system prompt fields (Anthropic/Bedrock ``system``, Responses ``instructions``,
+Gemini ``systemInstruction``, Ollama ``system``), all of it client-supplied text.
 
-Never extracted: system prompts and instructions, images/audio/files, tool schemas,
-tool-call arguments, model reasoning. Tool *results* (and Cohere's RAG
+Never extracted: images/audio/files, tool schemas, tool-call arguments, model
+reasoning (and system prompts unless asked for). Tool *results* (and Cohere's RAG
 ``documents``) are untrusted input that often carries indirect prompt injection, so
 whole-conversation mode includes them with role ``tool``.
 
@@ -23,10 +26,11 @@ from llmwall.providers import registry
 from llmwall.providers.base import Turn, strings
 
 
-def _select(turns: list[Turn], whole_conversation: bool) -> list[TextPart]:
-    """All non-empty parts, or those of the last turn holding user-written text."""
+def _select(turns: list[Turn], whole_conversation: bool, system: bool = False) -> list[TextPart]:
+    """All non-empty parts (system ones only with ``system``), or those of the last turn
+    holding user-written text."""
     if whole_conversation:
-        chosen = [part for turn in turns for part in turn]
+        chosen = [part for turn in turns for part in turn if system or part[2] != "system"]
     else:
         chosen = []
         for turn in reversed(turns):
@@ -37,13 +41,15 @@ def _select(turns: list[Turn], whole_conversation: bool) -> list[TextPart]:
     return [TextPart(path=p, text=t, role=r) for p, t, r in chosen if t]
 
 
-def extract(fmt: str, data: object, whole_conversation: bool = False) -> Prompt:
+def extract(fmt: str, data: object, whole_conversation: bool = False, system: bool = False) -> Prompt:
     """The screened text of a classified request body (see the module docstring)."""
     if not isinstance(data, dict):
         return Prompt(format=fmt, parts=())
     provider = registry.get(fmt)
     turns = provider.turns(data, not whole_conversation) if provider else []
-    parts = _select(turns, whole_conversation)
+    if provider and whole_conversation and system:
+        turns = provider.system_turns(data) + turns
+    parts = _select(turns, whole_conversation, system)
     model = data.get("model")
     stream = provider.stream_requested(data) if provider else data.get("stream") is True
     return Prompt(

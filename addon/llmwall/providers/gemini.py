@@ -71,6 +71,7 @@ class Generate(Provider):
     name = "gemini.generate"
     description = "Google Gemini generateContent and streamGenerateContent (AI Studio and Vertex)"
     body_key = "contents"
+    system_keys = ("systemInstruction", "system_instruction")
 
     def matches(self, tail: str, data: dict) -> bool:
         contents = data.get("contents")

@@ -86,6 +86,7 @@ class Chat(_Ollama):
 class Generate(_Ollama):
     name = "ollama.generate"
     description = "Ollama /api/generate"
+    system_keys = ("system",)
     completion: ClassVar[CompletionEvidence | None] = CompletionEvidence(
         keys=_GENERATE_KEYS,
         params=_GENERATE_PARAMS,

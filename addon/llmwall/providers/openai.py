@@ -12,7 +12,6 @@ from typing import ClassVar, Final
 from llmwall.providers.base import (
     CHAT_ROLES,
     EMPTY,
-    MEDIA_KEYS,
     ChatEvidence,
     CompletionEvidence,
     Path,
@@ -145,6 +144,8 @@ def openai_content(content: object, path: Path, role: str) -> Turn:
         for i, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") in _TEXT_PARTS:
                 out += text_at(part, "text", path + (i,), role)
+            elif isinstance(part, str):  # not in the spec, but lenient servers read it as text
+                out.append((path + (i,), part, role))
     return out
 
 
@@ -271,11 +272,10 @@ class Responses(Provider):
     name = "openai.responses"
     description = "OpenAI Responses API ({model, input})"
     body_key = "input"
+    system_keys = ("instructions",)
 
     def matches(self, tail: str, data: dict) -> bool:
         inp = data.get("input")
-        if data.keys() & MEDIA_KEYS:
-            return False
         path_says = tail.endswith("/responses")
         if isinstance(inp, str):
             return path_says or bool(data.keys() & _RESPONSES_KEYS)

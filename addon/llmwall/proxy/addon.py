@@ -17,21 +17,24 @@ import asyncio
 import dataclasses
 import fnmatch
 import logging
+import posixpath
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from mitmproxy import ctx, exceptions, http
 
 from llmwall import bundled
 from llmwall import fields as F
+from llmwall.analytics import sanitize
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
-from llmwall.providers import discovery, extraction, registry
-from llmwall.proxy import actions, coverage
+from llmwall.providers import discovery, extraction
+from llmwall.proxy import actions, body, coverage
 from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
@@ -53,7 +56,28 @@ DETECTOR_OPTIONS = frozenset(
     }
 )
 DEVICES = ("auto", "cpu", "cuda")
-UNPARSED_MODES = ("pass", "block")
+#: llmwall_on_unparsed: ``auto`` blocks what an upstream could still read but llmwall could not
+#: (oversize and bomb bodies, streamed bodies) and passes what an upstream would reject too.
+UNPARSED_MODES = ("auto", "pass", "block")
+#: Status of a body with prompt-like text that no format recognises: recorded, and blocked
+#: with llmwall_on_unparsed=block (``auto`` passes it: ordinary APIs reuse these keys too).
+UNRECOGNISED = "unrecognised"
+#: Statuses that ``auto`` blocks: the upstream may read these bodies, llmwall did not.
+AUTO_BLOCKED = frozenset({body.OVERSIZE, "streamed"})
+#: Methods whose body is looked at (PATCH included: servers route it like POST).
+BODY_METHODS = discovery.GENERATION_METHODS
+#: Event-loop lag probe interval, the lag that means "out of CPU", and its decay per probe.
+LAG_PROBE_S = 0.05
+OVERLOADED_LAG_S = 0.1
+LAG_DECAY = 0.8
+#: A request that finished arriving longer ago than this was replayed or loaded, not queued.
+MAX_QUEUED_S = 60.0
+#: llmwall_turns values, widest first.
+TURN_MODES = ("all", "conversation", "latest")
+#: Default of llmwall_max_body_kb: room for a few inline images.
+DEFAULT_MAX_BODY_KB = 16384
+#: JSON nesting accepted as is; deeper subtrees are read as null (see body.prune_deep).
+MAX_DEPTH = 64
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
 ALWAYS_RUN = frozenset({"tokens"})
 #: Detection fields that are recorded in analytics (never text, only outcomes).
@@ -82,6 +106,11 @@ class LLMWall:
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
         self._reload_task: asyncio.Task[None] | None = None
         self._started = False  # past start-up: an option error is refused instead of stopping the proxy
+        self._lag_task: asyncio.Task[None] | None = None
+        #: How late the event loop runs timers (seconds; the latest lag, decaying): past
+        #: OVERLOADED_LAG_S, while detector work is in flight, the process is out of CPU and
+        #: detector work is refused until the loop is on time again (a few probes later).
+        self.loop_lag = 0.0
 
     # ----------------------------------------------------------------- options
     def load(self, loader: Any) -> None:
@@ -107,20 +136,28 @@ class LLMWall:
         )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option(
-            "llmwall_max_body_kb", int, 4096, "Request bodies larger than this are not screened (recorded as oversize)."
+            "llmwall_max_body_kb",
+            int,
+            DEFAULT_MAX_BODY_KB,
+            "Request bodies larger than this (after decompression) are not screened: recorded as oversize and "
+            "handled per llmwall_on_unparsed.",
         )
         loader.add_option(
             "llmwall_on_unparsed",
             str,
-            "pass",
-            "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) "
-            "but cannot be read, or that hits an internal error: pass or block.",
+            "auto",
+            "Fail mode for a request that looks like LLM traffic (or is force-included) but cannot be read: "
+            "auto blocks oversize, decompression-bomb and streamed bodies (an upstream could read them) and passes "
+            "malformed ones (an upstream rejects them too); block blocks all of them and internal errors; "
+            "pass passes all.",
         )
         loader.add_option(
-            "llmwall_whole_conversation",
-            bool,
-            False,
-            "Screen every user and assistant turn instead of only the latest user turn.",
+            "llmwall_turns",
+            str,
+            "all",
+            "Which turns are screened: all (every client-supplied turn: system and developer prompts, earlier "
+            "user turns, assistant turns and prefill, tool results), conversation (all but system prompts) or "
+            "latest (the latest user turn only). Each turn is screened once: verdicts are cached by hash.",
         )
         loader.add_option(
             "llmwall_include",
@@ -171,8 +208,17 @@ class LLMWall:
             raise exceptions.OptionsError("llmwall_max_body_kb must be at least 1")
         if "llmwall_device" in updated and opts.llmwall_device not in DEVICES:
             raise exceptions.OptionsError(f"llmwall_device must be one of {', '.join(DEVICES)}")
+        if "llmwall_turns" in updated and opts.llmwall_turns not in TURN_MODES:
+            raise exceptions.OptionsError(f"llmwall_turns must be one of {', '.join(TURN_MODES)}")
         if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
-            raise exceptions.OptionsError("llmwall_on_unparsed must be 'pass' or 'block'")
+            raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
+        if "stream_large_bodies" in updated and opts.stream_large_bodies:
+            log.warning(
+                "llmwall: stream_large_bodies=%s: request bodies larger than that are sent upstream as they "
+                "arrive and cannot be screened; they are handled per llmwall_on_unparsed (auto and block refuse "
+                "JSON ones). Set it at least as large as llmwall_max_body_kb to screen them.",
+                opts.stream_large_bodies,
+            )
         if "llmwall_workers" in updated:
             if not 1 <= opts.llmwall_workers <= 256:
                 raise exceptions.OptionsError("llmwall_workers must be between 1 and 256")
@@ -214,6 +260,8 @@ class LLMWall:
     def _rebuild_detectors(self, config: DetectorConfig) -> None:
         old = self.detectors
         self.detectors = build_detectors(config)
+        if self.orchestrator:
+            self.orchestrator.cache.clear()  # cached turn verdicts came from the old detectors
         for det in old:
             det.close()
         for det in self.detectors:
@@ -231,6 +279,21 @@ class LLMWall:
         self._started = True
         if self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._watch_rules())
+        if self._lag_task is None:
+            self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the event loop wakes up: the proxy's own overload signal.
+
+        Detector threads compete with the event loop for the CPU (and the GIL). When the
+        loop falls behind, requests queue inside mitmproxy before llmwall sees them, where
+        no deadline can help; refusing detector work frees the CPU so the queue drains.
+        """
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            late = max(0.0, time.monotonic() - before - LAG_PROBE_S)
+            self.loop_lag = max(late, self.loop_lag * LAG_DECAY)
 
     async def _watch_rules(self) -> None:
         """Poll the rules file; a bad edit is reported and the last good rules stay active."""
@@ -261,12 +324,15 @@ class LLMWall:
             return
         old = [d for d in self.detectors if d.name == fresh.name]
         self.detectors = [fresh if d.name == fresh.name else d for d in self.detectors]
+        if self.orchestrator:
+            self.orchestrator.cache.clear()
         for det in old:
             det.close()
 
     def done(self) -> None:
-        if self._reload_task:
-            self._reload_task.cancel()
+        for task in (self._reload_task, self._lag_task):
+            if task:
+                task.cancel()
         if self.orchestrator:
             self.orchestrator.close()
         for det in self.detectors:
@@ -290,23 +356,46 @@ class LLMWall:
             if ctx.options.llmwall_on_unparsed == "block" and flow.response is None:
                 flow.response = actions.block_response(None, None, ["internal error"])
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Decide on a body mitmproxy will stream (``stream_large_bodies``) before any of it leaves.
+
+        A streamed body goes upstream as it arrives, so it can never be screened, and
+        mitmproxy re-enables streaming on its own once a buffered body passes the
+        threshold; the only safe moment is now, with the Content-Length announced.
+        """
+        req = flow.request
+        if req.stream and req.method in BODY_METHODS and not _matches(_target(flow), ctx.options.llmwall_exclude):
+            self._finish_streamed(flow, time.monotonic())
+
     async def _request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if flow.response or req.method not in ("POST", "PUT") or not req.raw_content:
+        if flow.response or req.method not in BODY_METHODS or STREAMED_KEY in flow.metadata:
             return
-        target = req.pretty_host + req.path
+        target = _target(flow)
         if _matches(target, ctx.options.llmwall_exclude):
             return
-        start = time.monotonic()
+        # The deadline runs from the request's arrival (its last byte: a slow upload is not the
+        # proxy's delay): time spent queued inside mitmproxy since then counts.
+        waited = time.time() - (req.timestamp_end or time.time())
+        if not 0.0 <= waited <= MAX_QUEUED_S:  # a replayed or loaded flow, not queueing
+            waited = 0.0
+        start = time.monotonic() - waited
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
-        forced = _matches(target, ctx.options.llmwall_include)
-        if not forced and not req.headers.get("content-encoding") and not _may_be_llm(req.raw_content):
+        forced = _matches(target, ctx.options.llmwall_include) or _matches(
+            req.pretty_host + _route(req.path), ctx.options.llmwall_include
+        )
+        if req.stream:  # mitmproxy streamed a body of unknown length (chunked) past stream_large_bodies
+            self._finish_streamed(flow, start)
+            return
+        if not req.raw_content:
+            return
+        if not forced and not req.headers.get("content-encoding") and not body.needs_full_look(req.raw_content):
             return  # fast path for ordinary APIs: no thread hop, no JSON parse
         loop = asyncio.get_running_loop()
         analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
             return
-        template = discovery.path_template(req.path)
+        template = sanitize.path(discovery.path_template(req.path))
         if analysis.status != "screened":
             self._finish_unparsed(flow, analysis, template, start)
             return
@@ -315,24 +404,33 @@ class LLMWall:
     def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
         """Decode, parse, classify and extract; runs in a worker thread and never raises."""
         req = flow.request
-        try:
-            body = req.get_content(strict=True)
-        except ValueError:
-            return Analysis("undecodable", error=f"content-encoding {req.headers.get('content-encoding', '?')}")
-        if body is None:
-            return Analysis("not_llm")
         limit = ctx.options.llmwall_max_body_kb * 1024
-        if len(body) > limit:
-            return Analysis("oversize" if forced or _looks_llm(body) else "not_llm", error=f"{len(body)} bytes")
-        parsed = discovery.parse_body(body, req.headers.get("content-type"), max_bytes=limit)
+        decoded = body.decode(req.raw_content or b"", req.headers.get_all("content-encoding"), limit)
+        if decoded.status != body.OK:
+            suspicious = forced or body.looks_llm(decoded.prefix) or body.looks_json(decoded.prefix)
+            return Analysis(decoded.status if suspicious else "not_llm", error=decoded.note)
+        text = body.to_utf8(decoded.data)
+        if len(text) > limit:  # UTF-16 transcoded can grow
+            return Analysis(body.OVERSIZE, error=f"{len(text)} bytes")
+        ctype = req.headers.get("content-type")
+        parsed = discovery.parse_body(text, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
+        if parsed.error == "too_deep":
+            # Padding nested past the limit must not hide the prompt beside it: read it as null.
+            pruned = body.prune_deep(text.decode("utf-8"), MAX_DEPTH).encode("utf-8")
+            parsed = discovery.parse_body(pruned, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
             # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
-            return Analysis("parse_error" if forced or _looks_llm(body) else "not_llm", error=parsed.error)
-        # Duplicate keys and lone surrogates are valid JSON that providers accept: screen
-        # them (last key wins, as in most JSON parsers) rather than let them pass unseen.
-        fmt = discovery.classify(req.method, req.path, parsed.data)
+            return Analysis("parse_error" if forced or body.looks_llm(text) else "not_llm", error=parsed.error)
+        # Duplicate keys and lone surrogates are valid JSON that providers accept: screen them
+        # (last key wins, as in most JSON parsers; a lone surrogate read as U+FFFD, which the
+        # tokenizers accept) rather than let them pass unseen.
+        data = body.scrub_surrogates(parsed.data) if parsed.error == "lone_surrogate" else parsed.data
+        if discovery.has_case_variants(text):
+            data = discovery.fold_keys(data)  # "Messages" reaches a case-insensitive server as messages
+        fmt = discovery.classify(req.method, req.path, data)
         if fmt is not None:
-            prompt = extraction.extract(fmt, parsed.data, ctx.options.llmwall_whole_conversation)
+            turns = ctx.options.llmwall_turns
+            prompt = extraction.extract(fmt, data, whole_conversation=turns != "latest", system=turns == "all")
             hints = discovery.path_hints(fmt, req.path)
             if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):
                 prompt = dataclasses.replace(
@@ -340,10 +438,12 @@ class LLMWall:
                 )
         elif forced:
             fmt = "custom"
-            prompt = extraction.extract_all_strings(parsed.data, fmt)
+            prompt = extraction.extract_all_strings(data, fmt)
+        elif discovery.unrecognised_prompt(req.path, data):
+            return Analysis(UNRECOGNISED, error="prompt-like text in no known format")
         else:
             return Analysis("not_llm")
-        return Analysis("screened", fmt=fmt, prompt=prompt, body=body)
+        return Analysis("screened", fmt=fmt, prompt=prompt, body=text)
 
     async def _screen(
         self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float, deadline: float
@@ -354,7 +454,10 @@ class LLMWall:
         wanted = ruleset.fields
         detectors = [d for d in self.detectors if d.provides & wanted or d.name in ALWAYS_RUN]
         request = ScreenRequest(prompt=prompt, deadline=deadline, wanted=wanted, custom_topics=ruleset.custom_topics)
-        result = await self.orchestrator.screen(request, detectors)
+        # Out of CPU: the loop runs late while detectors hold the CPU (a late loop with an idle
+        # pool is something else, such as models loading, and refusing work would not help).
+        overloaded = self.loop_lag > OVERLOADED_LAG_S and self.orchestrator.busy
+        result = await self.orchestrator.screen(request, detectors, overloaded=overloaded)
         values = {
             **request_fields(flow),
             **result.fields,
@@ -388,7 +491,7 @@ class LLMWall:
                     flow.request.content = new_body  # re-encodes and fixes Content-Length
         event = Event(
             ts=time.time(),
-            host=flow.request.pretty_host,
+            host=sanitize.host(flow.request.host),
             method=flow.request.method,
             path_template=template,
             format=analysis.fmt,
@@ -406,27 +509,39 @@ class LLMWall:
         actions.annotate(flow, event)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
-        """A body that looks like LLM traffic could not be read: record it, pass or block by option."""
-        action = "block" if ctx.options.llmwall_on_unparsed == "block" else None
+        """A body that looks like LLM traffic could not be read: record it, pass or block by policy."""
+        action = "block" if _fails_closed(analysis.status) else None
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
+        self._unscreened(flow, analysis.status, action, template, start, analysis.error)
+
+    def _finish_streamed(self, flow: http.HTTPFlow, start: float) -> None:
+        """A body mitmproxy streams (stream_large_bodies) cannot be screened: block by killing the
+        flow before the upstream has the whole request, or pass, by policy; recorded either way."""
+        flow.metadata[STREAMED_KEY] = True
+        req = flow.request
+        ctype = req.headers.get("content-type", "")
+        json_like = not ctype or "json" in ctype.lower()
+        forced = _matches(_target(flow), ctx.options.llmwall_include)
+        action = "block" if _fails_closed("streamed") and (json_like or forced) else None
+        if action == "block" and flow.killable:
+            flow.kill()
+        template = sanitize.path(discovery.path_template(req.path))
+        self._unscreened(flow, "streamed", action, template, start, "stream_large_bodies")
+
+    def _unscreened(
+        self, flow: http.HTTPFlow, status: str, action: str | None, template: str, start: float, why: str | None
+    ) -> None:
         event = Event(
             ts=time.time(),
-            host=flow.request.pretty_host,
+            host=sanitize.host(flow.request.host),
             method=flow.request.method,
             path_template=template,
             action=action,
             total_ms=round((time.monotonic() - start) * 1000.0, 3),
-            status=analysis.status,
+            status=status,
         )
-        log.warning(
-            "llmwall: %s %s%s: %s (%s)",
-            flow.request.method,
-            flow.request.pretty_host,
-            template,
-            analysis.status,
-            analysis.error,
-        )
+        log.warning("llmwall: %s %s%s: %s (%s)", flow.request.method, event.host, template, status, why)
         actions.annotate(flow, event)
 
 
@@ -464,20 +579,26 @@ def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
     return pii.OFF_BY_DEFAULT & ruleset.literals.get(F.PII_CATEGORIES, frozenset())
 
 
-#: Every recognised format carries its prompt under one of these keys (from the provider registry).
-_LLM_KEYS = tuple(f'"{key}"'.encode() for key in sorted(registry.PROMPT_KEYS))
+#: flow.metadata key set once a streamed body has been handled (in requestheaders or request).
+STREAMED_KEY = "llmwall_streamed"
 
 
-def _looks_llm(body: bytes) -> bool:
-    """Whether the raw bytes name a prompt key; the whole body is searched (a padded body
-    must not push the key out of view)."""
-    return any(key in body for key in _LLM_KEYS)
+def _fails_closed(status: str) -> bool:
+    """Whether llmwall_on_unparsed blocks a request left unscreened for ``status``."""
+    mode = ctx.options.llmwall_on_unparsed
+    return mode == "block" or (mode == "auto" and status in AUTO_BLOCKED)
 
 
-def _may_be_llm(body: bytes) -> bool:
-    """Cheap pre-check before parsing: a key written with \\u escapes could spell a prompt
-    key without matching the bytes, so such bodies always get the full parse."""
-    return _looks_llm(body) or b"\\u" in body
+def _route(path: str) -> str:
+    """The path as the upstream resolves it: no query, percent-decoded, dot-segments resolved."""
+    route = unquote(path.split("?", 1)[0].split("#", 1)[0])
+    return posixpath.normpath(route) if route.startswith("/") else "/" + route
+
+
+def _target(flow: http.HTTPFlow) -> str:
+    """host+path of the real destination for include/exclude: ``request.host`` is where
+    mitmproxy connects, never the client's Host header (which ``pretty_host`` prefers)."""
+    return flow.request.host + _route(flow.request.path)
 
 
 def _matches(target: str, patterns: Sequence[str]) -> bool:

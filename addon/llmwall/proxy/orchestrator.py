@@ -5,23 +5,64 @@ made from what finished: unfinished detectors, and those that raise
 :class:`~llmwall.detectors.base.NotScored`, are recorded as *not scored* and their
 fields stay absent. A detector that raises is logged and treated the same
 way; it never kills the flow. Work that was still queued when its request's
-deadline passed is skipped, so a slow detector cannot build an ever-growing
-backlog that delays later requests.
+deadline passed is skipped, and work that could not finish in time is not queued
+at all (admission control, see ``Orchestrator``), so a slow detector or a flood
+of requests cannot build a backlog that delays later requests.
+
+A prompt is screened turn by turn (a turn: the text parts of one message, or one
+top-level field such as a system prompt), and each turn's detections are cached by
+a hash of its text: SDKs resend the whole conversation with every request, so a
+long conversation costs only its new turns. The turns' fields are merged (any
+finding counts, the lowest injection score wins) and their spans mapped back onto
+the whole prompt, so ``redact`` reaches every turn that carries PII.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Final
 
-from llmwall.detectors.base import Detection, Detector, NotScored, ScreenRequest, Span
-from llmwall.fields import INJECTION_FIELDS, INJECTION_NOT_SCORED, INJECTION_SCORE
+from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, Span
+from llmwall.fields import (
+    ARRAY_STRING,
+    BOOL,
+    FAILED_DETECTIONS,
+    FLAGGED_ROLES,
+    INJECTION_FIELDS,
+    INJECTION_NOT_SCORED,
+    INJECTION_SCORE,
+    INT,
+    MAP_INT,
+    PII_DETECTED,
+    SCHEMA,
+    SECRET_DETECTED,
+    UNSAFE_TOPIC_DETECTED,
+)
 
 log = logging.getLogger(__name__)
+
+#: Assumed cost of a detector never run yet: small, so the first requests are admitted and measured.
+FIRST_COST_S: Final = 0.005
+#: Weight of the newest measurement in a detector's moving-average cost.
+COST_WEIGHT: Final = 0.2
+#: Headroom on a cost estimate when admitting a job (costs vary from prompt to prompt).
+COST_MARGIN: Final = 1.5
+#: Factor applied to a detector's estimate each time it is refused for its cost alone.
+SHED_DECAY: Final = 0.9
+#: Turn detections kept (hashes, fields and offsets only: never text).
+TURN_CACHE_SIZE: Final = 20_000
+#: A turn with any of these true is a finding; its role goes into FLAGGED_ROLES.
+FINDING_FIELDS: Final = (UNSAFE_TOPIC_DETECTED, PII_DETECTED, SECRET_DETECTED)
+#: Int fields merged across turns by their minimum (the most alarming); other ints add up.
+MIN_FIELDS: Final = INJECTION_FIELDS
 
 
 class DeadlinePassed(NotScored):
@@ -37,27 +78,208 @@ class ScreenResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     not_scored: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    shed: list[str] = field(default_factory=list)  # not run at all: no capacity before the deadline
     info: dict[str, dict[str, object]] = field(default_factory=dict)
+    cached_turns: int = 0  # turn detections answered from the cache
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The part indexes of one turn, its own Prompt, and the cache key of its text."""
+
+    indexes: tuple[int, ...]
+    prompt: Prompt
+    digest: bytes
+
+
+def turns(prompt: Prompt) -> list[Turn]:
+    """The prompt's parts grouped per message (or per top-level field), in order."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, part in enumerate(prompt.parts):
+        path = part.path
+        key = tuple(path[:2]) if len(path) >= 2 and isinstance(path[1], int) else tuple(path[:1])
+        groups.setdefault(key, []).append(i)
+    out = []
+    for indexes in groups.values():
+        parts = tuple(prompt.parts[i] for i in indexes)
+        h = hashlib.sha256()
+        for p in parts:
+            h.update(p.role.encode() + b"\0" + p.text.encode("utf-8", "replace") + b"\0")
+        out.append(Turn(tuple(indexes), Prompt(prompt.format, parts, prompt.model, prompt.stream), h.digest()))
+    return out
+
+
+class TurnCache:
+    """Least-recently-used detections per (detector, turn digest, what the rules asked)."""
+
+    def __init__(self, size: int = TURN_CACHE_SIZE) -> None:
+        self._size = size
+        self._data: OrderedDict[tuple[object, ...], Detection] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> Detection | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None:
+                self._data.move_to_end(key)
+            return hit
+
+    def clear(self) -> None:
+        """Forget everything (the detectors changed: their verdicts may differ)."""
+        with self._lock:
+            self._data.clear()
+
+    def put(self, key: tuple[object, ...], detection: Detection) -> None:
+        with self._lock:
+            self._data[key] = detection
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
 
 
 class Orchestrator:
-    """Owns the worker pool that detectors run in."""
+    """Owns the worker pool that detectors run in, and admits only work that can finish in time.
+
+    Admission control: each detector's cost per turn is tracked (a moving average of its
+    wall time) together with the work already queued. Jobs whose estimated start plus
+    cost land past their request's deadline are not queued at all: the detectors are
+    reported failed at once, so a request over capacity is answered immediately (per
+    the rules, which see ``cf.llm.prompt.failed_detections``) instead of waiting behind
+    work that cannot help it, and queued work never pushes a later request past its deadline.
+    """
 
     def __init__(self, workers: int = 8) -> None:
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmwall-detect")
+        self._lock = threading.Lock()
+        self._cost: dict[str, float] = {}  # detector name -> seconds per turn (moving average)
+        self._backlog = 0.0  # estimated seconds of work queued or running, all detectors
+        self.cache = TurnCache()
 
-    async def screen(self, request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
-        """Run ``detectors`` on ``request`` and return by ``request.deadline`` at the latest."""
-        result = ScreenResult()
+    @property
+    def busy(self) -> bool:
+        """Whether detector work is queued or running right now."""
+        with self._lock:
+            return self._backlog > 0.0
+
+    def _admit(
+        self, jobs: Sequence[tuple[Detector, int]], deadline: float
+    ) -> tuple[list[tuple[Detector, float]], list[str]]:
+        """Reserve room for a request's jobs (detector, turns to screen): (admitted with their
+        reservations, names refused).
+
+        A detector too slow for the deadline even on an idle pool is refused alone. When
+        the queue is what makes the jobs late, the whole request is refused: its cheap
+        jobs would otherwise wait in line behind the backlog and hold it to the deadline.
+        """
+        now = time.monotonic()
+        admitted: list[tuple[Detector, float]] = []
+        refused: list[str] = []
+        with self._lock:
+            for det, count in jobs:
+                per_turn = self._cost.get(det.name, FIRST_COST_S)
+                cost = per_turn * count
+                if now + cost * COST_MARGIN > deadline:
+                    # Let the estimate decay, or a one-off slow job would keep the
+                    # detector from ever being measured again.
+                    self._cost[det.name] = per_turn * SHED_DECAY
+                    refused.append(det.name)
+                else:
+                    admitted.append((det, cost))
+            wait = self._backlog / self._workers
+            slowest = max((cost for _, cost in admitted), default=0.0)
+            if admitted and now + wait + slowest * COST_MARGIN > deadline:
+                return [], refused + [det.name for det, _ in admitted]
+            self._backlog += sum(cost for _, cost in admitted)
+        return admitted, refused
+
+    def _finished(self, det: Detector, reserved: float, per_turn: float | None) -> None:
+        with self._lock:
+            self._backlog = max(0.0, self._backlog - reserved)
+            if per_turn is not None:
+                old = self._cost.get(det.name)
+                self._cost[det.name] = per_turn if old is None else old + COST_WEIGHT * (per_turn - old)
+
+    def _submit(
+        self,
+        det: Detector,
+        request: ScreenRequest,
+        todo: list[tuple[int, Turn]],
+        key: tuple[object, ...],
+        reserved: float,
+    ) -> asyncio.Future:
+        def run() -> tuple[dict[int, Detection], float]:
+            per_turn: float | None = None
+            try:
+                start = time.monotonic()
+                found: dict[int, Detection] = {}
+                for index, turn in todo:
+                    if time.monotonic() >= request.deadline:
+                        raise DeadlinePassed(det.name)
+                    sub = ScreenRequest(turn.prompt, request.deadline, request.wanted, request.custom_topics)
+                    found[index] = det.detect(sub)
+                    if found[index].info.get("skipped"):
+                        # The lite detectors' older form of NotScored: never cached as a verdict.
+                        raise NotScored(det.name)
+                    self.cache.put((det.name, id(det), turn.digest, *key), found[index])
+                elapsed = time.monotonic() - start
+                per_turn = elapsed / max(1, len(todo))
+                return found, elapsed
+            finally:
+                self._finished(det, reserved, per_turn)
+
+        def dropped(fut: Future) -> None:
+            if fut.cancelled():  # never started: release its reservation here
+                self._finished(det, reserved, None)
+
+        cfut = self._pool.submit(run)
+        cfut.add_done_callback(dropped)
+        return asyncio.wrap_future(cfut)
+
+    async def screen(
+        self, request: ScreenRequest, detectors: Sequence[Detector], overloaded: bool = False
+    ) -> ScreenResult:
+        """Run ``detectors`` on every turn of ``request`` and return by ``request.deadline`` at the latest.
+
+        ``overloaded`` (the caller's own CPU is saturated) refuses every job that the turn
+        cache cannot answer, so the request is decided at once.
+        """
+        result = ScreenResult(fields={FAILED_DETECTIONS: []})
         if not detectors:
             return result
-        loop = asyncio.get_running_loop()
-        futures = {loop.run_in_executor(self._pool, _timed_detect, det, request): det for det in detectors}
-        timeout = max(0.0, request.deadline - time.monotonic())
-        done, pending = await asyncio.wait(futures, timeout=timeout)
+        prompt_turns = turns(request.prompt) or [Turn((), request.prompt, b"")]
+        key = (request.wanted, tuple(sorted(request.custom_topics.items())))
+        per_det: list[dict[int, Detection]] = [{} for _ in detectors]
+        todo: list[list[tuple[int, Turn]]] = [[] for _ in detectors]
+        for d, det in enumerate(detectors):
+            for index, turn in enumerate(prompt_turns):
+                hit = self.cache.get((det.name, id(det), turn.digest, *key))
+                if hit is None:
+                    todo[d].append((index, turn))
+                else:
+                    per_det[d][index] = hit
+                    result.cached_turns += 1
+        position = {id(det): d for d, det in enumerate(detectors)}
+        jobs = [(det, len(todo[d])) for d, det in enumerate(detectors) if todo[d]]
+        admitted: list[tuple[Detector, float]]
+        if overloaded:
+            admitted, refused = [], [det.name for det, _ in jobs]
+        else:
+            admitted, refused = self._admit(jobs, request.deadline)
+        result.not_scored += refused
+        result.shed += refused
+        futures = {
+            self._submit(det, request, todo[position[id(det)]], key, reserved): det for det, reserved in admitted
+        }
+        done: set[asyncio.Future] = set()
+        pending: set[asyncio.Future] = set()
+        if futures:
+            timeout = max(0.0, request.deadline - time.monotonic())
+            done, pending = await asyncio.wait(futures, timeout=timeout)
         for fut in pending:
             fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
             result.not_scored.append(futures[fut].name)
+        scored = [d for d in range(len(detectors)) if not todo[d]]  # every turn from the cache
         for fut in done:
             det = futures[fut]
             exc = fut.exception()
@@ -68,18 +290,25 @@ class Orchestrator:
                 log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
                 result.errors.append(det.name)
             else:
-                detection, elapsed_ms = fut.result()
-                if detection.info.get("skipped"):
-                    # The lite detectors' form of NotScored until their rewrite raises it: same count.
-                    result.not_scored.append(det.name)
-                    continue
-                result.fields.update(detection.fields)
-                result.spans.extend(detection.spans)
-                result.timings_ms[det.name] = round(elapsed_ms, 3)
+                found, elapsed_s = fut.result()
+                per_det[position[id(det)]].update(found)
+                result.timings_ms[det.name] = round(elapsed_s * 1000.0, 3)
+                scored.append(position[id(det)])
+        flagged: set[str] = set()
+        for d in sorted(scored):
+            detections = [per_det[d][i] for i in range(len(prompt_turns))]
+            result.fields.update(merge_fields([x.fields for x in detections]))
+            for turn, detection in zip(prompt_turns, detections, strict=True):
+                result.spans += _whole_prompt_spans(request.prompt, turn, detection.spans)
+                if any(detection.fields.get(name) is True for name in FINDING_FIELDS):
+                    flagged.update(p.role for p in turn.prompt.parts)
                 if detection.info:
-                    result.info[det.name] = detection.info
+                    result.info[detectors[d].name] = detection.info
         result.not_scored.sort()
         result.errors.sort()
+        result.shed.sort()
+        result.fields[FAILED_DETECTIONS] = sorted(set(result.not_scored) | set(result.errors))
+        result.fields[FLAGGED_ROLES] = sorted(flagged)
         if any(INJECTION_FIELDS & d.provides for d in detectors):
             result.fields.setdefault(INJECTION_SCORE, INJECTION_NOT_SCORED)
         return result
@@ -89,9 +318,54 @@ class Orchestrator:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _timed_detect(detector: Detector, request: ScreenRequest) -> tuple[Detection, float]:
-    start = time.monotonic()
-    if start >= request.deadline:
-        raise DeadlinePassed(detector.name)
-    detection = detector.detect(request)
-    return detection, (time.monotonic() - start) * 1000.0
+def merge_fields(per_turn: Sequence[dict[str, object]]) -> dict[str, object]:
+    """One detector's fields over all turns: a finding in any turn counts.
+
+    Bool: any; Array<String>: union; Map<Int>: lowest score per label; injection score:
+    lowest (the most alarming turn); other Int (token count): sum.
+    """
+    if len(per_turn) == 1:
+        return dict(per_turn[0])
+    out: dict[str, object] = {}
+    for fields in per_turn:
+        for name, value in fields.items():
+            if name not in out:
+                out[name] = _copy(value)
+                continue
+            kind, old = SCHEMA.get(name), out[name]
+            if kind == BOOL:
+                out[name] = bool(old) or bool(value)
+            elif kind == ARRAY_STRING and isinstance(old, list) and isinstance(value, list):
+                out[name] = sorted(set(old) | set(value))
+            elif kind == MAP_INT and isinstance(old, dict) and isinstance(value, dict):
+                for label, score in value.items():
+                    old[label] = min(old.get(label, score), score)
+            elif kind == INT and isinstance(old, int) and isinstance(value, int):
+                out[name] = min(old, value) if name in MIN_FIELDS else old + value
+            else:
+                out[name] = value
+    return out
+
+
+def _copy(value: object) -> object:
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _whole_prompt_spans(prompt: Prompt, turn: Turn, spans: Sequence[Span]) -> list[Span]:
+    """Spans of one turn's text mapped onto the whole prompt's text (cut at part boundaries)."""
+    if not spans or not turn.indexes:
+        return list(spans)
+    whole = prompt.part_offsets()
+    local = turn.prompt.part_offsets()
+    out = []
+    for span in spans:
+        for k, (start, end) in enumerate(local):
+            lo, hi = max(span.start, start), min(span.end, end)
+            if lo < hi:
+                base = whole[turn.indexes[k]][0] - start
+                out.append(Span(lo + base, hi + base, span.category))
+    return out
