@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from provider_samples import ALL_SAMPLES, SAMPLES, aws_event
 
-from llmwall.providers import events, registry
+from llmwall.providers import discovery, events, registry
 from llmwall.providers.base import ChatEvidence, CompletionEvidence, Provider, ResponseText, StreamText, Usage
 from llmwall.providers.bedrock import aws_events
 from llmwall.providers.discovery import FORMATS
@@ -630,8 +630,7 @@ def test_block_error_is_shaped_per_family(fmt: str | None, body: dict, headers: 
 
 
 def test_prompt_keys_come_from_the_registry() -> None:
-    """The screening addon's pre-check looks for these in the raw bytes; a new format's key joins by itself."""
+    """Discovery's "unrecognised prompt" check reads these keys; a new format's key joins by itself."""
     assert registry.PROMPT_KEYS == {"messages", "prompt", "contents", "inputs", "input"}
-    from llmwall.proxy.addon import _LLM_KEYS
-
-    assert set(_LLM_KEYS) == {f'"{k}"'.encode() for k in registry.PROMPT_KEYS}
+    assert discovery.unrecognised_prompt("/v1/x", {"inputs": "tell me a story"})
+    assert not discovery.unrecognised_prompt("/v1/x", {"query": "tell me a story"})

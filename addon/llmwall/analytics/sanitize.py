@@ -14,6 +14,7 @@ import re
 from typing import Any, Final
 from urllib.parse import unquote
 
+from llmwall import fields as F
 from llmwall.analytics.store import validate_event
 
 #: Stored in place of a model name that does not look like one (free text, control characters).
@@ -74,8 +75,8 @@ def event(ev: dict[str, Any]) -> dict[str, Any]:
     out["model"] = model(ev.get("model"))
     out["path_template"] = path(ev.get("path_template") or "/")
     fields = dict(ev.get("fields") or {})
-    if "cf.llm.request.model" in fields:
-        fields["cf.llm.request.model"] = model(fields["cf.llm.request.model"])
+    if F.REQUEST_MODEL in fields:
+        fields[F.REQUEST_MODEL] = model(fields[F.REQUEST_MODEL])
     out["fields"] = fields
     try:
         validate_event(out)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +70,7 @@ async def replay(args: argparse.Namespace) -> int:
         "llmwall_models": args.models or "",
         "llmwall_device": args.device,
         "llmwall_deadline_ms": args.deadline_ms,
-        "llmwall_whole_conversation": args.whole_conversation,
+        "llmwall_turns": args.turns,
         "llmwall_workers": master.options.llmwall_workers,
     }
     with _collect_errors() as errors:
@@ -118,6 +119,8 @@ async def _screen(master: Master, flow: http.HTTPFlow) -> dict | None:
 
     probe = flow.copy()
     probe.response = None  # as the proxy sees it: before the upstream answered
+    # The proxy's deadline runs from the request's arrival: offline, it arrives now.
+    probe.request.timestamp_start = probe.request.timestamp_end = time.time()
     probe.metadata.pop(METADATA_KEY, None)
     probe.comment, probe.marked = "", ""
     await master.addons.handle_lifecycle(HttpRequestHook(probe))
@@ -152,6 +155,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="models directory (default: the models shipped with llmwall)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--deadline-ms", type=int, default=2000, help="per-request deadline, as in the proxy (default 2000)")
-    p.add_argument("--whole-conversation", action="store_true", help="screen every turn, not only the latest")
+    p.add_argument(
+        "--turns",
+        choices=("all", "conversation", "latest"),
+        default="all",
+        help="which turns to screen, as the proxy's llmwall_turns option (default: all)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per screened request")
     p.set_defaults(func=cmd_replay)

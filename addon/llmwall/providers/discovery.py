@@ -283,17 +283,14 @@ def fold_keys(node: object) -> object:
     return out
 
 
-#: Top-level keys that carry a prompt in some format: a body with text under one of them
-#: that no format recognises is recorded as unrecognised rather than passed in silence.
-_PROMPT_KEYS: Final = ("messages", "prompt", "contents", "input", "inputs")
-
-
 def unrecognised_prompt(path: str, data: object) -> bool:
     """Whether an unclassified body still carries prompt-like text (and is not an
     embedding/moderation/tokenizer call, which reuse the same keys)."""
     if not isinstance(data, dict) or not isinstance(path, str) or _NON_GENERATION_PATH.search(_tail(path)):
         return False
-    for key in _PROMPT_KEYS:
+    # registry.PROMPT_KEYS: the keys some format carries its prompt under; text under one of
+    # them that no format recognises is recorded as unrecognised rather than passed in silence.
+    for key in sorted(registry.PROMPT_KEYS):
         value = data.get(key)
         if isinstance(value, str) and value.strip():
             return True

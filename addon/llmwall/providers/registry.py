@@ -34,8 +34,7 @@ BY_NAME: Final[dict[str, Provider]] = {p.name: p for p in PROVIDERS}
 CHAT: Final = tuple(p for p in PROVIDERS if p.chat is not None)
 COMPLETION: Final = tuple(p for p in PROVIDERS if p.completion is not None)
 OWN_KEY: Final = tuple(p for p in PROVIDERS if p.body_key is not None)
-#: The top-level keys some format carries its prompt under: a body naming none of them is not
-#: LLM traffic (the screening addon's pre-check on the raw bytes, before any parsing).
+#: The top-level keys some format carries its prompt under (discovery.unrecognised_prompt).
 PROMPT_KEYS: Final = frozenset(
     ["messages"] * bool(CHAT) + ["prompt"] * bool(COMPLETION) + [p.body_key for p in OWN_KEY if p.body_key]
 )

@@ -16,6 +16,8 @@ from llmwall.rules import RuleSet
 #: Fields the addon fills itself from the request and its parsed body.
 ADDON_FIELDS = frozenset(
     {fields.PROMPT_DETECTED, fields.REQUEST_FORMAT, fields.REQUEST_MODEL}
+    # filled by the orchestrator for every screened request
+    | {fields.FAILED_DETECTIONS, fields.FLAGGED_ROLES}
     | {name for name in fields.SCHEMA if not name.startswith(fields.LLM_PREFIX)}
 )
 
