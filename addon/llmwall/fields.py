@@ -34,6 +34,16 @@ SCHEMA: Final[dict[str, str]] = {
     "cf.llm.prompt.secret_categories": ARRAY_STRING,
     "cf.llm.request.format": STRING,
     "cf.llm.request.model": STRING,
+    # the model's answer (llmwall extension, same names as the prompt's); a rule that reads
+    # one of these is evaluated on the response, see RESPONSE_PREFIX
+    "cf.llm.response.detected": BOOL,
+    "cf.llm.response.unsafe_topic_detected": BOOL,
+    "cf.llm.response.unsafe_topic_categories": ARRAY_STRING,
+    "cf.llm.response.pii_detected": BOOL,
+    "cf.llm.response.pii_categories": ARRAY_STRING,
+    "cf.llm.response.secret_detected": BOOL,
+    "cf.llm.response.secret_categories": ARRAY_STRING,
+    "cf.llm.response.token_count": INT,
     # ordinary request fields
     "http.host": STRING,
     "http.request.method": STRING,
@@ -53,8 +63,31 @@ INJECTION_FIELDS: Final = frozenset({"cf.llm.prompt.injection_score"})
 CUSTOM_TOPIC_FIELDS: Final = frozenset({"cf.llm.prompt.custom_topic_categories"})
 TOKEN_FIELDS: Final = frozenset({"cf.llm.prompt.token_count"})
 
+#: Fields of the model's answer: a rule reading any of them runs in the response phase.
+RESPONSE_PREFIX: Final = "cf.llm.response."
+REQUEST_PHASE: Final = "request"
+RESPONSE_PHASE: Final = "response"
+
+#: Response field -> the prompt field the same detector fills (detectors screen text, not sides).
+RESPONSE_FROM_PROMPT: Final[dict[str, str]] = {
+    RESPONSE_PREFIX + name: "cf.llm.prompt." + name
+    for name in (
+        "unsafe_topic_detected",
+        "unsafe_topic_categories",
+        "pii_detected",
+        "pii_categories",
+        "secret_detected",
+        "secret_categories",
+    )
+}
+
 #: Injection score for "not scored", as in Cloudflare (1-99 scored, 100 = not scored).
 INJECTION_NOT_SCORED: Final = 100
+
+
+def phase_of(names: frozenset[str] | set[str]) -> str:
+    """The phase a rule reading ``names`` runs in: the response once it reads any response field."""
+    return RESPONSE_PHASE if any(n.startswith(RESPONSE_PREFIX) for n in names) else REQUEST_PHASE
 
 
 def canonical(name: str) -> str | None:

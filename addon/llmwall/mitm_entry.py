@@ -12,5 +12,8 @@ if importlib.util.find_spec("llmwall") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmwall.proxy.addon import LLMWall
+from llmwall.responses.addon import ResponseScreen
 
-addons = [LLMWall()]
+_wall = LLMWall()
+# ResponseScreen first: its response hook leaves the stream's confirmation for LLMWall's.
+addons = [ResponseScreen(_wall), _wall]

@@ -60,6 +60,7 @@ EVENT_KEYS: Final = frozenset(
         "total_ms",
         "status",
         "redacted",
+        "response",
     }
 )
 #: Category list fields -> the ``kind`` stored in event_categories.
@@ -67,9 +68,14 @@ CATEGORY_KINDS: Final[dict[str, str]] = {
     "cf.llm.prompt.unsafe_topic_categories": "unsafe",
     "cf.llm.prompt.pii_categories": "pii",
     "cf.llm.prompt.secret_categories": "secret",
+    "cf.llm.response.unsafe_topic_categories": "response_unsafe",
+    "cf.llm.response.pii_categories": "response_pii",
+    "cf.llm.response.secret_categories": "response_secret",
 }
 CUSTOM_FIELD: Final = "cf.llm.prompt.custom_topic_categories"
-KINDS: Final = ("unsafe", "pii", "secret", "custom")
+KINDS: Final = ("unsafe", "pii", "secret", "custom", "response_unsafe", "response_pii", "response_secret")
+#: Status of an event about a model's answer (see llmwall.responses); the others are about requests.
+RESPONSE_STATUS: Final = "response"
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # actions, statuses, detector names
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")  # categories, rule ids: printable, short
@@ -260,7 +266,25 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
         "total_ms": _check_number("total_ms", event.get("total_ms")),
         "status": _check_word("status", event.get("status") or "screened", optional=False),
         "redacted": _check_labels("redacted", event.get("redacted")),  # categories redacted, never values
+        "response": _check_response(event.get("response")),
     }
+
+
+def _check_response(value: object) -> dict[str, object]:
+    """A response event's stream summary: how it ended (a word) and counts, nothing else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("event key 'response': expected a dict")
+    out: dict[str, object] = {}
+    for k, v in value.items():
+        _check_word("response", k, optional=False)
+        out[k] = (
+            _check_word(f"response[{k}]", v, optional=False)
+            if k == "end"
+            else _check_number(f"response[{k}]", v, optional=False)
+        )
+    return out
 
 
 def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
@@ -593,7 +617,9 @@ class Store:
             " coalesce(sum(e.action IS NULL AND e.status = 'screened'), 0) AS allowed,"
             " coalesce(sum(e.n_not_scored > 0), 0) AS not_scored,"
             " coalesce(sum(e.n_errors > 0), 0) AS errors,"
-            " coalesce(sum(e.status != 'screened'), 0) AS unparsed,"
+            " coalesce(sum(e.status NOT IN ('screened', 'response')), 0) AS unparsed,"
+            " coalesce(sum(e.status = 'response'), 0) AS responses,"
+            " coalesce(sum(e.status = 'response' AND e.action IS NOT NULL), 0) AS responses_acted,"
             " min(e.ts) AS first_ts, max(e.ts) AS last_ts"
             f" FROM events e{where}",
             params,
@@ -610,6 +636,8 @@ class Store:
                 "not_scored",
                 "errors",
                 "unparsed",
+                "responses",
+                "responses_acted",
             )
         }
         top = [

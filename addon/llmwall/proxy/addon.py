@@ -52,6 +52,8 @@ DEVICES = ("auto", "cpu", "cuda")
 UNPARSED_MODES = ("pass", "block")
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
 ALWAYS_RUN = frozenset({"tokens"})
+#: flow.metadata["llmwall"] key where ``llmwall.responses`` leaves a streamed answer's confirmation.
+RESPONSE_CONFIRMED = "response_confirmed"
 #: Detection fields that are recorded in analytics (never text, only outcomes).
 RECORDED_PREFIX = "cf.llm."
 
@@ -501,8 +503,12 @@ class LLMWall:
         if not fmt or fmt == "custom":
             return
         resp = flow.response
-        loop = asyncio.get_running_loop()
-        confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, ctx.options.llmwall_max_body_kb * 1024)
+        # A streamed body is not kept: the response addon confirmed it from the stream's head.
+        confirmed = meta.get(RESPONSE_CONFIRMED)
+        if confirmed is None:
+            loop = asyncio.get_running_loop()
+            limit = ctx.options.llmwall_max_body_kb * 1024
+            confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, limit)
         self._submit(
             self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"], fmt, time.time(), confirmed
         )

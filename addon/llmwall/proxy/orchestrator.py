@@ -11,11 +11,13 @@ backlog that delays later requests.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmwall.detectors.base import Detection, Detector, ScreenRequest, Span
 from llmwall.fields import INJECTION_FIELDS, INJECTION_NOT_SCORED
@@ -47,41 +49,58 @@ class Orchestrator:
 
     async def screen(self, request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
         """Run ``detectors`` on ``request`` and return by ``request.deadline`` at the latest."""
-        result = ScreenResult()
         if not detectors:
-            return result
+            return ScreenResult()
         loop = asyncio.get_running_loop()
         futures = {loop.run_in_executor(self._pool, _timed_detect, det, request): det for det in detectors}
         timeout = max(0.0, request.deadline - time.monotonic())
         done, pending = await asyncio.wait(futures, timeout=timeout)
-        for fut in pending:
-            fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
-            result.not_scored.append(futures[fut].name)
-        for fut in done:
-            det = futures[fut]
-            exc = fut.exception()
-            if isinstance(exc, (DeadlinePassed, TimeoutError)):
-                result.not_scored.append(det.name)
-            elif exc is not None:
-                # Log the type only: an exception message could quote the prompt.
-                log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
-                result.errors.append(det.name)
-            else:
-                detection, elapsed_ms = fut.result()
-                result.fields.update(detection.fields)
-                result.spans.extend(detection.spans)
-                result.timings_ms[det.name] = round(elapsed_ms, 3)
-                if detection.info:
-                    result.info[det.name] = detection.info
-        result.not_scored.sort()
-        result.errors.sort()
-        if any(INJECTION_FIELDS & d.provides for d in detectors):
-            result.fields.setdefault("cf.llm.prompt.injection_score", INJECTION_NOT_SCORED)
-        return result
+        return _merge(futures, done, pending, detectors)
+
+    def screen_blocking(self, request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
+        """The same, for a caller that must answer synchronously (mitmproxy's stream callable):
+        blocks the calling thread until ``request.deadline`` at the latest."""
+        if not detectors:
+            return ScreenResult()
+        futures = {self._pool.submit(_timed_detect, det, request): det for det in detectors}
+        timeout = max(0.0, request.deadline - time.monotonic())
+        done, pending = concurrent.futures.wait(futures, timeout=timeout)
+        return _merge(futures, done, pending, detectors)
 
     def close(self) -> None:
         """Stop accepting work; running detector calls finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _merge(
+    futures: Mapping[Any, Detector], done: Iterable[Any], pending: Iterable[Any], detectors: Sequence[Detector]
+) -> ScreenResult:
+    """One ScreenResult from finished and unfinished detector futures (asyncio or concurrent)."""
+    result = ScreenResult()
+    for fut in pending:
+        fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
+        result.not_scored.append(futures[fut].name)
+    for fut in done:
+        det = futures[fut]
+        exc = fut.exception()
+        if isinstance(exc, (DeadlinePassed, TimeoutError)):
+            result.not_scored.append(det.name)
+        elif exc is not None:
+            # Log the type only: an exception message could quote the prompt.
+            log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
+            result.errors.append(det.name)
+        else:
+            detection, elapsed_ms = fut.result()
+            result.fields.update(detection.fields)
+            result.spans.extend(detection.spans)
+            result.timings_ms[det.name] = round(elapsed_ms, 3)
+            if detection.info:
+                result.info[det.name] = detection.info
+    result.not_scored.sort()
+    result.errors.sort()
+    if any(INJECTION_FIELDS & d.provides for d in detectors):
+        result.fields.setdefault("cf.llm.prompt.injection_score", INJECTION_NOT_SCORED)
+    return result
 
 
 def _timed_detect(detector: Detector, request: ScreenRequest) -> tuple[Detection, float]:

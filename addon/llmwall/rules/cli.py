@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from llmwall import fields as schema
 from llmwall.rules.errors import RulesError
-from llmwall.rules.ruleset import coerce_value, load_rules
+from llmwall.rules.ruleset import Decision, coerce_value, load_rules
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     enabled = sum(r.enabled for r in rs.rules)
     count = len(rs.rules)
     print(f"{args.file}: OK, {count} rule{'' if count == 1 else 's'} ({enabled} enabled)")
-    print(f"fields read: {', '.join(sorted(rs.fields)) or 'none'}")
+    print(f"fields read: {', '.join(sorted(rs.fields | rs.response_fields)) or 'none'}")
+    for rule in rs.rules:
+        state = "" if rule.enabled else ", disabled"
+        print(f"  {rule.id}: {rule.action}, {rs.phases[rule.id]} phase{state}")
     return 0
 
 
@@ -102,13 +105,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{args.fields}: {e}", file=sys.stderr)
         return 2
     decision = rs.evaluate(values)
-    print(
-        json.dumps(
-            {
-                "matched": list(decision.matched),
-                "action": decision.action,
-                "rule": decision.rule.id if decision.rule else None,
-            }
-        )
-    )
+    out: dict[str, object] = _decision_json(decision)
+    if rs.response_fields:
+        out["response"] = _decision_json(rs.evaluate(values, schema.RESPONSE_PHASE))
+    print(json.dumps(out))
     return 0
+
+
+def _decision_json(decision: Decision) -> dict[str, object]:
+    return {
+        "matched": list(decision.matched),
+        "action": decision.action,
+        "rule": decision.rule.id if decision.rule else None,
+    }

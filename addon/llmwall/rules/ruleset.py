@@ -139,13 +139,27 @@ class RuleSet:
         self.source = source
         #: Problems that do not stop the rules from loading (a category value that never matches).
         self.warnings = warnings
-        self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
-        self.fields: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+        #: Rule id -> the phase it runs in: "response" when it reads a ``cf.llm.response.*`` field.
+        self.phases: dict[str, str] = {r.id: schema.phase_of(compiled[r.id].fields) for r in rules}
+        self._active = {
+            phase: tuple((r, compiled[r.id].test) for r in rules if r.enabled and self.phases[r.id] == phase)
+            for phase in (schema.REQUEST_PHASE, schema.RESPONSE_PHASE)
+        }
+        read: frozenset[str] = frozenset().union(*(compiled[r.id].fields for r in rules if r.enabled))
+        self._read = read
+        #: Fields the request must provide (every enabled rule's, response fields aside).
+        self.fields: frozenset[str] = frozenset(f for f in read if not f.startswith(schema.RESPONSE_PREFIX))
+        #: Response fields some enabled rule reads: the response is screened only for these.
+        self.response_fields: frozenset[str] = read - self.fields
 
-    def evaluate(self, values: Mapping[str, object]) -> Decision:
-        """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
+    def evaluate(self, values: Mapping[str, object], phase: str = schema.REQUEST_PHASE) -> Decision:
+        """Evaluate every enabled rule of ``phase`` on ``values`` (canonical names; absent = missing).
+
+        The request phase skips rules that read response fields; the response phase runs
+        only those, with the request's values alongside the response's.
+        """
         vals = {}
-        for name in self.fields:
+        for name in self._read:
             try:
                 vals[name] = coerce_value(name, values.get(name))
             except Exception:  # a hostile Mapping must not take the proxy down
@@ -153,7 +167,7 @@ class RuleSet:
         matched: list[str] = []
         decider: Rule | None = None
         first_log: Rule | None = None
-        for rule, test in self._active:
+        for rule, test in self._active[phase]:
             try:
                 hit = test(vals)
             except Exception as exc:  # never crash the proxy; values are not logged
