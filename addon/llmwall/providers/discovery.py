@@ -7,7 +7,11 @@ This lets llmwall find self-hosted and proxied endpoints (Azure OpenAI, vLLM,
 llama.cpp, LM Studio, OpenRouter...) without a host list.
 
 Everything here runs on every JSON request, so it stays cheap and never raises.
-See ``docs/discovery.md`` for the heuristics and their known ambiguities.
+What each format looks like (its request evidence, response shapes, stream events)
+lives in its provider module, listed by ``providers/registry.py``; this module holds
+what is format-independent: body parsing, weighing the formats' evidence, URL path
+templates and hints. See ``docs/discovery.md`` for the heuristics and their known
+ambiguities.
 """
 
 from __future__ import annotations
@@ -15,28 +19,18 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
 import numpy as np
 
-#: Format name -> what it covers. Names are stable: they appear in rules
-#: (``cf.llm.request.format``), analytics and block responses.
-FORMATS: Final[dict[str, str]] = {
-    "openai.chat": "OpenAI Chat Completions (and every OpenAI-compatible server)",
-    "openai.completions": "OpenAI legacy Completions ({model, prompt})",
-    "openai.responses": "OpenAI Responses API ({model, input})",
-    "anthropic.messages": "Anthropic Messages (also via Bedrock InvokeModel / Vertex rawPredict)",
-    "gemini.generate": "Google Gemini generateContent and streamGenerateContent (AI Studio and Vertex)",
-    "ollama.generate": "Ollama /api/generate",
-    "ollama.chat": "Ollama /api/chat",
-    "cohere.chat": "Cohere Chat API v2 (/v2/chat)",
-    "bedrock.converse": "Amazon Bedrock Converse and ConverseStream",
-    "tgi.generate": "Hugging Face Text Generation Inference /generate and /generate_stream",
-}
+from llmwall.providers import registry
+from llmwall.providers.base import CHAT_ROLES, MEDIA_KEYS, SAMPLE, Provider, as_str, sample
+
+#: Format name -> what it covers, from the provider registry. Names are stable: they
+#: appear in rules (``cf.llm.request.format``), analytics and block responses.
+FORMATS: Final[dict[str, str]] = {p.name: p.description for p in registry.PROVIDERS}
 
 #: parse_body error codes -> meaning (documented in docs/discovery.md).
 PARSE_ERRORS: Final[dict[str, str]] = {
@@ -209,220 +203,9 @@ def _has_lone_surrogate(data: object) -> bool:
 
 
 # --------------------------------------------------------------------------- classification
+# What each format's bodies look like is its provider module's business (providers/<family>.py);
+# here is only how that evidence is weighed, the same way for every format.
 
-#: How many messages/items at each end of a list are inspected: enough to decide, cheap on 100k.
-_SAMPLE: Final = 32
-
-_CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-# Top-level keys as evidence: each key counts for every chat format that accepts it
-# (Cohere v2 shares seed/response_format/penalties with OpenAI, stop_sequences with Anthropic).
-_OPENAI, _ANTHROPIC, _OLLAMA, _COHERE, _BEDROCK = (
-    "openai.chat",
-    "anthropic.messages",
-    "ollama.chat",
-    "cohere.chat",
-    "bedrock.converse",
-)
-_KEY_EVIDENCE: Final[dict[str, tuple[str, ...]]] = {
-    **dict.fromkeys(
-        (
-            "n",
-            "logit_bias",
-            "top_logprobs",
-            "stream_options",
-            "max_completion_tokens",
-            "user",
-            "parallel_tool_calls",
-            "modalities",
-            "audio",
-            "reasoning_effort",
-            "prediction",
-            "service_tier",
-            "functions",
-            "function_call",
-            "web_search_options",
-            "verbosity",
-            "store",
-        ),
-        (_OPENAI,),
-    ),
-    **dict.fromkeys(
-        ("seed", "response_format", "frequency_penalty", "presence_penalty", "logprobs"), (_OPENAI, _COHERE)
-    ),
-    **dict.fromkeys(
-        ("anthropic_version", "top_k", "thinking", "anthropic_beta", "mcp_servers", "container"), (_ANTHROPIC,)
-    ),
-    "stop_sequences": (_ANTHROPIC, _COHERE),
-    **dict.fromkeys(("options", "keep_alive", "format", "think"), (_OLLAMA,)),
-    **dict.fromkeys(
-        (
-            "documents",
-            "citation_options",
-            "safety_mode",
-            "k",
-            "p",
-            "strict_tools",
-            "return_prompt",
-            "tool_results",
-            "priority",
-        ),
-        (_COHERE,),
-    ),
-    **dict.fromkeys(
-        (
-            "inferenceConfig",
-            "toolConfig",
-            "guardrailConfig",
-            "additionalModelRequestFields",
-            "additionalModelResponseFieldPaths",
-            "promptVariables",
-            "performanceConfig",
-            "requestMetadata",
-        ),
-        (_BEDROCK,),
-    ),
-}
-_BEDROCK_BLOCKS: Final = frozenset(
-    {
-        "text",
-        "image",
-        "document",
-        "video",
-        "toolUse",
-        "toolResult",
-        "guardContent",
-        "reasoningContent",
-        "cachePoint",
-    }
-)
-_ANTHROPIC_BLOCK_TYPES: Final = frozenset(
-    {
-        "tool_use",
-        "tool_result",
-        "document",
-        "thinking",
-        "redacted_thinking",
-        "search_result",
-        "server_tool_use",
-        "web_search_tool_result",
-        "container_upload",
-    }
-)
-_OPENAI_PART_TYPES: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
-_COHERE_PART_TYPES: Final = frozenset({"document", "thinking"})
-
-_RESPONSES_KEYS: Final = frozenset(
-    {
-        "instructions",
-        "previous_response_id",
-        "reasoning",
-        "text",
-        "tools",
-        "tool_choice",
-        "store",
-        "max_output_tokens",
-        "include",
-        "truncation",
-        "background",
-        "conversation",
-        "prompt",
-        "max_tool_calls",
-        "parallel_tool_calls",
-        "prompt_cache_key",
-        "safety_identifier",
-    }
-)
-_RESPONSES_ITEM_TYPES: Final = frozenset(
-    {
-        "message",
-        "function_call",
-        "function_call_output",
-        "reasoning",
-        "item_reference",
-        "file_search_call",
-        "web_search_call",
-        "computer_call",
-        "computer_call_output",
-        "code_interpreter_call",
-        "custom_tool_call",
-        "custom_tool_call_output",
-        "mcp_call",
-        "mcp_approval_response",
-        "local_shell_call",
-        "local_shell_call_output",
-    }
-)
-
-_COMPLETION_PARAMS: Final = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "stream",
-        "n",
-        "echo",
-        "best_of",
-        "logprobs",
-        "suffix",
-        "n_predict",
-        "options",
-        "raw",
-        "template",
-        "context",
-        "system",
-        "keep_alive",
-    }
-)
-_OPENAI_COMPLETION_KEYS: Final = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "n",
-        "echo",
-        "best_of",
-        "logprobs",
-        "logit_bias",
-        "presence_penalty",
-        "frequency_penalty",
-        "seed",
-        "user",
-        "stream_options",
-    }
-)
-_OLLAMA_GENERATE_KEYS: Final = frozenset(
-    {
-        "options",
-        "keep_alive",
-        "context",
-        "raw",
-        "template",
-        "system",
-        "images",
-        "format",
-        "think",
-    }
-)
-# Image/speech generation also sends {model, prompt}/{model, input}: not text generation.
-_MEDIA_KEYS: Final = frozenset(
-    {
-        "size",
-        "quality",
-        "style",
-        "aspect_ratio",
-        "negative_prompt",
-        "width",
-        "height",
-        "num_inference_steps",
-        "guidance_scale",
-        "voice",
-        "encoding_format",
-        "dimensions",
-    }
-)
 # Non-generation endpoints whose bodies reuse {model, input} / {model, prompt} / contents:
 # matched on whole path segments so "/embedded-assistant/chat" is not caught.
 _NON_GENERATION_PATH: Final = re.compile(
@@ -434,15 +217,6 @@ _NON_GENERATION_PATH: Final = re.compile(
 
 # Endpoints that take a chat body but generate nothing (Anthropic count_tokens, vLLM /tokenize).
 _COUNTING_PATH: Final = re.compile(r"(?:^|/)(?:count_tokens|tokenize|detokenize)(?:/|$)|:counttokens$")
-
-
-def _str(value: object) -> str | None:
-    """``value`` if it is a string: body values are used as set members, so no lists."""
-    return value if isinstance(value, str) else None
-
-
-def _sample(items: list) -> list:
-    return items if len(items) <= 2 * _SAMPLE else items[:_SAMPLE] + items[-_SAMPLE:]
 
 
 def _tail(path: str) -> str:
@@ -472,67 +246,25 @@ def classify(method: str, path: str, data: object) -> str | None:
             return fmt
     if _NON_GENERATION_PATH.search(tail):
         return None
-    if "contents" in data and _is_gemini(data):
-        return "gemini.generate"
-    if "inputs" in data and _is_tgi(tail, data):
-        return "tgi.generate"
-    if "input" in data and _is_responses(tail, data):
-        return "openai.responses"
+    for provider in registry.OWN_KEY:
+        if provider.body_key in data and provider.matches(tail, data):
+            return provider.name
     if "prompt" in data:
         return _classify_prompt(tail, data)
     return None
 
 
-def _is_gemini(data: dict) -> bool:
-    contents = data.get("contents")
-    if not isinstance(contents, list) or not contents:
-        return False
-    for item in _sample(contents):
-        if not isinstance(item, dict) or not isinstance(item.get("parts"), list):
-            return False
-        role = item.get("role")
-        if role is not None and role not in ("user", "model", "function", "tool", ""):
-            return False
-    return True
-
-
-def _is_tgi(tail: str, data: dict) -> bool:
-    inputs = data.get("inputs")
-    if not (
-        isinstance(inputs, str)
-        or (isinstance(inputs, list) and inputs and all(isinstance(x, str) for x in _sample(inputs)))
-    ):
-        return False
-    if isinstance(data.get("parameters"), dict) or isinstance(data.get("stream"), bool):
-        return True
-    if tail.endswith(("/generate", "/generate_stream")):
-        return True
-    return set(data) <= {"inputs", "options"}  # bare HF Inference API call
-
-
-def _is_responses(tail: str, data: dict) -> bool:
-    inp = data.get("input")
-    if data.keys() & _MEDIA_KEYS:
-        return False
-    path_says = tail.endswith("/responses")
-    if isinstance(inp, str):
-        return path_says or bool(data.keys() & _RESPONSES_KEYS)
-    if not isinstance(inp, list) or not inp:
-        return False
-    for item in _sample(inp):
-        if not isinstance(item, dict):
-            return False
-        role, kind = _str(item.get("role")), _str(item.get("type"))
-        if role is None and "role" in item:
-            return False
-        if role is None and kind not in _RESPONSES_ITEM_TYPES:
-            return False
-        if role is not None and role not in _CHAT_ROLES:
-            return False
-    return True
+def _best(possible: list[Provider], score: dict[str, int], by_path: Provider | None) -> str | None:
+    """The highest score among ``possible``; a tie goes to ``by_path``, else to the first."""
+    if not possible:
+        return None
+    best = max(score[p.name] for p in possible)
+    tied = [p for p in possible if score[p.name] == best]
+    return (by_path if by_path in tied else tied[0]).name
 
 
 def _classify_prompt(tail: str, data: dict) -> str | None:
+    """Pick among the completion formats ({"prompt": ...}); see ``CompletionEvidence``."""
     prompt = data.get("prompt")
     if isinstance(prompt, str):
         pass
@@ -540,110 +272,68 @@ def _classify_prompt(tail: str, data: dict) -> str | None:
         first = prompt[0]
         if not (
             isinstance(first, (str, int))
-            or (isinstance(first, list) and all(isinstance(t, int) for t in first[:_SAMPLE]))
+            or (isinstance(first, list) and all(isinstance(t, int) for t in first[:SAMPLE]))
         ):
             return None
     else:
         return None
-    if data.keys() & _MEDIA_KEYS:
+    if data.keys() & MEDIA_KEYS:
         return None
-    generate_path = tail.endswith("/api/generate")
-    completions_path = tail.endswith(("/completions", "/completion")) or "/ai/run/@" in tail
+    formats = [(p, p.completion) for p in registry.COMPLETION if p.completion is not None]
+    by_path = next((p for p, ev in formats if ev.path_matches(tail)), None)
     if not (
-        isinstance(data.get("model"), str) or generate_path or completions_path or data.keys() & _COMPLETION_PARAMS
+        isinstance(data.get("model"), str) or by_path is not None or any(data.keys() & ev.params for _, ev in formats)
     ):
         return None
-    if not isinstance(prompt, str):
-        return "openai.completions"  # Ollama only takes a string prompt
-    ollama = len(data.keys() & _OLLAMA_GENERATE_KEYS)
-    openai = len(data.keys() & _OPENAI_COMPLETION_KEYS)
-    if ollama > openai:
-        return "ollama.generate"
-    if openai > ollama:
-        return "openai.completions"
-    return "ollama.generate" if generate_path else "openai.completions"
-
-
-# Chat families told apart by messages-shaped bodies, in default priority order.
-_CHAT_FORMATS: Final = ("openai.chat", "anthropic.messages", "ollama.chat", "cohere.chat", "bedrock.converse")
-
-
-def _chat_path_format(tail: str) -> str | None:
-    if tail.endswith(("/converse", "/converse-stream")):
-        return "bedrock.converse"
-    if tail.endswith("/api/chat"):
-        return "ollama.chat"
-    if tail.endswith("/v2/chat"):
-        return "cohere.chat"
-    if tail.endswith("/messages"):
-        return "anthropic.messages"
-    if tail.endswith("/chat/completions"):
-        return "openai.chat"
-    return None
+    possible = [p for p, ev in formats if isinstance(prompt, str) or ev.list_prompt]
+    score = {p.name: len(data.keys() & ev.keys) for p, ev in formats}
+    return _best(possible, score, by_path)
 
 
 def _classify_messages(tail: str, data: dict) -> str | None:
-    """Pick among the chat formats: rule out by incompatible shapes, score by specific keys."""
+    """Pick among the chat formats: rule out by incompatible shapes, score by specific keys.
+
+    Each format states its evidence (:class:`~llmwall.providers.base.ChatEvidence`);
+    the same rules weigh it for all.
+    """
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
-    possible = set(_CHAT_FORMATS)
-    score = dict.fromkeys(_CHAT_FORMATS, 0)
-    for key in data.keys() & _KEY_EVIDENCE.keys():
-        for fmt in _KEY_EVIDENCE[key]:
-            score[fmt] += 1
-    system = data.get("system")
-    if isinstance(system, str):
-        score["anthropic.messages"] += 1
-    elif isinstance(system, list) and system and isinstance(system[0], dict):
-        score["anthropic.messages" if "type" in system[0] else "bedrock.converse"] += 2
-    if isinstance(data.get("tool_choice"), dict) and data["tool_choice"].get("type") in ("auto", "any", "tool", "none"):
-        score["anthropic.messages"] += 1
-    for msg in _sample(messages):
+    formats = [(p, p.chat) for p in registry.CHAT if p.chat is not None]
+    possible = {p.name for p, _ in formats}
+    score = {p.name: len(data.keys() & ev.keys) + p.chat_body_score(data) for p, ev in formats}
+    for msg in sample(messages):
         if not isinstance(msg, dict):
             return None
-        role = _str(msg.get("role"))
-        if role not in _CHAT_ROLES:
+        role = as_str(msg.get("role"))
+        if role not in CHAT_ROLES:
             return None
-        if role != "user" and role != "assistant":
-            possible -= {"anthropic.messages", "bedrock.converse"}
-        if role in ("developer", "function"):
-            possible -= {"ollama.chat", "cohere.chat"}
-        if "tool_calls" in msg or "tool_call_id" in msg or "name" in msg:
-            score["openai.chat"] += 1
-        if "images" in msg:
-            score["ollama.chat"] += 1
-        if "tool_plan" in msg:
-            score["cohere.chat"] += 1
+        for p, ev in formats:
+            if role not in ev.roles:
+                possible.discard(p.name)
+            score[p.name] += p.chat_message_score(msg)
         content = msg.get("content")
         if isinstance(content, str):
-            possible.discard("bedrock.converse")
+            possible -= {p.name for p, ev in formats if not ev.string_content}
         elif isinstance(content, list):
-            possible.discard("ollama.chat")  # Ollama content is always a string
-            for block in content[:_SAMPLE]:
+            possible -= {p.name for p, ev in formats if not ev.list_content}
+            for block in content[:SAMPLE]:
                 if not isinstance(block, dict):
                     return None
                 kind = block.get("type")
                 if kind is not None and not isinstance(kind, str):
                     return None
                 if kind is None:
-                    if block.keys() & _BEDROCK_BLOCKS:
-                        score["bedrock.converse"] += 2
-                    possible -= {"openai.chat", "anthropic.messages", "cohere.chat"}
-                elif kind in _OPENAI_PART_TYPES:
-                    score["openai.chat"] += 1
-                elif kind in _ANTHROPIC_BLOCK_TYPES or (kind == "image" and "source" in block):
-                    score["anthropic.messages"] += 1
-                elif kind in _COHERE_PART_TYPES:
-                    score["cohere.chat"] += 1
+                    possible -= {p.name for p, ev in formats if not ev.untyped_blocks}
+                for p, _ in formats:  # a block counts for the first format that claims it
+                    points = p.chat_block_score(block, kind)
+                    if points:
+                        score[p.name] += points
+                        break
         elif content is not None:
             return None
-    if not possible:
-        return None
-    best = max(score[f] for f in possible)
-    tied = [f for f in _CHAT_FORMATS if f in possible and score[f] == best]
-    by_path = _chat_path_format(tail)
-    return by_path if by_path in tied else tied[0]
+    by_path = next((p for p, ev in formats if ev.paths and tail.endswith(ev.paths)), None)
+    return _best([p for p, _ in formats if p.name in possible], score, by_path)
 
 
 # --------------------------------------------------------------------------- responses
@@ -651,157 +341,16 @@ def _classify_messages(tail: str, data: dict) -> str | None:
 
 def confirm_response(fmt: str, data: object) -> bool:
     """True when a (non-streamed) response body looks like ``fmt``'s response."""
-    if fmt == "gemini.generate" and isinstance(data, list) and data:
-        data = data[0]  # streamGenerateContent without alt=sse: a JSON array of responses
-    if fmt == "tgi.generate" and isinstance(data, list) and data:
-        data = data[0]
-    if not isinstance(data, dict):
-        return False
-    check = _RESPONSE_CHECKS.get(fmt)
-    return bool(check and check(data))
-
-
-def _first_choice(data: dict) -> dict:
-    choices = data.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        return choices[0]
-    return {}
-
-
-_RESPONSE_CHECKS: Final = {
-    "openai.chat": lambda d: d.get("object") == "chat.completion" or isinstance(_first_choice(d).get("message"), dict),
-    "openai.completions": lambda d: (
-        d.get("object") == "text_completion" or isinstance(_first_choice(d).get("text"), str)
-    ),
-    "openai.responses": lambda d: d.get("object") == "response" and isinstance(d.get("output"), list),
-    "anthropic.messages": lambda d: d.get("type") == "message" and isinstance(d.get("content"), list),
-    "gemini.generate": lambda d: isinstance(d.get("candidates"), list) or isinstance(d.get("promptFeedback"), dict),
-    "ollama.generate": lambda d: isinstance(d.get("response"), str) and "done" in d,
-    "ollama.chat": lambda d: isinstance(d.get("message"), dict) and "done" in d,
-    "cohere.chat": lambda d: isinstance(d.get("message"), dict) and "finish_reason" in d,
-    "bedrock.converse": lambda d: isinstance(d.get("output"), dict) and isinstance(d["output"].get("message"), dict),
-    "tgi.generate": lambda d: isinstance(d.get("generated_text"), str),
-}
-
-_ANTHROPIC_EVENTS: Final = frozenset(
-    {
-        "message_start",
-        "ping",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    }
-)
-_COHERE_EVENTS: Final = frozenset(
-    {
-        "message-start",
-        "content-start",
-        "content-delta",
-        "content-end",
-        "tool-plan-delta",
-        "tool-call-start",
-        "tool-call-delta",
-        "tool-call-end",
-        "citation-start",
-        "citation-end",
-        "message-end",
-        "debug",
-    }
-)
-_BEDROCK_EVENTS: Final = frozenset(
-    {
-        b"messageStart",
-        b"contentBlockStart",
-        b"contentBlockDelta",
-        b"contentBlockStop",
-        b"messageStop",
-        b"metadata",
-    }
-)
-
-
-def _first_event(first_bytes: bytes) -> object:
-    """The JSON of the first SSE event or NDJSON line (or first array item), else None."""
-    text = first_bytes.decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WS)
-    decoder = json.JSONDecoder()
-    if text.startswith("["):  # Gemini streamGenerateContent without alt=sse
-        try:
-            return decoder.raw_decode(text[1:].lstrip(_JSON_WS))[0]
-        except (ValueError, RecursionError):
-            return None
-    if text.startswith("{"):  # NDJSON (Ollama)
-        line = text.split("\n", 1)[0]
-        try:
-            return json.loads(line)
-        except (ValueError, RecursionError):
-            return None
-    data_lines: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            if data_lines:
-                break  # end of the first event that had data
-            continue
-        if line.startswith("data:"):
-            data_lines.append(line[5:].removeprefix(" "))
-    if not data_lines:
-        return None
-    try:
-        return json.loads("\n".join(data_lines))
-    except (ValueError, RecursionError):
-        return None
-
-
-def _bedrock_event_type(first_bytes: bytes) -> bytes | None:
-    """``:event-type`` of the first AWS event-stream message (binary framing)."""
-    if len(first_bytes) < 16:
-        return None
-    total, headers_len, prelude_crc = struct.unpack(">III", first_bytes[:12])
-    if zlib.crc32(first_bytes[:8]) != prelude_crc or headers_len > total:
-        return None
-    pos, end = 12, min(12 + headers_len, len(first_bytes))
-    while pos < end:
-        name_len = first_bytes[pos]
-        name = first_bytes[pos + 1 : pos + 1 + name_len]
-        pos += 1 + name_len
-        if pos >= end:
-            return None
-        value_type = first_bytes[pos]
-        if value_type != 7 or pos + 3 > end:  # only string headers matter; others: give up rather than guess
-            return None
-        (value_len,) = struct.unpack(">H", first_bytes[pos + 1 : pos + 3])
-        value = first_bytes[pos + 3 : pos + 3 + value_len]
-        pos += 3 + value_len
-        if name == b":event-type":
-            return value
-    return None
+    provider = registry.get(fmt)
+    return provider is not None and provider.confirm_response(data)
 
 
 def confirm_stream(fmt: str, first_bytes: bytes) -> bool:
     """True when the start of a streamed response (SSE, NDJSON, event-stream) looks like ``fmt``."""
     if not isinstance(first_bytes, (bytes, bytearray)):
         return False
-    first_bytes = bytes(first_bytes)
-    if fmt == "bedrock.converse":
-        return _bedrock_event_type(first_bytes) in _BEDROCK_EVENTS
-    event = _first_event(first_bytes)
-    if not isinstance(event, dict):
-        return False
-    kind = _str(event.get("type"))
-    if fmt == "openai.chat":
-        return event.get("object") == "chat.completion.chunk" or isinstance(_first_choice(event).get("delta"), dict)
-    if fmt == "openai.completions":
-        return event.get("object") == "text_completion" or isinstance(_first_choice(event).get("text"), str)
-    if fmt == "openai.responses":
-        return isinstance(kind, str) and kind.startswith("response.")
-    if fmt == "anthropic.messages":
-        return kind in _ANTHROPIC_EVENTS
-    if fmt == "cohere.chat":
-        return kind in _COHERE_EVENTS
-    if fmt == "tgi.generate":
-        return isinstance(event.get("token"), dict)
-    return confirm_response(fmt, event)  # gemini, ollama: chunks have the full-response shape
+    provider = registry.get(fmt)
+    return provider is not None and provider.confirm_stream(bytes(first_bytes))
 
 
 # --------------------------------------------------------------------------- paths
@@ -926,9 +475,5 @@ def path_hints(fmt: str, path: str) -> PathHints:
     model = _analyse_path(path)[1]
     route, _, query = path.partition("?")
     route = route.lower().rstrip("/")
-    stream = (
-        (fmt == "gemini.generate" and (route.endswith(":streamgeneratecontent") or "alt=sse" in query))
-        or (fmt == "bedrock.converse" and route.endswith("/converse-stream"))
-        or (fmt == "tgi.generate" and route.endswith("/generate_stream"))
-    )
-    return PathHints(model, stream)
+    provider = registry.get(fmt)
+    return PathHints(model, provider is not None and provider.streams_by_path(route, query))

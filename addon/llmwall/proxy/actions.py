@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from mitmproxy import http
 
+from llmwall.providers import registry
+from llmwall.providers.base import openai_error
+
 #: Marker shown in mitmweb / mitmproxy's flow list for each action.
 MARKERS: Mapping[str, str] = {"block": ":no_entry:", "redact": ":pencil2:", "log": ":warning:"}
 
@@ -29,20 +32,16 @@ def block_message(rule_id: str | None, categories: Sequence[str]) -> str:
 def error_body(
     fmt: str | None, message: str, status: int, rule_id: str | None, categories: Sequence[str]
 ) -> tuple[dict[str, object], dict[str, str]]:
-    """The provider-shaped error body and extra headers for a block."""
-    family = (fmt or "openai").split(".", 1)[0]
-    extra = {"rule": rule_id, "categories": list(categories)}
-    if family == "anthropic":
-        return {"type": "error", "error": {"type": "permission_error", "message": message, **extra}}, {}
-    if family == "gemini":
-        return {"error": {"code": status, "message": message, "status": "PERMISSION_DENIED", **extra}}, {}
-    if family in ("ollama", "tgi"):
-        return {"error": message, "error_type": "llmwall_blocked", **extra}, {}
-    if family == "cohere":
-        return {"message": message, **extra}, {}
-    if family == "bedrock":
-        return {"message": message, **extra}, {"x-amzn-ErrorType": "AccessDeniedException"}
-    return {"error": {"message": message, "type": "llmwall_blocked", "param": None, "code": "blocked", **extra}}, {}
+    """The provider-shaped error body and extra headers for a block.
+
+    Shaped by the format's family (``providers/<family>.py``); unknown and custom
+    formats get OpenAI's schema, which most clients understand.
+    """
+    extra: dict[str, object] = {"rule": rule_id, "categories": list(categories)}
+    provider = registry.family((fmt or "openai").split(".", 1)[0])
+    if provider is None:
+        return openai_error(message, extra)
+    return provider.error_body(message, status, extra)
 
 
 def block_response(
