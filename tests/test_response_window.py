@@ -13,9 +13,9 @@ import pytest
 
 from llmwall.detectors import pii, secrets
 from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.providers import registry
 from llmwall.responses import framing
 from llmwall.responses.formats import StreamReader, stream_ending
-from llmwall.responses.providers import provider_for
 from llmwall.responses.window import BLOCK, REDACT, StreamScreener, Verdict, growable_start
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
@@ -45,7 +45,7 @@ def screen_with(detectors, action_on_find: str):
 
 
 def run(data_chunks, screen, fmt="openai.chat", holdback=256, hold_on_lag=True):
-    reader = StreamReader(provider_for(fmt))
+    reader = StreamReader(registry.BY_NAME[fmt])
     screener = StreamScreener(
         framing.SSEFramer(),
         reader,
@@ -164,6 +164,8 @@ def test_lag_release_lets_text_through():
 def test_growable_start():
     assert growable_start("hello world") == 6
     assert growable_start("hello world ") == 12
-    assert growable_start("call 555 ") == 4
-    assert growable_start("card 4111 1111") == 4
+    assert growable_start("call 555 ") == 5
+    assert growable_start("card 4111 1111") == 5
     assert growable_start("x" * 100, lo=90) == 90
+    assert growable_start("word0 ") == 6  # a digit inside a word starts no number
+    assert growable_start("tel. +1 (555) 123") == 5

@@ -393,11 +393,10 @@ class Store:
     def record_event(self, event: dict[str, Any]) -> int:
         """Store one event; returns its id.  ValueError for unknown keys or bad values (nothing stored)."""
         ev = validate_event(event)
-        data = json.dumps(
-            {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
+        stored = {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")}
+        if ev["response"]:
+            stored["response"] = ev["response"]
+        data = json.dumps(stored, separators=(",", ":"), sort_keys=True)
         with self._write() as c:
             cur = c.execute(
                 "INSERT INTO events (ts, host, method, path_template, endpoint, format, model, action, rule,"

@@ -27,20 +27,21 @@ from mitmproxy import ctx, exceptions, http
 
 from llmwall import fields as F
 from llmwall.detectors.base import Detector, Prompt, ScreenRequest, TextPart
-from llmwall.providers import discovery
+from llmwall.providers import discovery, registry
 from llmwall.proxy import actions
 from llmwall.proxy.addon import RESPONSE_CONFIRMED, LLMWall, request_fields
 from llmwall.proxy.orchestrator import ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
 from llmwall.responses.formats import ResponseProvider, StreamReader, completion_tokens, segments, stream_ending
-from llmwall.responses.providers import provider_for
 from llmwall.responses.window import BLOCK, HEAD_BYTES, REDACT, StreamScreener, Verdict
 from llmwall.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
 LAG_MODES: Final = ("hold", "release")
+#: Force-included ("custom") endpoints are read as OpenAI Chat, the most common shape.
+DEFAULT_FORMAT: Final = "openai.chat"
 #: Status of a response event in analytics.
 RESPONSE_STATUS: Final = "response"
 TOKENS_DETECTOR: Final = "tokens"
@@ -169,6 +170,10 @@ class ResponseScreen:
         if "llmwall_response_context" in updated and not 0 <= opts.llmwall_response_context <= 4096:
             raise exceptions.OptionsError("llmwall_response_context must be between 0 and 4096")
 
+    def done(self) -> None:
+        """Shutting down: flows still streaming are not recorded (the store is closing)."""
+        self._streams.clear()
+
     # ------------------------------------------------------------------ hooks
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         try:
@@ -210,8 +215,8 @@ class ResponseScreen:
         ruleset = wall.rules.current
         if not ruleset.response_fields:
             return None
-        fmt = meta.get("format") or "openai.chat"
-        provider = provider_for(fmt)
+        fmt = meta.get("format") or DEFAULT_FORMAT
+        provider = registry.get(fmt) or registry.BY_NAME[DEFAULT_FORMAT]
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
         request_values = {**request_fields(flow), **(meta.get("fields") or {})}
@@ -426,17 +431,22 @@ class _Pipe:
         self.state = state
         self.decode = decode
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> list[bytes]:
+        """Called with each piece from upstream, and with b"" at the end. Returns a list:
+        mitmproxy would send an empty bytes chunk as is, which in HTTP/1.1 chunked encoding
+        is the end of the body."""
         plain = self.decode(data)
         head = self.state.head
         if len(head) < HEAD_BYTES:
             head += plain[: HEAD_BYTES - len(head)]
         screener = self.state.screener
         if screener is None:
-            return plain
-        if data == b"":  # end of stream: what the decoder still held, then the screener's end
-            return (screener(plain) if plain else b"") + screener(b"")
-        return screener(plain) if plain else b""
+            out = plain
+        elif data == b"":  # end of stream: what the decoder still held, then the screener's end
+            out = (screener(plain) if plain else b"") + screener(b"")
+        else:
+            out = screener(plain) if plain else b""
+        return [out] if out else []
 
 
 def _decoder(encoding: str) -> Callable[[bytes], bytes] | None:

@@ -114,8 +114,11 @@ class StreamReader:
             for key in ("id", "model", "created"):
                 if key in event and isinstance(event[key], (str, int)):
                     self.ids[key] = event[key]
+        payload_json = event
+        if frame.kind == AWS_EVENTSTREAM:  # providers read Bedrock events as {event type: payload}
+            event = {frame.event or "": payload_json}
         said = self.provider.event_text(event)
-        return Delta(segments(event, said), completion_tokens(self.provider.event_usage(event)))
+        return Delta(segments(payload_json, said), completion_tokens(self.provider.event_usage(event)))
 
 
 def stream_ending(fmt: str, framing: str, message: str, reader: StreamReader, released_items: int) -> bytes:

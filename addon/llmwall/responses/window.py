@@ -330,7 +330,9 @@ def growable_start(text: str, lo: int = 0) -> int:
         wider = start
         while wider > lo and text[wider - 1] in _DIGIT_GROUPS:
             wider -= 1
-        if any(c.isdigit() for c in text[wider:start]):
+        while wider < start and not (text[wider].isdigit() or text[wider] in "+("):
+            wider += 1  # a number starts with a digit, "+" or "("...
+        if wider < start and (wider == 0 or not text[wider - 1].isalnum()):  # ...not inside a word
             start = wider
     return start
 
