@@ -229,3 +229,38 @@ def test_upstream_hanging_up_mid_stream_ends_the_client_stream(proxy: Proxy, ups
     event = response_events(proxy)[0]
     assert event["response"]["end"] == "interrupted"
     assert "Traceback" not in proxy.log()
+
+
+def test_whole_answers_of_every_format_are_redacted(proxy: Proxy, upstream: StreamUpstream) -> None:
+    from provider_samples import SAMPLES
+
+    from llmwall.providers import registry
+    from llmwall.responses.formats import locate
+
+    answers: dict[str, bytes] = {}
+    for fmt, sample in SAMPLES.items():
+        provider = registry.get(fmt)
+        assert provider is not None
+        response = json.loads(json.dumps(sample.response))
+        path = locate(response, provider.response_text(response).text, "text")[0].path
+        assert path is not None, fmt
+        node = response
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = f"Write to {EMAIL} today."
+        answers[sample.path.partition("?")[0]] = json.dumps(response).encode()
+
+    upstream.answer = lambda path, body: Reply([answers[path.partition("?")[0]]], "application/json")
+    for fmt, sample in SAMPLES.items():
+        status, _, body = _post(proxy, sample.path, sample.body)
+        assert status == 200, (fmt, body[:300])
+        text = registry.get(fmt).response_text(json.loads(body)).text  # type: ignore[union-attr]
+        assert "Write to <EMAIL_ADDRESS> today." in text, (fmt, text)
+        assert b"liddell" not in body, fmt
+    assert {e["format"] for e in response_events(proxy, expect=len(SAMPLES))} == set(SAMPLES)
+
+
+def _post(proxy: Proxy, path: str, body: dict) -> tuple[int, dict, bytes]:
+    from conftest import post
+
+    return post(proxy.url + path, body)

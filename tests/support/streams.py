@@ -185,3 +185,129 @@ def serve(state: StreamUpstream) -> ThreadingHTTPServer:
     state.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+# --- one stream per format, text made of ``pieces`` ----------------------------------------
+
+
+def _ndjson(items: Sequence[object]) -> bytes:
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
+def format_stream(fmt: str, pieces: Sequence[str]) -> tuple[bytes, str, str]:
+    """(body, content type, request path) of a streamed answer in ``fmt`` whose text deltas are ``pieces``."""
+    whole = "".join(pieces)
+    if fmt == "openai.chat":
+        return openai_chat_events(pieces), SSE, "/v1/chat/completions"
+    if fmt == "openai.completions":
+        body = b"".join(
+            sse({"id": "cmpl-1", "object": "text_completion", "choices": [{"index": 0, "text": p}]}) for p in pieces
+        )
+        return body + b"data: [DONE]\n\n", SSE, "/v1/completions"
+    if fmt == "openai.responses":
+        body = sse(
+            {"type": "response.created", "response": {"id": "resp_1", "object": "response", "output": []}},
+            "response.created",
+        )
+        for p in pieces:
+            body += sse(
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": p,
+                },
+                "response.output_text.delta",
+            )
+        body += sse(
+            {
+                "type": "response.output_text.done",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "text": whole,
+            },
+            "response.output_text.done",
+        )
+        done = {
+            "id": "resp_1",
+            "object": "response",
+            "status": "completed",
+            "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": whole}]}],
+            "usage": {"input_tokens": 3, "output_tokens": 11},
+        }
+        return body + sse({"type": "response.completed", "response": done}, "response.completed"), SSE, "/v1/responses"
+    if fmt == "anthropic.messages":
+        return anthropic_events(pieces), SSE, "/v1/messages"
+    gemini_items = [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}, "index": 0}]} for p in pieces
+    ]
+    if fmt == "gemini.generate":
+        return (
+            b"".join(sse(item) for item in gemini_items),
+            SSE,
+            "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        )
+    if fmt == "gemini.array":
+        body = "[" + ",\r\n".join(json.dumps(item) for item in gemini_items) + "]"
+        return body.encode(), "application/json", "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    if fmt == "ollama.chat":
+        items: list[object] = [
+            {"model": "llama3", "message": {"role": "assistant", "content": p}, "done": False} for p in pieces
+        ]
+        items.append(
+            {"model": "llama3", "message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 12}
+        )
+        return _ndjson(items), "application/x-ndjson", "/api/chat"
+    if fmt == "ollama.generate":
+        items = [{"model": "llama3", "response": p, "done": False} for p in pieces]
+        return (
+            _ndjson(items + [{"model": "llama3", "response": "", "done": True, "eval_count": 12}]),
+            "application/x-ndjson",
+            "/api/generate",
+        )
+    if fmt == "tgi.generate":
+        body = b"".join(
+            sse(
+                {
+                    "token": {"id": i, "text": p, "logprob": 0.0, "special": False},
+                    "generated_text": None,
+                    "details": None,
+                }
+            )
+            for i, p in enumerate(pieces)
+        )
+        body += sse(
+            {
+                "token": {"id": 99, "text": "", "logprob": 0.0, "special": True},
+                "generated_text": whole,
+                "details": {"generated_tokens": 12},
+            }
+        )
+        return body, SSE, "/generate_stream"
+    if fmt == "cohere.chat":
+        body = b"".join(
+            sse({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": p}}}}, "content-delta")
+            for p in pieces
+        )
+        return (
+            body + sse({"type": "message-end", "delta": {"finish_reason": "COMPLETE"}}, "message-end"),
+            SSE,
+            "/v2/chat",
+        )
+    raise ValueError(fmt)
+
+
+STREAM_FORMATS = (
+    "openai.chat",
+    "openai.completions",
+    "openai.responses",
+    "anthropic.messages",
+    "gemini.generate",
+    "gemini.array",
+    "ollama.chat",
+    "ollama.generate",
+    "tgi.generate",
+    "cohere.chat",
+)

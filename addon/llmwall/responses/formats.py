@@ -25,6 +25,9 @@ Path = tuple[str | int, ...]
 #: At most this many string values of one event or body are considered.
 MAX_LEAVES: Final = 10_000
 TEXT_CHANNEL: Final = "text"
+RECAP_CHANNEL: Final = "recap"
+#: Keys under which stream events carry model text outside their deltas.
+RECAP_KEYS: Final = frozenset({"text", "generated_text", "arguments", "content", "output_text", "refusal", "input"})
 
 
 class ResponseTextLike(Protocol):
@@ -78,11 +81,24 @@ def locate(data: object, text: str, channel: object) -> list[Segment]:
     return [Segment(None, text, channel)]
 
 
-def segments(data: object, said: ResponseTextLike) -> tuple[Segment, ...]:
-    """The located segments of what a provider read from ``data`` (text, then each tool call)."""
+def segments(data: object, said: ResponseTextLike, recap: bool = False) -> tuple[Segment, ...]:
+    """The located segments of what a provider read from ``data`` (text, then each tool call).
+
+    With ``recap`` (stream events), text the provider does not count as a delta is screened
+    too: some streams repeat the whole answer at the end (OpenAI Responses'
+    ``response.output_text.done`` and ``response.completed``, TGI's ``generated_text``), and
+    a redaction that missed the recap would be no redaction.
+    """
     out = locate(data, said.text, TEXT_CHANNEL)
     for index, arguments in said.tool_arguments:
         out += locate(data, arguments, ("tool", index))
+    if recap:
+        taken = {seg.path for seg in out}
+        out += [
+            Segment(path, value, (RECAP_CHANNEL, n), counted=False)
+            for n, (path, value) in enumerate(leaves(data))
+            if path not in taken and path and path[-1] in RECAP_KEYS
+        ]
     return tuple(out)
 
 
@@ -118,7 +134,7 @@ class StreamReader:
         if frame.kind == AWS_EVENTSTREAM:  # providers read Bedrock events as {event type: payload}
             event = {frame.event or "": payload_json}
         said = self.provider.event_text(event)
-        return Delta(segments(payload_json, said), completion_tokens(self.provider.event_usage(event)))
+        return Delta(segments(payload_json, said, recap=True), completion_tokens(self.provider.event_usage(event)))
 
 
 def stream_ending(fmt: str, framing: str, message: str, reader: StreamReader, released_items: int) -> bytes:
@@ -163,6 +179,7 @@ def stream_ending(fmt: str, framing: str, message: str, reader: StreamReader, re
             **ids,
             "object": "text_completion",
             "choices": [{"index": 0, "text": "", "finish_reason": "content_filter", "logprobs": None}],
+            "llmwall": message,  # the completions chunk has no field for a reason
         }
     else:
         chunk = {

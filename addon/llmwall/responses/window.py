@@ -49,6 +49,7 @@ class Segment:
     path: tuple[str | int, ...] | None  # None: not splicable (e.g. base64-wrapped payloads)
     text: str
     channel: Hashable = "text"
+    counted: bool = True  # False for text the stream repeats (not new tokens)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class StreamScreener:
             self.stats.events += 1
         if self.count_tokens:
             for seg in delta.segments:
-                self.stats.counted_tokens += self.count_tokens(seg.text) if seg.text else 0
+                self.stats.counted_tokens += self.count_tokens(seg.text) if seg.text and seg.counted else 0
         self._pending.append(_Pending(frame, delta, [seg.text for seg in delta.segments]))
 
     def _fail(self, reason: str) -> bytes:
