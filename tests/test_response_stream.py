@@ -264,3 +264,22 @@ def _post(proxy: Proxy, path: str, body: dict) -> tuple[int, dict, bytes]:
     from conftest import post
 
     return post(proxy.url + path, body)
+
+
+def test_gzip_stream_is_decoded_screened_and_forwarded_decoded(proxy: Proxy, upstream: StreamUpstream) -> None:
+    import zlib
+
+    sentence = f"Write to {EMAIL} today."
+    data = openai_chat_events([sentence[:12], sentence[12:]])
+    gzip = zlib.compressobj(wbits=31)
+    packed = [gzip.compress(event) + gzip.flush(zlib.Z_SYNC_FLUSH) for event in events_of(data)]
+    packed.append(gzip.flush())
+
+    def answer(path: str, body: bytes) -> Reply:
+        return Reply(packed, headers={"content-encoding": "gzip"})
+
+    upstream.answer = answer
+    with oai(proxy).chat.completions.create(model="gpt-test", messages=ASK, stream=True) as stream:
+        text, _ = streamed_text(stream)
+        assert "content-encoding" not in stream.response.headers
+    assert text == "Write to <EMAIL_ADDRESS> today."

@@ -117,6 +117,7 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     hang_up_after: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,6 +158,8 @@ def serve(state: StreamUpstream) -> ThreadingHTTPServer:
                 self.send_response(reply.status)
                 self.send_header("content-type", reply.content_type)
                 self.send_header("transfer-encoding", "chunked")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.flush()
                 for i, chunk in enumerate(reply.chunks):

@@ -137,7 +137,8 @@ class ResponseScreen:
             "llmwall_response_holdback",
             int,
             256,
-            "Most characters of a streamed answer held back while they could still grow into a PII value.",
+            "Most characters of a streamed answer held back while they could still grow into a PII value "
+            "(0: none; every event is still screened before it is released).",
         )
         loader.add_option(
             "llmwall_response_deadline_ms",
@@ -161,8 +162,8 @@ class ResponseScreen:
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        if "llmwall_response_holdback" in updated and not 16 <= opts.llmwall_response_holdback <= 65536:
-            raise exceptions.OptionsError("llmwall_response_holdback must be between 16 and 65536")
+        if "llmwall_response_holdback" in updated and not 0 <= opts.llmwall_response_holdback <= 65536:
+            raise exceptions.OptionsError("llmwall_response_holdback must be between 0 and 65536")
         if "llmwall_response_deadline_ms" in updated and not 1 <= opts.llmwall_response_deadline_ms <= 60_000:
             raise exceptions.OptionsError("llmwall_response_deadline_ms must be between 1 and 60000")
         if "llmwall_response_on_lag" in updated and opts.llmwall_response_on_lag not in LAG_MODES:
@@ -249,7 +250,10 @@ class ResponseScreen:
 
     def _screen_window(self, answer: _Answer, state: _Stream, text: str, final: bool) -> Verdict:
         """Screen one window (synchronously, under the per-window deadline) and decide."""
-        deadline = time.monotonic() + ctx.options.llmwall_response_deadline_ms / 1000.0
+        # The last window gets the request deadline: the answer is complete, and held text
+        # that cannot be screened would otherwise have to be cut.
+        budget_ms = ctx.options.llmwall_deadline_ms if final else ctx.options.llmwall_response_deadline_ms
+        deadline = time.monotonic() + budget_ms / 1000.0
         prompt = Prompt(answer.fmt, (TextPart((), text, "assistant"),))
         request = ScreenRequest(prompt, deadline, answer.wanted)
         assert self.wall.orchestrator is not None

@@ -13,8 +13,9 @@ unchanged unless a redaction rewrote its text.
 A ``block`` verdict cuts the stream: the held events are dropped and the provider's
 own ending is sent. A ``redact`` verdict rewrites the detected spans in the events
 about to go out; a value split across events gets one placeholder in its first
-event and is removed from the others. The screener never raises into mitmproxy;
-failures are decided by ``fail_closed`` (cut) or not (the rest passes unscreened).
+event and is removed from the others; a redaction that cannot be applied cuts. The
+screener never raises into mitmproxy; other failures are decided by ``fail_closed``
+(cut) or not (the rest passes unscreened).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ HEAD_BYTES: Final = 65536
 CHANNEL_SEPARATOR: Final = "\n"
 #: Characters of a number written in groups ("+1 (555) 123-4567", "4111 1111 1111 1111").
 _DIGIT_GROUPS: Final = frozenset("0123456789 \t().-/+")
+
+#: Under ``hold_on_lag``, unscreened text beyond this many hold-backs (at least
+#: LAG_LIMIT_FLOOR characters each) cuts the stream instead of growing the buffer.
+LAG_LIMIT_FACTOR: Final = 16
+LAG_LIMIT_FLOOR: Final = 256
 
 BLOCK: Final = "block"
 REDACT: Final = "redact"
@@ -145,8 +151,9 @@ class StreamScreener:
             return self._finish() if data == b"" else self._feed(data)
         except FrameTooLarge:
             return self._fail("oversize event")
-        except RedactError:
-            return self._fail("redaction failed")
+        except RedactError:  # the rule asked for the value not to leave: nothing more does
+            self.stats.error = "redaction failed"
+            return self._cut_stream("redaction failed")
         except Exception as exc:  # never raise into mitmproxy; never log text
             log.error("llmwall: response screening failed: %s", type(exc).__name__)
             return self._fail(f"internal error: {type(exc).__name__}")
@@ -221,7 +228,7 @@ class StreamScreener:
         if verdict.lagged:
             self.stats.lagged += 1
             if self.hold_on_lag:
-                if final or len(text) > self.holdback * 16:
+                if final or len(text) > LAG_LIMIT_FACTOR * max(self.holdback, LAG_LIMIT_FLOOR):
                     return self._cut_stream("screening lagged")
                 return self._emit(0, layout)
         offset = len(self._context)

@@ -1,0 +1,70 @@
+"""The response addon in process (mitmproxy's taddons): options, and which flows stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow
+
+from llmwall.proxy.addon import LLMWall
+from llmwall.responses.addon import ResponseScreen
+
+RULES = """\
+rules:
+  - id: redact-answer-pii
+    expression: cf.llm.response.pii_detected
+    action: redact
+"""
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("llmwall_response_on_lag", "maybe"),
+        ("llmwall_response_holdback", -1),
+        ("llmwall_response_deadline_ms", 0),
+        ("llmwall_response_context", 100_000),
+    ],
+)
+def test_bad_options_are_refused(option: str, value: object) -> None:
+    screen = ResponseScreen(LLMWall())
+    with taddons.context(screen) as tctx:
+        with pytest.raises(exceptions.OptionsError, match=option):
+            tctx.configure(screen, **{option: value})
+
+
+def _flow(ctype: str, screened: bool = True):
+    flow = tflow.tflow(resp=True)
+    flow.request.path = "/v1/chat/completions"
+    flow.response.headers["content-type"] = ctype
+    if screened:
+        flow.metadata["llmwall"] = {"status": "screened", "format": "openai.chat", "action": None, "fields": {}}
+    return flow
+
+
+def test_only_screened_llm_streams_are_streamed(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    wall = LLMWall()
+    screen = ResponseScreen(wall)
+    with taddons.context(screen, wall) as tctx:
+        tctx.configure(
+            wall, llmwall_rules=str(rules), llmwall_db="", llmwall_models=str(tmp_path / "none"), llmwall_workers=2
+        )
+        plain = _flow("text/event-stream", screened=False)
+        screen.responseheaders(plain)
+        assert not plain.response.stream  # not LLM traffic: mitmproxy's default (buffered)
+        whole = _flow("application/json")
+        screen.responseheaders(whole)
+        assert not whole.response.stream  # a whole answer is screened in the response hook
+        sse = _flow("text/event-stream")
+        screen.responseheaders(sse)
+        assert callable(sse.response.stream)
+        event = b'data: {"choices":[{"index":0,"delta":{"content":"Hello there "}}]}\n\n'
+        assert sse.response.stream(event[:10]) == []  # an incomplete event is never sent as b""
+        assert sse.response.stream(event[10:]) == [event]
+        assert sse.response.stream(b"") == []
+        screen.error(sse)  # the stream's state is dropped
+        assert screen._streams == {}
