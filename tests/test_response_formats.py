@@ -8,6 +8,7 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def detector():
     return pii.create(DetectorConfig())
 
 
-def screener_for(fmt: str, kind: str, screen) -> StreamScreener:
+def screener_for(fmt: str, kind: str, screen, deadline_s: float = 1.0) -> StreamScreener:
     reader = StreamReader(registry.BY_NAME[fmt])
     screener: StreamScreener
 
@@ -46,15 +47,16 @@ def screener_for(fmt: str, kind: str, screen) -> StreamScreener:
         context=64,
         hold_on_lag=True,
         fail_closed=True,
+        deadline_s=deadline_s,
     )
     return screener
 
 
 def pii_screen(detector, action: str | None):
-    def screen(text: str, final: bool) -> Verdict:
+    def screen(text: str, final: bool) -> Future[Verdict]:
         request = ScreenRequest(Prompt("x", (TextPart((), text, "assistant"),)), time.monotonic() + 5)
         spans = detector.detect(request).spans
-        return Verdict(action if spans else None, spans)
+        return settled(Verdict(action if spans else None, spans))
 
     return screen
 
@@ -143,3 +145,10 @@ def test_bedrock_event_stream_is_screened_and_rewritten_with_valid_checksums(det
     assert len(events) == 5
     text = "".join(registry.BY_NAME["bedrock.converse"].event_text(e).text for e in events)
     assert text == "Hi. Write to <EMAIL_ADDRESS> today." and b"liddell" not in out
+
+
+def settled(verdict: Verdict) -> Future[Verdict]:
+    """A window that finished at once (the addon runs windows in a thread pool)."""
+    future: Future[Verdict] = Future()
+    future.set_result(verdict)
+    return future

@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -34,17 +35,17 @@ def screen_with(detectors, action_on_find: str):
     """The addon's window screen reduced to its essentials: real detectors, one rule."""
     windows: list[str] = []
 
-    def screen(text: str, final: bool) -> Verdict:
+    def screen(text: str, final: bool) -> Future[Verdict]:
         windows.append(text)
         request = ScreenRequest(Prompt("openai.chat", (TextPart((), text, "assistant"),)), time.monotonic() + 5)
         spans = [s for d in detectors for s in d.detect(request).spans]
-        return Verdict(action_on_find if spans else None, spans)
+        return settled(Verdict(action_on_find if spans else None, spans))
 
     screen.windows = windows  # type: ignore[attr-defined]
     return screen
 
 
-def run(data_chunks, screen, fmt="openai.chat", holdback=256, hold_on_lag=True):
+def run(data_chunks, screen, fmt="openai.chat", holdback=256, hold_on_lag=True, deadline_s=1.0):
     reader = StreamReader(registry.BY_NAME[fmt])
     screener = StreamScreener(
         framing.SSEFramer(),
@@ -55,6 +56,7 @@ def run(data_chunks, screen, fmt="openai.chat", holdback=256, hold_on_lag=True):
         context=64,
         hold_on_lag=hold_on_lag,
         fail_closed=True,
+        deadline_s=deadline_s,
     )
     out = [screener(chunk) for chunk in data_chunks]
     out.append(screener(b""))
@@ -143,8 +145,8 @@ def test_hold_back_is_bounded_on_a_run_without_spaces(detectors):
 
 
 def test_lag_hold_keeps_text_back_and_cuts_when_it_persists():
-    def lagging(text: str, final: bool) -> Verdict:
-        return Verdict(None, (), lagged=True)
+    def lagging(text: str, final: bool) -> Future[Verdict]:
+        return settled(Verdict(None, (), lagged=True))
 
     data = openai_chat_events(["one two three four five six"])
     out, screener = run([data], lagging, hold_on_lag=True)
@@ -153,12 +155,56 @@ def test_lag_hold_keeps_text_back_and_cuts_when_it_persists():
 
 
 def test_lag_release_lets_text_through():
-    def lagging(text: str, final: bool) -> Verdict:
-        return Verdict(None, (), lagged=True)
+    def lagging(text: str, final: bool) -> Future[Verdict]:
+        return settled(Verdict(None, (), lagged=True))
 
     data = openai_chat_events(["one two three four five six"])
     out, screener = run([data], lagging, hold_on_lag=False)
     assert b"".join(out) == data and not screener.cut
+
+
+def test_a_window_that_never_answers_holds_until_its_deadline_then_cuts():
+    never: list[Future[Verdict]] = []
+
+    def hanging(text: str, final: bool) -> Future[Verdict]:
+        never.append(Future())
+        return never[-1]
+
+    data = openai_chat_events(["one two three four five six"])
+    start = time.monotonic()
+    out, screener = run([data[:150], data[150:]], hanging, deadline_s=0.05)
+    assert time.monotonic() - start < 1.0  # waits are bounded by the window deadlines
+    assert b"three" not in b"".join(out)
+    assert screener.cut and screener.stats.cut_reason == "screening lagged"
+
+
+def test_a_slow_window_is_collected_on_a_later_call(detectors):
+    pending: list[tuple[Future[Verdict], str]] = []
+
+    def slow(text: str, final: bool) -> Future[Verdict]:
+        pending.append((Future(), text))
+        return pending[-1][0]
+
+    reader = StreamReader(registry.BY_NAME["openai.chat"])
+    screener = StreamScreener(
+        framing.SSEFramer(),
+        reader,
+        slow,
+        lambda: b"",
+        holdback=256,
+        context=64,
+        hold_on_lag=True,
+        fail_closed=True,
+        deadline_s=5.0,
+        wait_s=0.001,
+    )
+    data = openai_chat_events(["Hello there. ", "More text. "])
+    events = data.split(b"\n\n")
+    first = b"\n\n".join(events[:2]) + b"\n\n"
+    assert screener(first) == events[0] + b"\n\n"  # the role chunk goes; the text waits for its window
+    pending[0][0].set_result(Verdict())
+    out = screener(events[2] + b"\n\n")  # the next piece collects the window and releases its text
+    assert chat_text(out) == "Hello there. "
 
 
 def test_growable_start():
@@ -169,3 +215,10 @@ def test_growable_start():
     assert growable_start("x" * 100, lo=90) == 90
     assert growable_start("word0 ") == 6  # a digit inside a word starts no number
     assert growable_start("tel. +1 (555) 123") == 5
+
+
+def settled(verdict: Verdict) -> Future[Verdict]:
+    """A window that finished at once (the addon runs windows in a thread pool)."""
+    future: Future[Verdict] = Future()
+    future.set_result(verdict)
+    return future

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -34,12 +36,14 @@ from llmwall.proxy.orchestrator import ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
 from llmwall.responses.formats import ResponseProvider, StreamReader, completion_tokens, segments, stream_ending
-from llmwall.responses.window import BLOCK, HEAD_BYTES, REDACT, StreamScreener, Verdict
+from llmwall.responses.window import BLOCK, FINAL_WINDOW_FACTOR, HEAD_BYTES, REDACT, StreamScreener, Verdict
 from llmwall.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
 LAG_MODES: Final = ("hold", "release")
+#: Threads screening stream windows (each mostly waits for the detector pool).
+WINDOW_THREADS: Final = 8
 #: Force-included ("custom") endpoints are read as OpenAI Chat, the most common shape.
 DEFAULT_FORMAT: Final = "openai.chat"
 #: Status of a response event in analytics.
@@ -70,6 +74,7 @@ class _Answer:
     errors: set[str] = field(default_factory=set)
     token_count: int | None = None
     redacted: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # windows may overlap after a lag
 
     def merge(self, result: ScreenResult) -> None:
         for name, prompt_name in F.RESPONSE_FROM_PROMPT.items():
@@ -122,7 +127,7 @@ class _Stream:
     screener: StreamScreener | None
     head: bytearray = field(default_factory=bytearray)
     framing: str = ""
-    streamed_at: float = field(default_factory=time.monotonic)
+    deadline_s: float = 0.05  # per window
 
 
 class ResponseScreen:
@@ -131,6 +136,9 @@ class ResponseScreen:
     def __init__(self, wall: LLMWall) -> None:
         self.wall = wall
         self._streams: dict[str, _Stream] = {}
+        # Windows of streamed answers are screened here, off the event loop (each waits for
+        # its detectors in the orchestrator's pool under the window's deadline).
+        self._windows = ThreadPoolExecutor(max_workers=WINDOW_THREADS, thread_name_prefix="llmwall-window")
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -174,6 +182,7 @@ class ResponseScreen:
     def done(self) -> None:
         """Shutting down: flows still streaming are not recorded (the store is closing)."""
         self._streams.clear()
+        self._windows.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ hooks
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -202,7 +211,7 @@ class ResponseScreen:
             # Screened text must be what the client reads: forward it decoded.
             del resp.headers["content-encoding"]
             resp.headers.pop("content-length", None)
-        state = _Stream(answer, None, framing=kind)
+        state = _Stream(answer, None, framing=kind, deadline_s=ctx.options.llmwall_response_deadline_ms / 1000.0)
         if answer is not None:
             state.screener = self._screener(answer, kind, state)
         self._streams[flow.id] = state
@@ -228,8 +237,8 @@ class ResponseScreen:
         reader = StreamReader(answer.provider)
         tokens = next((d for d in self.wall.detectors if d.name == TOKENS_DETECTOR), None)
 
-        def screen(text: str, final: bool) -> Verdict:
-            return self._screen_window(answer, state, text, final)
+        def screen(text: str, final: bool) -> Future[Verdict]:
+            return self._windows.submit(self._screen_window, answer, state, text, final)
 
         def ending() -> bytes:
             released = screener.stats.released_events
@@ -244,20 +253,23 @@ class ResponseScreen:
             context=opts.llmwall_response_context,
             hold_on_lag=opts.llmwall_response_on_lag == "hold",
             fail_closed=opts.llmwall_on_unparsed == "block",
+            deadline_s=state.deadline_s,
             count_tokens=_counter(tokens),
         )
         return screener
 
     def _screen_window(self, answer: _Answer, state: _Stream, text: str, final: bool) -> Verdict:
         """Screen one window (synchronously, under the per-window deadline) and decide."""
-        # The last window gets the request deadline: the answer is complete, and held text
-        # that cannot be screened would otherwise have to be cut.
-        budget_ms = ctx.options.llmwall_deadline_ms if final else ctx.options.llmwall_response_deadline_ms
-        deadline = time.monotonic() + budget_ms / 1000.0
+        budget_s = state.deadline_s * (FINAL_WINDOW_FACTOR if final else 1)
+        deadline = time.monotonic() + budget_s
         prompt = Prompt(answer.fmt, (TextPart((), text, "assistant"),))
         request = ScreenRequest(prompt, deadline, answer.wanted)
         assert self.wall.orchestrator is not None
         result = self.wall.orchestrator.screen_blocking(request, answer.detectors)
+        with answer.lock:
+            return self._decide_window(answer, state, result, final)
+
+    def _decide_window(self, answer: _Answer, state: _Stream, result: ScreenResult, final: bool) -> Verdict:
         answer.merge(result)
         if final and state.screener is not None:
             stats = state.screener

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,6 +39,12 @@ log = logging.getLogger(__name__)
 HEAD_BYTES: Final = 65536
 #: Placed between texts of different channels (answer, each tool call) in the window.
 CHANNEL_SEPARATOR: Final = "\n"
+#: How long the event loop waits for a window's verdict before moving on (the stream's
+#: text then waits for the next piece from upstream, other connections do not wait).
+WAIT_S: Final = 0.005
+#: The last window of a stream may take this many window deadlines: the answer is
+#: complete, and held text that cannot be screened would otherwise have to be cut.
+FINAL_WINDOW_FACTOR: Final = 4
 #: Characters of a number written in groups ("+1 (555) 123-4567", "4111 1111 1111 1111").
 _DIGIT_GROUPS: Final = frozenset("0123456789 \t().-/+")
 
@@ -85,6 +94,16 @@ class _Pending:
 
 
 @dataclass
+class _Job:
+    """A window being screened: its future, how much pending text it saw, its context length."""
+
+    future: Future[Verdict]
+    upto: int
+    offset: int
+    deadline: float
+
+
+@dataclass
 class StreamStats:
     """What analytics record about a stream (never text)."""
 
@@ -107,19 +126,23 @@ class StreamScreener:
         self,
         framer: Framer,
         parse: Callable[[Frame], Delta],
-        screen: Callable[[str, bool], Verdict],
+        screen: Callable[[str, bool], Future[Verdict]],
         ending: Callable[[], bytes],
         *,
         holdback: int,
         context: int,
         hold_on_lag: bool,
         fail_closed: bool,
+        deadline_s: float,
+        wait_s: float = WAIT_S,
         count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.framer = framer
         self.parse = parse
         self.screen = screen
         self.ending = ending
+        self.deadline_s = deadline_s
+        self.wait_s = wait_s
         self.holdback = holdback
         self.context_chars = context
         self.hold_on_lag = hold_on_lag
@@ -134,6 +157,8 @@ class StreamScreener:
         self._last_channel: Hashable | None = None
         self._cut = False
         self._passthrough = False
+        self._job: _Job | None = None
+        self._fresh = False  # text arrived that no window has screened yet
 
     @property
     def cut(self) -> bool:
@@ -161,13 +186,13 @@ class StreamScreener:
     def _feed(self, data: bytes) -> bytes:
         for frame in self.framer.feed(data):
             self._add(frame)
-        return self._release(final=False)
+        return self._advance(final=False)
 
     def _finish(self) -> bytes:
         self.finished = True
         for frame in self.framer.flush():
             self._add(frame)
-        return self._release(final=True)
+        return self._advance(final=True)
 
     def _add(self, frame: Frame) -> None:
         delta = self.parse(frame)
@@ -179,6 +204,7 @@ class StreamScreener:
             for seg in delta.segments:
                 self.stats.counted_tokens += self.count_tokens(seg.text) if seg.text and seg.counted else 0
         self._pending.append(_Pending(frame, delta, [seg.text for seg in delta.segments]))
+        self._fresh = self._fresh or any(seg.text for seg in delta.segments)
 
     def _fail(self, reason: str) -> bytes:
         """Cut the stream (fail closed), or let the rest through unscreened."""
@@ -216,39 +242,82 @@ class StreamScreener:
                 pos += len(text)
         return "".join(pieces), layout
 
-    def _release(self, final: bool) -> bytes:
-        text, layout = self._layout()
-        if not layout:
-            return self._emit(len(text), layout)
+    def _advance(self, final: bool) -> bytes:
+        """Collect a finished window, release what it cleared, and start the next window.
+
+        The event loop waits at most ``wait_s`` for a window (until its deadline at the end
+        of the stream); a window still running is collected on a later call, so a slow
+        detector delays this stream's text, never the proxy's other connections.
+        """
+        out = bytearray()
+        while not self._cut:
+            text, layout = self._layout()
+            if self._job is None:
+                if not layout:
+                    out += self._emit(len(text), layout)  # no text pending: everything goes
+                    break
+                if not self._fresh and not final:
+                    out += self._emit(0, layout)  # only the held tail is pending: wait for more
+                    break
+                self._submit(text, final)
+                continue
+            job = self._job
+            now = time.monotonic()
+            timeout = max(0.0, job.deadline - now) if final else min(self.wait_s, max(0.0, job.deadline - now))
+            try:
+                verdict = job.future.result(timeout)
+            except FutureTimeout:
+                if time.monotonic() < job.deadline:
+                    out += self._emit(0, layout)  # still within its deadline: next call
+                    break
+                verdict = Verdict(None, (), lagged=True)  # past it: treated as a lagging window
+            self._job = None
+            if verdict.action == BLOCK:
+                out += self._cut_stream("rule")
+                break
+            if verdict.lagged:
+                self.stats.lagged += 1
+                if self.hold_on_lag:
+                    if final or len(text) > LAG_LIMIT_FACTOR * max(self.holdback, LAG_LIMIT_FLOOR):
+                        out += self._cut_stream("screening lagged")
+                        break
+                    self._fresh = True  # screen the held text again with the next window
+                    out += self._emit(0, layout)
+                    break
+            out += self._apply(verdict, job, final and not self._fresh)
+            if not self._fresh and not (final and self._pending):
+                break
+        return bytes(out)
+
+    def _submit(self, text: str, final: bool) -> None:
         self.stats.windows += 1
         self.stats.max_held_chars = max(self.stats.max_held_chars, len(text))
-        verdict = self.screen(self._context + text, final)
-        if verdict.action == BLOCK:
-            return self._cut_stream("rule")
-        if verdict.lagged:
-            self.stats.lagged += 1
-            if self.hold_on_lag:
-                if final or len(text) > LAG_LIMIT_FACTOR * max(self.holdback, LAG_LIMIT_FLOOR):
-                    return self._cut_stream("screening lagged")
-                return self._emit(0, layout)
-        offset = len(self._context)
-        groups = _groups([Span(s.start - offset, s.end - offset, s.category) for s in verdict.spans if s.end > offset])
+        self._fresh = False
+        future = self.screen(self._context + text, final)
+        budget = self.deadline_s * (FINAL_WINDOW_FACTOR if final else 1)
+        self._job = _Job(future, len(text), len(self._context), time.monotonic() + budget)
+
+    def _apply(self, verdict: Verdict, job: _Job, final: bool) -> bytes:
+        """Release what ``verdict`` cleared of the text its window saw (``job.upto`` characters)."""
+        text, layout = self._layout()
+        upto = job.upto
+        groups = _groups(
+            [Span(s.start - job.offset, s.end - job.offset, s.category) for s in verdict.spans if s.end > job.offset]
+        )
         # A value reaching the end of the window may still grow: it is held, not yet redacted.
-        open_groups = [] if final else [g for g in groups if g[-1].end >= len(text)]
+        open_groups = [] if final else [g for g in groups if max(s.end for s in g) >= upto]
         closed = [g for g in groups if g not in open_groups]
         if verdict.action == REDACT and closed:
             self._redact(layout, closed)
-            shift = len(text)
+            before = len(text)
             text, layout = self._layout()
-            shift = len(text) - shift
-        else:
-            shift = 0
+            upto += len(text) - before
         if final:
             return self._emit(len(text), layout)
-        hold = growable_start(text, max(0, len(text) - self.holdback))
+        hold = growable_start(text[:upto], max(0, upto - self.holdback))
         for group in open_groups:
-            hold = min(hold, max(0, group[0].start + shift))
-        return self._emit(max(hold, len(text) - self.holdback), layout)
+            hold = min(hold, max(0, group[0].start + upto - job.upto))
+        return self._emit(max(hold, upto - self.holdback), layout)
 
     def _redact(self, layout: list[tuple[int, int, int, int]], groups: list[list[Span]]) -> None:
         """Replace each group of spans in the pending texts: a placeholder where it starts,
