@@ -44,6 +44,14 @@ rules:
     expression: cf.llm.response.secret_detected
     action: block
 """
+#: The same proxy without response rules: answers stream through untouched (the baseline
+#: for what response screening costs).
+REQUEST_ONLY_RULES = """\
+rules:
+  - id: block-prompt-secrets
+    expression: cf.llm.prompt.secret_detected
+    action: block
+"""
 REQUEST = json.dumps(
     {
         "model": "gpt-4o-mini",
@@ -103,6 +111,7 @@ def start_upstream(events: int, interval: float) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
+    ThreadingHTTPServer.request_queue_size = 256  # 32 clients connect at once
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -190,23 +199,26 @@ def main() -> int:
     target = f"http://127.0.0.1:{upstream.server_address[1]}"
     tmp = Path(tempfile.mkdtemp(prefix="llmwall-bench-stream-"))
     (tmp / "rules.yaml").write_text(RULES)
+    (tmp / "request-rules.yaml").write_text(REQUEST_ONLY_RULES)
     lanes: list[tuple[str, int, subprocess.Popen[bytes] | None]] = [("direct", upstream.server_address[1], None)]
     common = ["--mode", f"reverse:{target}", "--listen-host", "127.0.0.1", "--set", "termlog_verbosity=info"]
     port = free_port()
     plain = [str(BIN / "mitmdump"), *common, "-p", str(port), "--set", "stream_large_bodies=1"]
     lanes.append(("mitmdump (streaming)", port, start_proxy(plain, port, tmp / "plain.log", "listening at")))
-    for holdback in args.holdback:
+    variants = [("llmwall, no response rules", "request-rules.yaml", 0)]
+    variants += [(f"llmwall, holdback {h}", "rules.yaml", h) for h in args.holdback]
+    for name, rules, holdback in variants:
         port = free_port()
         cmd = [str(BIN / "mitmdump"), *common, "-p", str(port), "-s", str(ROOT / "addon/llmwall/mitm_entry.py")]
         for key, value in {
-            "llmwall_rules": tmp / "rules.yaml",
+            "llmwall_rules": tmp / rules,
             "llmwall_db": tmp / f"events-{port}.sqlite",
             "llmwall_models": ROOT / "models",
             "llmwall_response_holdback": holdback,
         }.items():
             cmd += ["--set", f"{key}={value}"]
-        proc = start_proxy(cmd, port, tmp / f"llmwall-{holdback}.log", "listening at")
-        lanes.append((f"llmwall, holdback {holdback}", port, proc))
+        proc = start_proxy(cmd, port, tmp / f"llmwall-{port}.log", "listening at")
+        lanes.append((name, port, proc))
 
     rows = []
     try:

@@ -96,9 +96,11 @@ def test_first_event_arrives_at_once_not_when_the_stream_ends(proxy: Proxy, upst
     arrivals = [time.monotonic() for _ in stream]
     sent = upstream.exchanges[0].chunk_times
     # The upstream needs 2.2 s for its 12 events; buffered, every event would arrive after that.
-    # Each event must arrive long before the next one is even sent (0.2 s later).
-    lags = [arrived - sent[i] for i, arrived in enumerate(arrivals[: len(sent) - 1])]
-    assert max(lags) < 0.15, lags
+    # Events arrive as they are sent; one whose window is still being screened when the
+    # proxy moves on goes out with the next piece (0.2 s later), never later than that.
+    lags = sorted(arrived - sent[i] for i, arrived in enumerate(arrivals[: len(sent) - 1]))
+    assert lags[len(lags) // 2] < 0.1 and lags[-1] < 0.2 + 0.15, lags
+    assert arrivals[0] - sent[0] < 0.15
     assert response_events(proxy)[0]["action"] is None
 
 

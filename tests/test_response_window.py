@@ -196,7 +196,7 @@ def test_a_slow_window_is_collected_on_a_later_call(detectors):
         hold_on_lag=True,
         fail_closed=True,
         deadline_s=5.0,
-        wait_s=0.001,
+        wait_s=lambda: 0.001,
     )
     data = openai_chat_events(["Hello there. ", "More text. "])
     events = data.split(b"\n\n")

@@ -57,19 +57,27 @@ class Orchestrator:
         done, pending = await asyncio.wait(futures, timeout=timeout)
         return _merge(futures, done, pending, detectors)
 
-    def screen_blocking(self, request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
-        """The same, for a caller that must answer synchronously (mitmproxy's stream callable):
-        blocks the calling thread until ``request.deadline`` at the latest."""
-        if not detectors:
-            return ScreenResult()
-        futures = {self._pool.submit(_timed_detect, det, request): det for det in detectors}
-        timeout = max(0.0, request.deadline - time.monotonic())
-        done, pending = concurrent.futures.wait(futures, timeout=timeout)
-        return _merge(futures, done, pending, detectors)
-
     def close(self) -> None:
         """Stop accepting work; running detector calls finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def screen_here(request: ScreenRequest, detectors: Sequence[Detector]) -> ScreenResult:
+    """Run ``detectors`` one after the other in the calling thread (a worker of the caller's).
+
+    For short texts screened often (windows of a streamed answer), where handing each
+    detector to the pool costs more than running it. A detector that starts after
+    ``request.deadline`` is not run and is reported not scored.
+    """
+    futures: dict[concurrent.futures.Future[tuple[Detection, float]], Detector] = {}
+    for det in detectors:
+        fut: concurrent.futures.Future[tuple[Detection, float]] = concurrent.futures.Future()
+        try:
+            fut.set_result(_timed_detect(det, request))
+        except Exception as exc:  # recorded like a pool job's failure
+            fut.set_exception(exc)
+        futures[fut] = det
+    return _merge(futures, futures, (), detectors)
 
 
 def _merge(

@@ -32,18 +32,26 @@ from llmwall.detectors.base import Detector, Prompt, ScreenRequest, TextPart
 from llmwall.providers import discovery, registry
 from llmwall.proxy import actions
 from llmwall.proxy.addon import RESPONSE_CONFIRMED, LLMWall, request_fields
-from llmwall.proxy.orchestrator import ScreenResult
+from llmwall.proxy.orchestrator import ScreenResult, screen_here
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
 from llmwall.responses.formats import ResponseProvider, StreamReader, completion_tokens, segments, stream_ending
-from llmwall.responses.window import BLOCK, FINAL_WINDOW_FACTOR, HEAD_BYTES, REDACT, StreamScreener, Verdict
+from llmwall.responses.window import (
+    BLOCK,
+    FINAL_WINDOW_FACTOR,
+    HEAD_BYTES,
+    REDACT,
+    WAIT_S,
+    StreamScreener,
+    Verdict,
+)
 from llmwall.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
 LAG_MODES: Final = ("hold", "release")
 #: Threads screening stream windows (each mostly waits for the detector pool).
-WINDOW_THREADS: Final = 8
+WINDOW_THREADS: Final = 2
 #: Force-included ("custom") endpoints are read as OpenAI Chat, the most common shape.
 DEFAULT_FORMAT: Final = "openai.chat"
 #: Status of a response event in analytics.
@@ -139,6 +147,8 @@ class ResponseScreen:
         # Windows of streamed answers are screened here, off the event loop (each waits for
         # its detectors in the orchestrator's pool under the window's deadline).
         self._windows = ThreadPoolExecutor(max_workers=WINDOW_THREADS, thread_name_prefix="llmwall-window")
+        self._in_flight = 0  # windows submitted and not finished, across streams
+        self._lock = threading.Lock()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -238,7 +248,15 @@ class ResponseScreen:
         tokens = next((d for d in self.wall.detectors if d.name == TOKENS_DETECTOR), None)
 
         def screen(text: str, final: bool) -> Future[Verdict]:
-            return self._windows.submit(self._screen_window, answer, state, text, final)
+            with self._lock:
+                self._in_flight += 1
+            future = self._windows.submit(self._screen_window, answer, state, text, final)
+            future.add_done_callback(self._window_done)
+            return future
+
+        def wait_s() -> float:
+            # Waiting blocks the event loop: only worth it when no other stream is waiting.
+            return WAIT_S if self._in_flight <= 1 and len(self._streams) <= 1 else 0.0
 
         def ending() -> bytes:
             released = screener.stats.released_events
@@ -254,9 +272,14 @@ class ResponseScreen:
             hold_on_lag=opts.llmwall_response_on_lag == "hold",
             fail_closed=opts.llmwall_on_unparsed == "block",
             deadline_s=state.deadline_s,
+            wait_s=wait_s,
             count_tokens=_counter(tokens),
         )
         return screener
+
+    def _window_done(self, _: Future[Verdict]) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _screen_window(self, answer: _Answer, state: _Stream, text: str, final: bool) -> Verdict:
         """Screen one window (synchronously, under the per-window deadline) and decide."""
@@ -264,8 +287,9 @@ class ResponseScreen:
         deadline = time.monotonic() + budget_s
         prompt = Prompt(answer.fmt, (TextPart((), text, "assistant"),))
         request = ScreenRequest(prompt, deadline, answer.wanted)
-        assert self.wall.orchestrator is not None
-        result = self.wall.orchestrator.screen_blocking(request, answer.detectors)
+        # In this thread, one after the other: a hop to the detector pool per detector costs
+        # more than the pattern detectors themselves on a short window (GIL hand-overs).
+        result = screen_here(request, answer.detectors)
         with answer.lock:
             return self._decide_window(answer, state, result, final)
 

@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 HEAD_BYTES: Final = 65536
 #: Placed between texts of different channels (answer, each tool call) in the window.
 CHANNEL_SEPARATOR: Final = "\n"
-#: How long the event loop waits for a window's verdict before moving on (the stream's
-#: text then waits for the next piece from upstream, other connections do not wait).
-WAIT_S: Final = 0.005
+#: How long the event loop may wait for a window's verdict before moving on (the stream's
+#: text then waits for the next piece from upstream; other connections do not wait).
+#: The addon waits only while no other window is in flight: under load every wait
+#: would stall every connection, while the windows batch up on their own.
+WAIT_S: Final = 0.003
 #: The last window of a stream may take this many window deadlines: the answer is
 #: complete, and held text that cannot be screened would otherwise have to be cut.
 FINAL_WINDOW_FACTOR: Final = 4
@@ -110,6 +112,7 @@ class StreamStats:
     events: int = 0
     released_events: int = 0
     windows: int = 0
+    waits: int = 0  # calls that found their window still running
     lagged: int = 0
     max_held_chars: int = 0
     released_chars: int = 0
@@ -134,7 +137,7 @@ class StreamScreener:
         hold_on_lag: bool,
         fail_closed: bool,
         deadline_s: float,
-        wait_s: float = WAIT_S,
+        wait_s: Callable[[], float] = lambda: WAIT_S,
         count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.framer = framer
@@ -245,9 +248,9 @@ class StreamScreener:
     def _advance(self, final: bool) -> bytes:
         """Collect a finished window, release what it cleared, and start the next window.
 
-        The event loop waits at most ``wait_s`` for a window (until its deadline at the end
-        of the stream); a window still running is collected on a later call, so a slow
-        detector delays this stream's text, never the proxy's other connections.
+        The event loop waits at most ``wait_s()`` for a window (longer at the end of the
+        stream); a window still running is collected on a later call, so a slow detector
+        delays this stream's text, never the proxy's other connections.
         """
         out = bytearray()
         while not self._cut:
@@ -263,19 +266,34 @@ class StreamScreener:
                 continue
             job = self._job
             now = time.monotonic()
-            timeout = max(0.0, job.deadline - now) if final else min(self.wait_s, max(0.0, job.deadline - now))
+            if final:  # the answer is complete: its last windows get a longer grace
+                job.deadline = max(job.deadline, now + self.deadline_s * FINAL_WINDOW_FACTOR)
+                timeout = job.deadline - now
+            else:
+                timeout = min(self.wait_s(), max(0.0, job.deadline - now))
             try:
                 verdict = job.future.result(timeout)
             except FutureTimeout:
-                if time.monotonic() < job.deadline:
-                    out += self._emit(0, layout)  # still within its deadline: next call
+                late = time.monotonic() >= job.deadline
+                if late and (final or not self.hold_on_lag):
+                    # The window missed its deadline: hold cuts at the end of the stream,
+                    # release lets its text go unscreened (the late window is dropped).
+                    job.future.cancel()
+                    verdict = Verdict(None, (), lagged=True)
+                elif late and len(text) > LAG_LIMIT_FACTOR * max(self.holdback, LAG_LIMIT_FLOOR):
+                    job.future.cancel()
+                    self.stats.lagged += 1
+                    out += self._cut_stream("screening lagged")
                     break
-                verdict = Verdict(None, (), lagged=True)  # past it: treated as a lagging window
+                else:  # keep waiting for this window on a later call; one window at a time
+                    self.stats.waits += 1
+                    out += self._emit(0, layout)
+                    break
             self._job = None
             if verdict.action == BLOCK:
                 out += self._cut_stream("rule")
                 break
-            if verdict.lagged:
+            if verdict.lagged:  # detectors missed the window's deadline (or the window did)
                 self.stats.lagged += 1
                 if self.hold_on_lag:
                     if final or len(text) > LAG_LIMIT_FACTOR * max(self.holdback, LAG_LIMIT_FLOOR):
@@ -314,7 +332,9 @@ class StreamScreener:
             upto += len(text) - before
         if final:
             return self._emit(len(text), layout)
-        hold = growable_start(text[:upto], max(0, upto - self.holdback))
+        # Whether the end of the screened text can still grow is read from all the text there
+        # is, screened or not: a piece that arrived meanwhile may already have ended the word.
+        hold = min(growable_start(text, max(0, upto - self.holdback)), upto)
         for group in open_groups:
             hold = min(hold, max(0, group[0].start + upto - job.upto))
         return self._emit(max(hold, upto - self.holdback), layout)
