@@ -8,6 +8,7 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
+from llmwall.analytics.addon import Analytics
 from llmwall.proxy.addon import LLMWall
 from llmwall.responses.addon import ResponseScreen
 
@@ -29,7 +30,7 @@ rules:
     ],
 )
 def test_bad_options_are_refused(option: str, value: object) -> None:
-    screen = ResponseScreen(LLMWall())
+    screen = ResponseScreen(LLMWall(), Analytics())
     with taddons.context(screen) as tctx:
         with pytest.raises(exceptions.OptionsError, match=option):
             tctx.configure(screen, **{option: value})
@@ -47,12 +48,11 @@ def _flow(ctype: str, screened: bool = True):
 def test_only_screened_llm_streams_are_streamed(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    wall = LLMWall()
-    screen = ResponseScreen(wall)
-    with taddons.context(screen, wall) as tctx:
-        tctx.configure(
-            wall, llmwall_rules=str(rules), llmwall_db="", llmwall_models=str(tmp_path / "none"), llmwall_workers=2
-        )
+    wall, analytics = LLMWall(), Analytics()
+    screen = ResponseScreen(wall, analytics)
+    with taddons.context(wall, screen, analytics) as tctx:
+        tctx.configure(wall, llmwall_rules=str(rules), llmwall_models=str(tmp_path / "none"), llmwall_workers=2)
+        tctx.configure(analytics, llmwall_db="")
         plain = _flow("text/event-stream", screened=False)
         screen.responseheaders(plain)
         assert not plain.response.stream  # not LLM traffic: mitmproxy's default (buffered)

@@ -13,21 +13,24 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import logging
 import mimetypes
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from mitmproxy import http
+from mitmproxy import ctx, exceptions, http
 
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import Store, parse_duration
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST: Final = "llmwall.localhost"
@@ -323,3 +326,74 @@ def _time_range(since: str | None, until: str | None, rng: str | None) -> tuple[
     if rng is not None and rng != "all":
         s = time.time() - parse_duration(rng)
     return s, u
+
+
+# --------------------------------------------------------------------------- the addon
+
+DASHBOARD_OPTIONS: Final = frozenset({"llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"})
+
+
+class AnalyticsSource(Protocol):
+    """What the dashboard needs from the analytics addon (``analytics.addon.Analytics``)."""
+
+    store: Store | None
+    metrics: Metrics
+
+    def on_store_change(self, callback: Callable[[], None]) -> None: ...
+
+
+class DashboardAddon:
+    """Serves the dashboard, as mitmproxy's ``Onboarding`` addon serves its app.
+
+    First in the addon chain: a request for the reserved host is answered here and
+    never reaches screening or the upstream. It owns the dashboard options and
+    reads the analytics addon's store and metrics; it is rebuilt when either its
+    options or the store change. Without a store (``llmwall_db`` empty) there is no
+    dashboard.
+    """
+
+    def __init__(self, analytics: AnalyticsSource) -> None:
+        self.analytics = analytics
+        self.dashboard: Dashboard | None = None
+        analytics.on_store_change(self._restart)
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "llmwall_dashboard_port",
+            int,
+            0,
+            "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).",
+        )
+        loader.add_option(
+            "llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token."
+        )
+        loader.add_option("llmwall_dashboard_token", str | None, None, "Bearer token required by the dashboard.")
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & DASHBOARD_OPTIONS:
+            self._restart()
+
+    def _restart(self) -> None:
+        if self.dashboard:
+            self.dashboard.stop_server()
+            self.dashboard = None
+        store = self.analytics.store
+        if store is None:
+            return
+        opts = ctx.options
+        try:
+            self.dashboard = Dashboard(store, self.analytics.metrics, token=opts.llmwall_dashboard_token)
+            if opts.llmwall_dashboard_port:
+                self.dashboard.start_server(opts.llmwall_dashboard_port, opts.llmwall_dashboard_bind)
+        except (OSError, ValueError) as exc:
+            raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
+        if opts.llmwall_dashboard_port:
+            log.info("llmwall: dashboard on http://%s:%d/", opts.llmwall_dashboard_bind, opts.llmwall_dashboard_port)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if self.dashboard and not flow.response:
+            await self.dashboard.maybe_serve_async(flow)
+
+    def done(self) -> None:
+        if self.dashboard:
+            self.dashboard.stop_server()

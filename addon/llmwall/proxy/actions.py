@@ -14,6 +14,7 @@ from mitmproxy import http
 
 from llmwall.providers import registry
 from llmwall.providers.base import openai_error
+from llmwall.proxy.event import METADATA_KEY, Event
 
 #: Marker shown in mitmweb / mitmproxy's flow list for each action.
 MARKERS: Mapping[str, str] = {"block": ":no_entry:", "redact": ":pencil2:", "log": ":warning:"}
@@ -69,21 +70,16 @@ def block_response(
     return http.Response.make(status, content, {"content-type": ctype, "x-llmwall-action": "block", **headers})
 
 
-def annotate(
-    flow: http.HTTPFlow,
-    action: str | None,
-    rule_id: str | None,
-    categories: Sequence[str],
-    summary: Mapping[str, object],
-) -> None:
-    """Make the decision visible in mitmweb/mitmproxy and in mitmdump's output."""
-    flow.metadata["llmwall"] = dict(summary)
-    if action is None:
+def annotate(flow: http.HTTPFlow, event: Event, categories: Sequence[str]) -> None:
+    """Make the decision visible in mitmweb/mitmproxy and mitmdump's output, and hand the
+    event to the analytics addon (``flow.metadata["llmwall"]``)."""
+    flow.metadata[METADATA_KEY] = event.to_dict()
+    if event.action is None:
         return
-    flow.marked = MARKERS.get(action, ":warning:")
-    note = f"llmwall: {action}"
-    if rule_id:
-        note += f" by rule {rule_id}"
+    flow.marked = MARKERS.get(event.action, ":warning:")
+    note = f"llmwall: {event.action}"
+    if event.rule:
+        note += f" by rule {event.rule}"
     if categories:
         note += f" [{', '.join(categories)}]"
     flow.comment = note

@@ -1,9 +1,14 @@
-"""The llmwall mitmproxy addon: discovery, screening, rules and actions for each flow.
+"""The screening addon: discovery, detectors, rules and actions for each flow.
 
 Modelled on mitmproxy's own addons: options are registered in ``load``, checked
 in ``configure`` (raising ``OptionsError`` with a clear message), and the work
-happens in async ``request``/``response`` hooks that never block the event loop:
-body parsing, detectors and database writes all run in worker threads.
+happens in an async ``request`` hook that never blocks the event loop: body
+parsing and detectors run in worker threads.
+
+It is one of three addons (``mitm_entry.py`` lists them): the dashboard addon comes
+before it and answers the dashboard's own host; the analytics addon comes after it
+and records the :class:`~llmwall.proxy.event.Event` this addon leaves in
+``flow.metadata["llmwall"]``.
 """
 
 from __future__ import annotations
@@ -12,26 +17,23 @@ import asyncio
 import dataclasses
 import fnmatch
 import logging
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from llmwall.analytics.dashboard import Dashboard
-from llmwall.analytics.metrics import Metrics
-from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
 from llmwall.proxy import actions
+from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
-from llmwall.rules import RulesError, RulesWatcher
+from llmwall.rules import RulesError, RuleSet, RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ DEVICES = ("auto", "cpu", "cuda")
 UNPARSED_MODES = ("pass", "block")
 #: The token counter is cheap and feeds analytics, so it runs even when no rule reads it.
 ALWAYS_RUN = frozenset({"tokens"})
-#: flow.metadata["llmwall"] key where ``llmwall.responses`` leaves a streamed answer's confirmation.
-RESPONSE_CONFIRMED = "response_confirmed"
 #: Detection fields that are recorded in analytics (never text, only outcomes).
 RECORDED_PREFIX = "cf.llm."
 
@@ -70,22 +70,18 @@ class Analysis:
 
 
 class LLMWall:
-    """The addon object; it owns every piece of state llmwall keeps."""
+    """Screens LLM requests; owns the options, detectors, rules and worker threads of screening."""
 
     def __init__(self) -> None:
         self.rules: RulesWatcher | None = None
         self.detectors: list[Detector] = []
         self.orchestrator: Orchestrator | None = None
-        self.store: Store | None = None
-        self.metrics = Metrics()
-        self.dashboard: Dashboard | None = None
-        # Body parsing and database writes get their own threads so neither waits behind detectors.
+        # Body parsing gets its own threads so it never waits behind detectors.
         self._parse = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmwall-parse")
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
         self._reload_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- options
-    def load(self, loader) -> None:
+    def load(self, loader: Any) -> None:
         loader.add_option(
             "llmwall_rules",
             str,
@@ -96,17 +92,11 @@ class LLMWall:
             "llmwall_deadline_ms",
             int,
             2000,
-            "Hard deadline for screening one request, in milliseconds; past it the verdict uses the detectors that finished.",
+            "Hard deadline for screening one request, in milliseconds; "
+            "past it the verdict uses the detectors that finished.",
         )
         loader.add_option(
             "llmwall_models", str, "models", "Directory scanned for models (lite/, llama-guard-*/, prompt-guard-*/)."
-        )
-        loader.add_option(
-            "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
-        )
-        loader.add_option("llmwall_retention_days", int, 30, "Delete analytics events older than this many days.")
-        loader.add_option(
-            "llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size."
         )
         loader.add_option("llmwall_device", str, "auto", "Device for ONNX models: auto, cpu or cuda.")
         loader.add_option(
@@ -116,7 +106,8 @@ class LLMWall:
             "llmwall_on_unparsed",
             str,
             "pass",
-            "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) but cannot be read, or that hits an internal error: pass or block.",
+            "Fail mode: what to do with a request that looks like LLM traffic (or is force-included) "
+            "but cannot be read, or that hits an internal error: pass or block.",
         )
         loader.add_option(
             "llmwall_whole_conversation",
@@ -140,30 +131,20 @@ class LLMWall:
         loader.add_option("llmwall_pii_min_score", str, "0.5", "Minimum Presidio score for a PII finding (0-1).")
         loader.add_option(
             "llmwall_spacy_model",
-            Optional[str],
+            str | None,
             None,
             "Installed spaCy model for PERSON/LOCATION/NRP, e.g. en_core_web_lg.",
         )
         loader.add_option("llmwall_unsafe_threshold", str, "0.5", "P(unsafe) threshold for Llama Guard (0-1).")
         loader.add_option(
             "llmwall_remote_llama_guard",
-            Optional[str],
+            str | None,
             None,
             "Base URL of an OpenAI-compatible server running Llama Guard (uses /v1/completions).",
         )
         loader.add_option(
-            "llmwall_remote_model", Optional[str], None, "Model name to send to the remote Llama Guard server."
+            "llmwall_remote_model", str | None, None, "Model name to send to the remote Llama Guard server."
         )
-        loader.add_option(
-            "llmwall_dashboard_port",
-            int,
-            0,
-            "Also serve the dashboard on this local port (0: only at http://llmwall.localhost/ through the proxy).",
-        )
-        loader.add_option(
-            "llmwall_dashboard_bind", str, "127.0.0.1", "Address for the dashboard port; non-loopback requires a token."
-        )
-        loader.add_option("llmwall_dashboard_token", Optional[str], None, "Bearer token required by the dashboard.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -189,14 +170,6 @@ class LLMWall:
             log.info("llmwall: %d rules loaded from %s", len(self.rules.current.rules), opts.llmwall_rules)
         if updated & DETECTOR_OPTIONS:
             self._rebuild_detectors(self._detector_config())
-        if updated & {"llmwall_retention_days", "llmwall_db_max_mb"} and (
-            opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1
-        ):
-            raise exceptions.OptionsError("llmwall_retention_days and llmwall_db_max_mb must be at least 1")
-        if updated & {"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"}:
-            self._open_store(opts.llmwall_db)
-        if updated & {"llmwall_db", "llmwall_dashboard_port", "llmwall_dashboard_bind", "llmwall_dashboard_token"}:
-            self._start_dashboard(opts)
 
     def _detector_config(self) -> DetectorConfig:
         """The detector settings from the options, plus what the current rules ask of PII."""
@@ -229,36 +202,6 @@ class LLMWall:
                 "scripts/export_llama_guard.py or rebuild models/lite (see README)",
                 config.models_dir,
             )
-
-    def _open_store(self, path: str) -> None:
-        if self.store:
-            self.store.close()
-            self.store = None
-        if not path:
-            return
-        try:
-            self.store = Store(
-                os.path.expanduser(path),
-                retention_days=ctx.options.llmwall_retention_days,
-                max_mb=ctx.options.llmwall_db_max_mb,
-            )
-        except Exception as exc:
-            raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
-
-    def _start_dashboard(self, opts) -> None:
-        if self.dashboard:
-            self.dashboard.stop_server()
-            self.dashboard = None
-        if not self.store:
-            return
-        try:
-            self.dashboard = Dashboard(self.store, self.metrics, token=opts.llmwall_dashboard_token)
-            if opts.llmwall_dashboard_port:
-                self.dashboard.start_server(opts.llmwall_dashboard_port, opts.llmwall_dashboard_bind)
-        except (OSError, ValueError) as exc:
-            raise exceptions.OptionsError(f"llmwall: dashboard: {exc}") from None
-        if opts.llmwall_dashboard_port:
-            log.info("llmwall: dashboard on http://%s:%d/", opts.llmwall_dashboard_bind, opts.llmwall_dashboard_port)
 
     # ------------------------------------------------------------- lifecycle
     def running(self) -> None:
@@ -295,16 +238,11 @@ class LLMWall:
     def done(self) -> None:
         if self._reload_task:
             self._reload_task.cancel()
-        if self.dashboard:
-            self.dashboard.stop_server()
         if self.orchestrator:
             self.orchestrator.close()
         for det in self.detectors:
             det.close()
         self._parse.shutdown(wait=False, cancel_futures=True)
-        self._io.shutdown(wait=True)
-        if self.store:
-            self.store.close()
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -324,8 +262,6 @@ class LLMWall:
                 flow.response = actions.block_response(None, None, ["internal error"])
 
     async def _request(self, flow: http.HTTPFlow) -> None:
-        if self.dashboard and await self.dashboard.maybe_serve_async(flow):
-            return
         req = flow.request
         if flow.response or req.method not in ("POST", "PUT") or not req.raw_content:
             return
@@ -341,12 +277,10 @@ class LLMWall:
         analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
             return
-        host, template = req.pretty_host, discovery.path_template(req.path)
+        template = discovery.path_template(req.path)
         if analysis.status != "screened":
             self._finish_unparsed(flow, analysis, template, start)
             return
-        if self.store:
-            self._submit(self.store.upsert_endpoint, host, req.method, template, analysis.fmt, time.time())
         await self._screen(flow, analysis, template, start, deadline)
 
     def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
@@ -423,50 +357,39 @@ class LLMWall:
             else:
                 if redacted:
                     flow.request.content = new_body  # re-encodes and fixes Content-Length
-        event = {
-            "ts": time.time(),
-            "host": flow.request.pretty_host,
-            "method": flow.request.method,
-            "path_template": template,
-            "format": analysis.fmt,
-            "model": prompt.model,
-            "action": action,
-            "rule": rule.id if rule else None,
-            "matched": list(decision.matched),
-            "fields": {k: v for k, v in values.items() if k.startswith(RECORDED_PREFIX)},
-            "timings_ms": result.timings_ms,
-            "not_scored": result.not_scored,
-            "errors": result.errors,
-            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
-            "status": "screened",
-        }
-        if redacted:
-            event["redacted"] = redacted
-        actions.annotate(flow, action, event["rule"], categories, event)
-        self._record(event)
+        event = Event(
+            ts=time.time(),
+            host=flow.request.pretty_host,
+            method=flow.request.method,
+            path_template=template,
+            format=analysis.fmt,
+            model=prompt.model,
+            action=action,
+            rule=rule.id if rule else None,
+            matched=list(decision.matched),
+            fields={k: v for k, v in values.items() if k.startswith(RECORDED_PREFIX)},
+            timings_ms=result.timings_ms,
+            not_scored=result.not_scored,
+            errors=result.errors,
+            total_ms=round((time.monotonic() - start) * 1000.0, 3),
+            redacted=redacted,
+        )
+        actions.annotate(flow, event, categories)
 
     def _finish_unparsed(self, flow: http.HTTPFlow, analysis: Analysis, template: str, start: float) -> None:
         """A body that looks like LLM traffic could not be read: record it, pass or block by option."""
         action = "block" if ctx.options.llmwall_on_unparsed == "block" else None
         if action == "block":
             flow.response = actions.block_response(None, None, [f"unreadable body: {analysis.status}"])
-        event = {
-            "ts": time.time(),
-            "host": flow.request.pretty_host,
-            "method": flow.request.method,
-            "path_template": template,
-            "format": None,
-            "model": None,
-            "action": action,
-            "rule": None,
-            "matched": [],
-            "fields": {},
-            "timings_ms": {},
-            "not_scored": [],
-            "errors": [],
-            "total_ms": round((time.monotonic() - start) * 1000.0, 3),
-            "status": analysis.status,
-        }
+        event = Event(
+            ts=time.time(),
+            host=flow.request.pretty_host,
+            method=flow.request.method,
+            path_template=template,
+            action=action,
+            total_ms=round((time.monotonic() - start) * 1000.0, 3),
+            status=analysis.status,
+        )
         log.warning(
             "llmwall: %s %s%s: %s (%s)",
             flow.request.method,
@@ -475,57 +398,7 @@ class LLMWall:
             analysis.status,
             analysis.error,
         )
-        actions.annotate(flow, action, None, [], event)
-        self._record(event)
-
-    def _record(self, event: dict) -> None:
-        self.metrics.observe(event)
-        if self.store:
-            self._submit(self.store.record_event, event)
-
-    def _submit(self, fn, *args) -> None:
-        """Run a store write off the event loop; failures are logged, never raised into a flow."""
-
-        def run() -> None:
-            try:
-                fn(*args)
-            except Exception as exc:
-                log.error("llmwall: analytics write failed: %s", exc)
-
-        self._io.submit(run)
-
-    async def response(self, flow: http.HTTPFlow) -> None:
-        """Confirm a discovered endpoint from the shape of its response."""
-        meta = flow.metadata.get("llmwall")
-        if not meta or meta.get("action") == "block" or not self.store or not flow.response:
-            return
-        fmt = meta.get("format")
-        if not fmt or fmt == "custom":
-            return
-        resp = flow.response
-        # A streamed body is not kept: the response addon confirmed it from the stream's head.
-        confirmed = meta.get(RESPONSE_CONFIRMED)
-        if confirmed is None:
-            loop = asyncio.get_running_loop()
-            limit = ctx.options.llmwall_max_body_kb * 1024
-            confirmed = await loop.run_in_executor(self._parse, _confirm, fmt, resp, limit)
-        self._submit(
-            self.store.upsert_endpoint, meta["host"], meta["method"], meta["path_template"], fmt, time.time(), confirmed
-        )
-
-
-def _confirm(fmt: str, resp: http.Response, limit: int) -> bool:
-    try:
-        body = resp.get_content(strict=True) or b""
-    except ValueError:
-        return False
-    ctype = resp.headers.get("content-type", "")
-    if any(s in ctype for s in ("event-stream", "eventstream", "ndjson")):
-        return discovery.confirm_stream(fmt, body[:65536])
-    if len(body) > limit:
-        return False
-    parsed = discovery.parse_body(body, resp.headers.get("content-type"), max_bytes=limit)
-    return parsed.error is None and discovery.confirm_response(fmt, parsed.data)
+        actions.annotate(flow, event, [])
 
 
 def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
@@ -560,10 +433,13 @@ def _categories(result: ScreenResult) -> list[str]:
     return out
 
 
-def _pii_extras(ruleset) -> frozenset[str]:
-    """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule names them."""
-    text = " ".join(rule.expression for rule in ruleset.rules if rule.enabled)
-    return frozenset(c for c in pii.OFF_BY_DEFAULT if f'"{c}"' in text)
+def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
+    """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule compares
+    ``cf.llm.prompt.pii_categories`` or ``cf.llm.response.pii_categories`` with them (read
+    from the compiled rules, not their text)."""
+    named = ruleset.literals.get("cf.llm.prompt.pii_categories", frozenset())
+    named |= ruleset.literals.get("cf.llm.response.pii_categories", frozenset())
+    return pii.OFF_BY_DEFAULT & named
 
 
 #: Every recognised format carries its prompt under one of these keys.
@@ -586,7 +462,7 @@ def _matches(target: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(target, p) for p in patterns)
 
 
-def _options_config(opts) -> DetectorConfig:
+def _options_config(opts: Any) -> DetectorConfig:
     def unit_float(name: str) -> float:
         try:
             value = float(getattr(opts, name))

@@ -28,10 +28,12 @@ from typing import Final
 from mitmproxy import ctx, exceptions, http
 
 from llmwall import fields as F
+from llmwall.analytics.addon import Analytics
 from llmwall.detectors.base import Detector, Prompt, ScreenRequest, TextPart
 from llmwall.providers import discovery, registry
 from llmwall.proxy import actions
-from llmwall.proxy.addon import RESPONSE_CONFIRMED, LLMWall, request_fields
+from llmwall.proxy.addon import LLMWall, request_fields
+from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY
 from llmwall.proxy.orchestrator import ScreenResult, screen_here
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
@@ -141,8 +143,9 @@ class _Stream:
 class ResponseScreen:
     """Streams LLM responses and screens them for rules that read ``cf.llm.response.*``."""
 
-    def __init__(self, wall: LLMWall) -> None:
+    def __init__(self, wall: LLMWall, analytics: Analytics) -> None:
         self.wall = wall
+        self.analytics = analytics
         self._streams: dict[str, _Stream] = {}
         # Windows of streamed answers are screened here, off the event loop (each waits for
         # its detectors in the orchestrator's pool under the window's deadline).
@@ -202,7 +205,7 @@ class ResponseScreen:
             log.error("llmwall: response set-up failed: %s", type(exc).__name__)
 
     def _responseheaders(self, flow: http.HTTPFlow) -> None:
-        meta = flow.metadata.get("llmwall")
+        meta = flow.metadata.get(METADATA_KEY)
         resp = flow.response
         if not meta or resp is None or meta.get("status") != "screened" or meta.get("action") == "block":
             return
@@ -316,10 +319,12 @@ class ResponseScreen:
 
     async def _response(self, flow: http.HTTPFlow) -> None:
         state = self._streams.pop(flow.id, None)
-        meta = flow.metadata.get("llmwall")
+        meta = flow.metadata.get(METADATA_KEY)
         if state is not None:
             if meta is not None:
-                meta[RESPONSE_CONFIRMED] = discovery.confirm_stream(meta.get("format") or "", bytes(state.head))
+                flow.metadata[RESPONSE_METADATA_KEY] = {
+                    "confirmed": discovery.confirm_stream(meta.get("format") or "", bytes(state.head))
+                }
             if state.answer is not None and state.screener is not None:
                 self._record_stream(flow, state.answer, state.screener, "complete")
             return
@@ -351,7 +356,7 @@ class ResponseScreen:
             return
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(
-            self.wall._parse,
+            None,
             functools.partial(discovery.parse_body, max_bytes=limit),
             body,
             resp.headers.get("content-type"),
@@ -396,7 +401,7 @@ class ResponseScreen:
             else:
                 resp.content = new
                 answer.redacted = redacted
-        meta[RESPONSE_CONFIRMED] = discovery.confirm_response(answer.fmt, data)
+        flow.metadata[RESPONSE_METADATA_KEY] = {"confirmed": discovery.confirm_response(answer.fmt, data)}
         self._record(flow, answer, "whole", {"events": 1, "windows": 1})
 
     def _unreadable(self, flow: http.HTTPFlow, meta: dict, answer: _Answer, status: str) -> None:
@@ -434,7 +439,7 @@ class ResponseScreen:
         fields: dict[str, object] = {**answer.fields, "cf.llm.response.detected": True}
         if answer.token_count is not None:
             fields["cf.llm.response.token_count"] = answer.token_count
-        meta = flow.metadata.get("llmwall") or {}
+        meta = flow.metadata.get(METADATA_KEY) or {}
         event = {
             "ts": time.time(),
             "host": flow.request.pretty_host,
@@ -461,7 +466,7 @@ class ResponseScreen:
                 note += f" by rule {answer.rule_id}"
             flow.comment = (flow.comment + "\n" if flow.comment else "") + note
             flow.marked = actions.MARKERS.get(answer.action, ":warning:")
-        self.wall._record(event)
+        self.analytics.record(event)
 
 
 class _Pipe:

@@ -15,7 +15,7 @@ import difflib
 import ipaddress
 import operator
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmwall import fields as schema
 from llmwall.rules import nodes as n
@@ -135,6 +135,9 @@ class CompiledExpression:
     test: Callable[[Values], bool]
     fields: frozenset[str]
     warnings: tuple[ExprIssue, ...] = ()
+    #: Field -> the string literals its elements are compared with (``field[*] eq "URL"``,
+    #: ``field[0] in {...}``): which category values a rule can match.
+    literals: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class _Checker:
@@ -143,6 +146,7 @@ class _Checker:
         self.issues: list[ExprIssue] = []
         self.warnings: list[ExprIssue] = []
         self.fields: set[str] = set()
+        self.literals: dict[str, set[str]] = {}
         self.depth = 0  # function-call nesting; [*] results may not escape depth 0
         self.nesting = 0  # tree depth, bounded so evaluation never nears the recursion limit
 
@@ -193,7 +197,9 @@ class _Checker:
         """Warn about string literals a category field can never hold."""
         if not (isinstance(lhs, n.Index) and isinstance(lhs.base, n.Field)):
             return
-        known = KNOWN_VALUES.get(schema.canonical(lhs.base.name) or "")
+        name = schema.canonical(lhs.base.name) or ""
+        self.literals.setdefault(name, set()).update(lit.value for lit in literals)
+        known = KNOWN_VALUES.get(name)
         if known is None:
             return
         values, why = known
@@ -623,4 +629,5 @@ def compile_expression(expr: n.Expr, custom_topics: Collection[str] | None = Non
     def test(values: Values) -> bool:
         return fn(values) is True
 
-    return CompiledExpression(expr, test, frozenset(checker.fields), tuple(checker.warnings))
+    literals = {name: frozenset(values) for name, values in checker.literals.items()}
+    return CompiledExpression(expr, test, frozenset(checker.fields), tuple(checker.warnings), literals)

@@ -151,6 +151,13 @@ class RuleSet:
         self.fields: frozenset[str] = frozenset(f for f in read if not f.startswith(schema.RESPONSE_PREFIX))
         #: Response fields some enabled rule reads: the response is screened only for these.
         self.response_fields: frozenset[str] = read - self.fields
+        literals: dict[str, set[str]] = {}
+        for r in rules:
+            if r.enabled:
+                for name, values in compiled[r.id].literals.items():
+                    literals.setdefault(name, set()).update(values)
+        #: Field -> string values the enabled rules compare its elements with (see CompiledExpression).
+        self.literals: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in literals.items()}
 
     def evaluate(self, values: Mapping[str, object], phase: str = schema.REQUEST_PHASE) -> Decision:
         """Evaluate every enabled rule of ``phase`` on ``values`` (canonical names; absent = missing).

@@ -1,0 +1,155 @@
+"""The analytics addon: turns the screening addon's events into metrics, stored events and the endpoint inventory.
+
+It comes after ``LLMWall`` in the addon chain (``mitm_entry.py``), so by the time its
+``request`` hook runs the flow's event is in ``flow.metadata["llmwall"]``. It owns the
+options of the SQLite store (``llmwall_db``, ``llmwall_retention_days``,
+``llmwall_db_max_mb``), the store and the Prometheus metrics; the dashboard addon
+reads both. Database writes go to one worker thread, response parsing to others, so
+the event loop never waits on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from llmwall.analytics.metrics import Metrics
+from llmwall.analytics.store import DEFAULT_DB, Store
+from llmwall.providers import discovery
+from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, Event
+
+log = logging.getLogger(__name__)
+
+STORE_OPTIONS = frozenset({"llmwall_db", "llmwall_retention_days", "llmwall_db_max_mb"})
+#: Size limit for confirming a response when ``llmwall_max_body_kb`` (the screening
+#: addon's option) is not loaded, as in a chain without the screening addon.
+DEFAULT_MAX_BODY_KB = 4096
+#: How much of a streamed response is read to confirm its format.
+STREAM_PREFIX = 65536
+
+
+class Analytics:
+    """Owns the store and the metrics; records every event the screening addon leaves on a flow."""
+
+    def __init__(self) -> None:
+        self.store: Store | None = None
+        self.metrics = Metrics()
+        self._listeners: list[Callable[[], None]] = []
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
+        self._parse = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmwall-confirm")
+
+    def on_store_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after the store is opened, replaced or closed (the dashboard rebuilds)."""
+        self._listeners.append(callback)
+
+    # ----------------------------------------------------------------- options
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "llmwall_db", str, DEFAULT_DB, "SQLite file for analytics and the endpoint inventory; empty to disable."
+        )
+        loader.add_option("llmwall_retention_days", int, 30, "Delete analytics events older than this many days.")
+        loader.add_option(
+            "llmwall_db_max_mb", int, 256, "Delete the oldest analytics events when the database grows past this size."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & STORE_OPTIONS:
+            return
+        opts = ctx.options
+        if opts.llmwall_retention_days < 1 or opts.llmwall_db_max_mb < 1:
+            raise exceptions.OptionsError("llmwall_retention_days and llmwall_db_max_mb must be at least 1")
+        self._open_store(opts.llmwall_db)
+        for callback in self._listeners:
+            callback()
+
+    def _open_store(self, path: str) -> None:
+        if self.store:
+            self.store.close()
+            self.store = None
+        if not path:
+            return
+        try:
+            self.store = Store(
+                os.path.expanduser(path),
+                retention_days=ctx.options.llmwall_retention_days,
+                max_mb=ctx.options.llmwall_db_max_mb,
+            )
+        except Exception as exc:
+            raise exceptions.OptionsError(f"llmwall: cannot open database {path}: {exc}") from None
+
+    def done(self) -> None:
+        self._parse.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=True)
+        if self.store:
+            self.store.close()
+
+    # ------------------------------------------------------------------ hooks
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Record the event the screening addon left on the flow, if any."""
+        event = Event.from_dict(flow.metadata.get(METADATA_KEY))
+        if event is None:
+            return
+        record = event.to_dict()
+        if self.store and event.status == "screened" and event.format:
+            self._submit(
+                self.store.upsert_endpoint, event.host, event.method, event.path_template, event.format, event.ts
+            )
+        self.record(record)
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Count and store one event record (request events from flows; response events
+        from ``llmwall.responses``)."""
+        self.metrics.observe(record)
+        if self.store:
+            self._submit(self.store.record_event, record)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        """Confirm a discovered endpoint from the shape of its response."""
+        event = Event.from_dict(flow.metadata.get(METADATA_KEY))
+        if event is None or event.action == "block" or not self.store or not flow.response:
+            return
+        fmt = event.format
+        if not fmt or fmt == "custom":
+            return
+        handed = flow.metadata.get(RESPONSE_METADATA_KEY)
+        confirmed = handed.get("confirmed") if isinstance(handed, dict) else None
+        if not isinstance(confirmed, bool):  # response screening did not look: read the body
+            limit = getattr(ctx.options, "llmwall_max_body_kb", DEFAULT_MAX_BODY_KB) * 1024
+            loop = asyncio.get_running_loop()
+            confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
+        self._submit(
+            self.store.upsert_endpoint, event.host, event.method, event.path_template, fmt, time.time(), confirmed
+        )
+
+    def _submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Run a store write off the event loop; failures are logged, never raised into a flow."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                log.error("llmwall: analytics write failed: %s", exc)
+
+        self._io.submit(run)
+
+
+def confirm(fmt: str, resp: http.Response, limit: int) -> bool:
+    """Whether a response (whole or streamed) has the shape of ``fmt``'s responses."""
+    try:
+        body = resp.get_content(strict=True) or b""
+    except ValueError:
+        return False
+    ctype = resp.headers.get("content-type", "")
+    if any(s in ctype for s in ("event-stream", "eventstream", "ndjson")):
+        return discovery.confirm_stream(fmt, body[:STREAM_PREFIX])
+    if len(body) > limit:
+        return False
+    parsed = discovery.parse_body(body, resp.headers.get("content-type"), max_bytes=limit)
+    return parsed.error is None and discovery.confirm_response(fmt, parsed.data)

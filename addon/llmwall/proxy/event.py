@@ -1,0 +1,65 @@
+"""What happened to one LLM request: the record the proxy leaves for analytics.
+
+The screening addon (``proxy/addon.py``) builds one :class:`Event` per LLM request it
+handles and puts it, as a plain dict, in ``flow.metadata["llmwall"]``: plain JSON
+types because mitmproxy saves metadata with flows (``-w``, mitmweb). The analytics
+addon (``analytics/addon.py``) reads it back from there to write the store and the
+metrics. An event holds outcomes only (rule ids, categories, timings), never text:
+``analytics.store.validate_event`` refuses unknown keys for that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: The flow metadata key that carries the event (also shown by mitmweb).
+METADATA_KEY = "llmwall"
+#: The flow metadata key where response screening (``llmwall.responses``) leaves what it
+#: learnt of the answer for analytics: ``{"confirmed": bool}``, judged from the first
+#: bytes of a stream (a streamed body is not kept) or from the whole answer before any
+#: block replaced it.
+RESPONSE_METADATA_KEY = "llmwall_response"
+
+
+@dataclass
+class Event:
+    """One screened (or unscreenable) LLM request."""
+
+    ts: float  # when the decision was taken (epoch seconds)
+    host: str
+    method: str
+    path_template: str  # discovery.path_template: ids and model names replaced
+    format: str | None = None  # provider format, "custom" for force-included endpoints
+    model: str | None = None
+    action: str | None = None  # block | redact | log | None (allowed)
+    rule: str | None = None  # the deciding rule
+    matched: list[str] = field(default_factory=list)  # every rule that matched
+    fields: dict[str, object] = field(default_factory=dict)  # cf.llm.* values (outcomes, never text)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per detector
+    not_scored: list[str] = field(default_factory=list)  # detectors that could not answer in time
+    errors: list[str] = field(default_factory=list)  # detectors that failed
+    total_ms: float = 0.0
+    status: str = "screened"  # or why it could not be: parse_error | oversize | undecodable | empty
+    redacted: list[str] = field(default_factory=list)  # categories redacted, never values
+
+    def to_dict(self) -> dict[str, object]:
+        """The metadata/store form; ``redacted`` only when something was."""
+        out = dataclasses.asdict(self)
+        if not self.redacted:
+            del out["redacted"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> Event | None:
+        """The event in ``data`` (a :meth:`to_dict` result), or None when it is not one."""
+        if not isinstance(data, Mapping):
+            return None
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not set(data) <= names or not {"ts", "host", "method", "path_template"} <= set(data):
+            return None
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError:
+            return None
