@@ -68,3 +68,31 @@ def test_only_screened_llm_streams_are_streamed(tmp_path: Path) -> None:
         assert sse.response.stream(b"") == []
         screen.error(sse)  # the stream's state is dropped
         assert screen._streams == {}
+
+
+def test_store_keeps_response_summaries_and_refuses_text(tmp_path: Path) -> None:
+    from llmwall.analytics.store import Store
+
+    store = Store(tmp_path / "events.sqlite")
+    event = {
+        "ts": 1.0,
+        "host": "api.openai.com",
+        "path_template": "/v1/chat/completions",
+        "format": "openai.chat",
+        "action": "redact",
+        "status": "response",
+        "fields": {"cf.llm.response.pii_detected": True, "cf.llm.response.pii_categories": ["EMAIL_ADDRESS"]},
+        "redacted": ["EMAIL_ADDRESS"],
+        "response": {"end": "complete", "events": 12, "windows": 9},
+    }
+    try:
+        stored = store.event(store.record_event(event))
+        assert stored is not None and stored["response"] == {"end": "complete", "events": 12, "windows": 9}
+        totals = store.stats()["totals"]
+        assert totals["responses"] == 1 and totals["responses_acted"] == 1 and totals["unparsed"] == 0
+        assert store.events(category="response_pii:EMAIL_ADDRESS")
+        for bad in ({"end": "alice@example.com wrote this"}, {"text": "hello"}, {"events": "12 words"}):
+            with pytest.raises(ValueError):
+                store.record_event({**event, "response": bad})
+    finally:
+        store.close()

@@ -8,8 +8,8 @@ looked at, to confirm the endpoint); with one, a :class:`~.window.StreamScreener
 screens them incrementally. Non-streamed answers are screened whole in ``response``.
 
 Rules that read ``cf.llm.response.*`` fields run here, with the request's values
-alongside; the request addon (``proxy.addon.LLMWall``) owns the rules, detectors and
-analytics this addon uses.
+alongside. The screening addon (``proxy.addon.LLMWall``) owns the rules and detectors
+this addon uses; response events go to ``analytics.addon.Analytics``.
 """
 
 from __future__ import annotations
