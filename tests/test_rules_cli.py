@@ -186,3 +186,47 @@ def test_check_refuses_a_category_value_that_never_matches(tmp_path, capsys) -> 
         "cf.llm.prompt.unsafe_topic_categories; did you mean 'S1' (Violent Crimes)? known: S1 Violent Crimes, "
     )
     assert err.rstrip().endswith("1 error")
+
+
+RESPONSE_RULES = """\
+rules:
+  - id: block-pii-prompts
+    expression: cf.llm.prompt.pii_detected
+    action: block
+  - id: redact-pii-answers
+    expression: cf.llm.response.pii_detected and http.host eq "api.openai.com"
+    action: redact
+  - id: not-a-response
+    expression: not cf.llm.response.secret_detected
+    action: log
+"""
+
+
+def test_check_names_each_rules_phase(tmp_path, capsys) -> None:
+    code, out, err = run(["rules", "check", write(tmp_path, "r.yaml", RESPONSE_RULES)], capsys)
+    assert code == 0, err
+    assert "  block-pii-prompts: block, request phase" in out
+    assert "  redact-pii-answers: redact, response phase" in out
+    assert "  not-a-response: log, response phase" in out
+
+
+def test_response_rules_never_match_in_the_request_phase(tmp_path, capsys) -> None:
+    fields = write(tmp_path, "f.json", json.dumps({"http.host": "api.openai.com", "cf.llm.prompt.pii_detected": False}))
+    code, out, _ = run(["rules", "eval", write(tmp_path, "r.yaml", RESPONSE_RULES), "--fields", fields], capsys)
+    result = json.loads(out)
+    # request phase: the negated response field is not evaluated there
+    assert code == 0 and result["matched"] == [] and result["action"] is None
+    assert result["response"] == {"matched": ["not-a-response"], "action": "log", "rule": "not-a-response"}
+    fields = write(
+        tmp_path,
+        "g.json",
+        json.dumps(
+            {
+                "http.host": "api.openai.com",
+                "cf.llm.response.pii_detected": True,
+                "cf.llm.response.secret_detected": True,
+            }
+        ),
+    )
+    _, out, _ = run(["rules", "eval", str(tmp_path / "r.yaml"), "--fields", fields], capsys)
+    assert json.loads(out)["response"]["action"] == "redact"

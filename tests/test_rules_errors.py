@@ -404,6 +404,10 @@ def test_non_string_expression_is_rejected() -> None:
         ('any(cf.llm.prompt.secret_categories[*] eq "OPENAI")', '"OPENAI"', "did you mean 'OPENAI_API_KEY'?"),
         ('cf.llm.request.format eq "openai"', '"openai"', "'openai' is not a request format"),
         ('cf.llm.request.format in {"anthropic"}', '"anthropic"', "did you mean 'anthropic.messages'?"),
+        # the answer's category fields have the prompt's vocabularies
+        ('any(cf.llm.response.unsafe_topic_categories[*] eq "hate")', '"hate"', "did you mean 'S10' (Hate)?"),
+        ('any(cf.llm.response.pii_categories[*] in {"EMAIL"})', '"EMAIL"', "did you mean 'EMAIL_ADDRESS'?"),
+        ('any(cf.llm.response.secret_categories[*] eq "OPENAI")', '"OPENAI"', "did you mean 'OPENAI_API_KEY'?"),
     ],
 )
 def test_unknown_values_are_errors_with_a_suggestion(expression: str, literal: str, message: str) -> None:
@@ -426,6 +430,8 @@ def test_unknown_values_are_errors_with_a_suggestion(expression: str, literal: s
         'cf.llm.request.format in {"openai.chat" "custom"}',
         'any(cf.llm.prompt.unsafe_topic_categories[*] contains "1")',  # not an equality: not checked
         'cf.llm.request.model eq "anything"',  # open vocabulary
+        'any(cf.llm.response.pii_categories[*] in {"EMAIL_ADDRESS" "URL"})',
+        'any(cf.llm.response.unsafe_topic_categories[*] eq "S1")',
     ],
 )
 def test_known_values_load(expression: str) -> None:

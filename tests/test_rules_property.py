@@ -209,6 +209,16 @@ EVERY_FIELD_RULES = parse_rules(
                     'any(cf.llm.prompt.flagged_roles[*] in {"system"})',
                     "block",
                 ),
+                (
+                    "cf.llm.response.detected and (cf.llm.response.pii_detected"
+                    ' or any(cf.llm.response.pii_categories[*] eq "EMAIL_ADDRESS")'
+                    " or cf.llm.response.unsafe_topic_detected"
+                    " or len(cf.llm.response.unsafe_topic_categories) gt 0"
+                    " or cf.llm.response.secret_detected"
+                    ' or any(cf.llm.response.secret_categories[*] eq "OPENAI_API_KEY")'
+                    " or cf.llm.response.token_count gt 5)",
+                    "block",
+                ),
             ]
         )
     )
@@ -218,9 +228,11 @@ EVERY_FIELD_RULES = parse_rules(
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(fields.SCHEMA)), JSON))
 def test_evaluation_never_raises_on_arbitrary_values(values: dict[str, object]) -> None:
-    assert EVERY_FIELD_RULES.fields == frozenset(fields.SCHEMA)  # every field is exercised
-    decision = EVERY_FIELD_RULES.evaluate(values)
-    assert decision.action in (None, "log", "block", "redact")
+    # every field is exercised, the response fields by the response-phase rule
+    assert EVERY_FIELD_RULES.fields | EVERY_FIELD_RULES.response_fields == frozenset(fields.SCHEMA)
+    for phase in (fields.REQUEST_PHASE, fields.RESPONSE_PHASE):
+        decision = EVERY_FIELD_RULES.evaluate(values, phase)
+        assert decision.action in (None, "log", "block", "redact")
 
 
 # --- syntax trees ---------------------------------------------------------------------------------

@@ -83,6 +83,15 @@ SECRET_DETECTED: Final = "cf.llm.prompt.secret_detected"
 SECRET_CATEGORIES: Final = "cf.llm.prompt.secret_categories"
 REQUEST_FORMAT: Final = "cf.llm.request.format"
 REQUEST_MODEL: Final = "cf.llm.request.model"
+# the model's answer (llmwall extension, same names as the prompt's)
+RESPONSE_DETECTED: Final = "cf.llm.response.detected"
+RESPONSE_UNSAFE_TOPIC_DETECTED: Final = "cf.llm.response.unsafe_topic_detected"
+RESPONSE_UNSAFE_TOPIC_CATEGORIES: Final = "cf.llm.response.unsafe_topic_categories"
+RESPONSE_PII_DETECTED: Final = "cf.llm.response.pii_detected"
+RESPONSE_PII_CATEGORIES: Final = "cf.llm.response.pii_categories"
+RESPONSE_SECRET_DETECTED: Final = "cf.llm.response.secret_detected"
+RESPONSE_SECRET_CATEGORIES: Final = "cf.llm.response.secret_categories"
+RESPONSE_TOKEN_COUNT: Final = "cf.llm.response.token_count"
 # ordinary request fields
 HTTP_HOST: Final = "http.host"
 HTTP_METHOD: Final = "http.request.method"
@@ -109,6 +118,16 @@ SCHEMA: Final[dict[str, FieldType]] = {
     SECRET_CATEGORIES: ARRAY_STRING,
     REQUEST_FORMAT: STRING,
     REQUEST_MODEL: STRING,
+    # the model's answer (llmwall extension, same names as the prompt's); a rule that reads
+    # one of these is evaluated on the response, see RESPONSE_PREFIX
+    RESPONSE_DETECTED: BOOL,
+    RESPONSE_UNSAFE_TOPIC_DETECTED: BOOL,
+    RESPONSE_UNSAFE_TOPIC_CATEGORIES: ARRAY_STRING,
+    RESPONSE_PII_DETECTED: BOOL,
+    RESPONSE_PII_CATEGORIES: ARRAY_STRING,
+    RESPONSE_SECRET_DETECTED: BOOL,
+    RESPONSE_SECRET_CATEGORIES: ARRAY_STRING,
+    RESPONSE_TOKEN_COUNT: INT,
     HTTP_HOST: STRING,
     HTTP_METHOD: STRING,
     HTTP_URI: STRING,
@@ -130,8 +149,28 @@ TOKEN_FIELDS: Final = frozenset({TOKEN_COUNT})
 #: The category fields a block message and analytics list (the kinds of detection).
 CATEGORY_FIELDS: Final = (UNSAFE_TOPIC_CATEGORIES, PII_CATEGORIES, SECRET_CATEGORIES)
 
+#: Fields of the model's answer: a rule reading any of them runs in the response phase.
+RESPONSE_PREFIX: Final = "cf.llm.response."
+REQUEST_PHASE: Final = "request"
+RESPONSE_PHASE: Final = "response"
+
+#: Response field -> the prompt field the same detector fills (detectors screen text, not sides).
+RESPONSE_FROM_PROMPT: Final[dict[str, str]] = {
+    RESPONSE_UNSAFE_TOPIC_DETECTED: UNSAFE_TOPIC_DETECTED,
+    RESPONSE_UNSAFE_TOPIC_CATEGORIES: UNSAFE_TOPIC_CATEGORIES,
+    RESPONSE_PII_DETECTED: PII_DETECTED,
+    RESPONSE_PII_CATEGORIES: PII_CATEGORIES,
+    RESPONSE_SECRET_DETECTED: SECRET_DETECTED,
+    RESPONSE_SECRET_CATEGORIES: SECRET_CATEGORIES,
+}
+
 #: Injection score for "not scored", as in Cloudflare (1-99 scored, 100 = not scored).
 INJECTION_NOT_SCORED: Final = 100
+
+
+def phase_of(names: frozenset[str] | set[str]) -> str:
+    """The phase a rule reading ``names`` runs in: the response once it reads any response field."""
+    return RESPONSE_PHASE if any(n.startswith(RESPONSE_PREFIX) for n in names) else REQUEST_PHASE
 
 
 def canonical(name: str) -> str | None:

@@ -9,6 +9,11 @@ The addons, in chain order (mitmproxy calls each hook on them in this order):
   sees them; owns the ``llmwall_dashboard_*`` options.
 * ``LLMWall``: discovery, detectors, rules and actions; leaves an event in
   ``flow.metadata["llmwall"]``.
+* ``RateLimiter``: counts requests and tokens against ``llmwall_rate_limits`` and may refuse
+  the request LLMWall let through; settles completion tokens from the response.
+* ``ResponseScreen``: streams LLM answers through and screens them for the rules that
+  read ``cf.llm.response.*`` (with ``LLMWall``'s rules and detectors); its response
+  hook runs before ``Analytics``' so that it can leave the stream's confirmation there.
 * ``Console``: prints one decision line per screened flow and writes it into the flow's
   comment (what mitmweb shows).
 * ``Analytics``: records that event in the metrics and the SQLite store, and confirms
@@ -32,8 +37,15 @@ from llmwall.analytics.dashboard import DashboardAddon  # noqa: E402
 from llmwall.proxy.addon import LLMWall  # noqa: E402
 from llmwall.proxy.console import Console  # noqa: E402
 from llmwall.ratelimit.addon import RateLimiter  # noqa: E402
+from llmwall.responses.addon import ResponseScreen  # noqa: E402
 
 analytics = Analytics()
+wall = LLMWall()
 # Order matters: the rate limiter reads what LLMWall's request hook found and may refuse the
-# request; the console and the analytics addon then read the decision left on the flow.
-addons = [DashboardAddon(analytics), LLMWall(), RateLimiter(), Console(), analytics]
+# request; ResponseScreen (responseheaders/response/error hooks only) must come after LLMWall,
+# whose rules and detectors it uses, and before Analytics, whose response hook reads the
+# stream confirmation ResponseScreen leaves on the flow. The rate limiter's response hook
+# runs first and so counts the completion the upstream produced, before a response rule may
+# replace it (a streamed answer is not buffered: its output reservation stands). The console
+# and the analytics addon then read the decision left on the flow.
+addons = [DashboardAddon(analytics), wall, RateLimiter(), ResponseScreen(wall, analytics), Console(), analytics]

@@ -24,7 +24,7 @@ from llmwall.analytics import sanitize
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.providers import discovery
-from llmwall.proxy.event import METADATA_KEY, Event
+from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, Event
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,17 @@ class Analytics:
             return
         flow.metadata[RECORDED_KEY] = True
         record = sanitize.event(event.to_dict())  # bounded labels only; an odd value never costs the event
-        self.metrics.observe(record)
-        if not self.store:
-            return
-        if event.status == "screened" and event.format:
+        if self.store and event.status == "screened" and event.format:
             host, template = record["host"], record["path_template"]
             self._submit(self.store.upsert_endpoint, host, event.method, template, event.format, event.ts)
-        self._submit(self.store.record_event, record)
+        self.record(record)
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Count and store one event record (request events from flows; response events
+        from ``llmwall.responses``)."""
+        self.metrics.observe(record)
+        if self.store:
+            self._submit(self.store.record_event, record)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Confirm a discovered endpoint from the shape of its response."""
@@ -122,9 +126,12 @@ class Analytics:
         fmt = event.format
         if not fmt or fmt == "custom":
             return
-        limit = getattr(ctx.options, "llmwall_max_body_kb", DEFAULT_MAX_BODY_KB) * 1024
-        loop = asyncio.get_running_loop()
-        confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
+        handed = flow.metadata.get(RESPONSE_METADATA_KEY)
+        confirmed = handed.get("confirmed") if isinstance(handed, dict) else None
+        if not isinstance(confirmed, bool):  # response screening did not look: read the body
+            limit = getattr(ctx.options, "llmwall_max_body_kb", DEFAULT_MAX_BODY_KB) * 1024
+            loop = asyncio.get_running_loop()
+            confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
         self._submit(
             self.store.upsert_endpoint, event.host, event.method, event.path_template, fmt, time.time(), confirmed
         )

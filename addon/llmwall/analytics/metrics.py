@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from llmwall.analytics.store import CATEGORY_KINDS, CUSTOM_FIELD, CUSTOM_MATCH_SCORE
+from llmwall.analytics.store import CATEGORY_KINDS, CUSTOM_FIELD, CUSTOM_MATCH_SCORE, RESPONSE_STATUS
 from llmwall.categories import legend
 
 #: Latency buckets in seconds: detectors run from well under 1 ms (token count) to seconds (Llama Guard on CPU).
@@ -78,6 +78,12 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.responses = Counter(
+            "llmwall_responses",
+            "Screened LLM responses (model answers) by final action and how the answer ended",
+            ["action", "end"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {}
 
@@ -96,13 +102,17 @@ class Metrics:
     def observe(self, event: dict[str, Any]) -> None:
         """Count one event record (the same dict given to ``Store.record_event``)."""
         status = event.get("status") or "screened"
-        if status != "screened":
+        if status == RESPONSE_STATUS:
+            end = (event.get("response") or {}).get("end") or "complete"
+            self.responses.labels(self._label("action", event.get("action") or "allow"), self._label("end", end)).inc()
+        elif status != "screened":
             self.unscreened.labels(self._label("status", status)).inc()
         action = event.get("action") or "allow"
         endpoint = self._label(
             "endpoint", f"{event.get('host', '')}{event.get('path_template', '')}", MAX_ENDPOINT_LABELS
         )
-        self.requests.labels(self._label("action", action), endpoint).inc()
+        if status != RESPONSE_STATUS:
+            self.requests.labels(self._label("action", action), endpoint).inc()
         if event.get("rule"):
             self.rule_decisions.labels(self._label("rule", event["rule"]), self._label("action", action)).inc()
         fields = event.get("fields") or {}

@@ -58,6 +58,7 @@ EVENT_KEYS: Final = frozenset(
         "total_ms",
         "status",
         "redacted",
+        "response",
     }
 )
 #: Category list fields -> the ``kind`` stored in event_categories.
@@ -65,9 +66,14 @@ CATEGORY_KINDS: Final[dict[str, str]] = {
     F.UNSAFE_TOPIC_CATEGORIES: "unsafe",
     F.PII_CATEGORIES: "pii",
     F.SECRET_CATEGORIES: "secret",
+    F.RESPONSE_UNSAFE_TOPIC_CATEGORIES: "response_unsafe",
+    F.RESPONSE_PII_CATEGORIES: "response_pii",
+    F.RESPONSE_SECRET_CATEGORIES: "response_secret",
 }
 CUSTOM_FIELD: Final = F.CUSTOM_TOPIC_CATEGORIES
-KINDS: Final = ("unsafe", "pii", "secret", "custom")
+KINDS: Final = ("unsafe", "pii", "secret", "custom", "response_unsafe", "response_pii", "response_secret")
+#: Status of an event about a model's answer (see llmwall.responses); the others are about requests.
+RESPONSE_STATUS: Final = "response"
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # actions, statuses, detector names
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")  # categories, rule ids: printable, short
@@ -286,6 +292,7 @@ def validate_event(event: dict[str, Any]) -> dict[str, Any]:
         "total_ms": _check_number("total_ms", event.get("total_ms")),
         "status": _check_word("status", event.get("status") or "screened", optional=False),
         "redacted": _check_labels("redacted", event.get("redacted")),  # categories redacted, never values
+        "response": _check_response(event.get("response")),
     }
 
 
@@ -314,6 +321,23 @@ def _rate_limit_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _check_word("unit", event.get("unit"), optional=False),
         *ints,
     )
+
+
+def _check_response(value: object) -> dict[str, object]:
+    """A response event's stream summary: how it ended (a word) and counts, nothing else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("event key 'response': expected a dict")
+    out: dict[str, object] = {}
+    for k, v in value.items():
+        _check_word("response", k, optional=False)
+        out[k] = (
+            _check_word(f"response[{k}]", v, optional=False)
+            if k == "end"
+            else _check_number(f"response[{k}]", v, optional=False)
+        )
+    return out
 
 
 def event_categories(fields: dict[str, object]) -> list[tuple[str, str]]:
@@ -423,11 +447,10 @@ class Store:
     def record_event(self, event: dict[str, Any]) -> int:
         """Store one event; returns its id.  ValueError for unknown keys or bad values (nothing stored)."""
         ev = validate_event(event)
-        data = json.dumps(
-            {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
+        stored = {k: ev[k] for k in ("matched", "fields", "timings_ms", "not_scored", "errors", "redacted")}
+        if ev["response"]:
+            stored["response"] = ev["response"]
+        data = json.dumps(stored, separators=(",", ":"), sort_keys=True)
         with self._write() as c:
             cur = c.execute(
                 "INSERT INTO events (ts, host, method, path_template, endpoint, format, model, action, rule,"
@@ -716,7 +739,9 @@ class Store:
             " coalesce(sum(e.action IS NULL AND e.status = 'screened'), 0) AS allowed,"
             " coalesce(sum(e.n_not_scored > 0), 0) AS not_scored,"
             " coalesce(sum(e.n_errors > 0), 0) AS errors,"
-            " coalesce(sum(e.status != 'screened'), 0) AS unparsed,"
+            " coalesce(sum(e.status NOT IN ('screened', 'response')), 0) AS unparsed,"
+            " coalesce(sum(e.status = 'response'), 0) AS responses,"
+            " coalesce(sum(e.status = 'response' AND e.action IS NOT NULL), 0) AS responses_acted,"
             " min(e.ts) AS first_ts, max(e.ts) AS last_ts"
             f" FROM events e{where}",
             params,
@@ -733,6 +758,8 @@ class Store:
                 "not_scored",
                 "errors",
                 "unparsed",
+                "responses",
+                "responses_acted",
             )
         }
         top = [

@@ -40,7 +40,13 @@ MAX_CHANGED_SHOWN = 50
 
 
 def storable(name: str) -> bool:
-    """Whether the store keeps values of field ``name`` (canonical)."""
+    """Whether the store keeps values of field ``name`` (canonical) on the request events replayed.
+
+    The answer's fields (``cf.llm.response.*``) are kept on separate response events, which the
+    backtest does not replay: a rule reading them is left out like one reading an unstored field.
+    """
+    if name.startswith(fields.RESPONSE_PREFIX):
+        return False
     return name.startswith(fields.LLM_PREFIX) or name in STORED_REQUEST_FIELDS
 
 
@@ -187,7 +193,10 @@ def print_report(report: Report, title: str) -> None:
     if report.changed_count > MAX_CHANGED_SHOWN:
         print(f"  ... {report.changed_count - MAX_CHANGED_SHOWN} more (--json lists up to {MAX_CHANGED})")
     for rule, names in sorted(report.not_backtestable.items()):
-        print(f"not backtestable: rule {rule!r} reads {', '.join(names)}, which the store does not keep; left out")
+        print(
+            f"not backtestable: rule {rule!r} reads {', '.join(names)}, which the store does not keep"
+            " with request events; left out"
+        )
     for rule, counts in sorted(report.lacking.items()):
         for name, n in sorted(counts.items()):
             print(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from llmwall import fields as schema
 from llmwall.cli import backtest
 from llmwall.rules import RulesError
-from llmwall.rules.ruleset import coerce_value, load_rules
+from llmwall.rules.ruleset import Decision, coerce_value, load_rules
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if rs.rate_limits:
         limits = len(rs.rate_limits)
         print(f"rate limits: {limits} ({sum(r.enabled for r in rs.rate_limits)} enabled), see docs/rate-limits.md")
-    print(f"fields read: {', '.join(sorted(rs.fields)) or 'none'}")
+    print(f"fields read: {', '.join(sorted(rs.fields | rs.response_fields)) or 'none'}")
+    for rule in rs.rules:
+        state = "" if rule.enabled else ", disabled"
+        print(f"  {rule.id}: {rule.action}, {rs.phases[rule.id]} phase{state}")
     return 0
 
 
@@ -102,13 +105,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{args.fields}: {e}", file=sys.stderr)
         return 2
     decision = rs.evaluate(values)
-    print(
-        json.dumps(
-            {
-                "matched": list(decision.matched),
-                "action": decision.action,
-                "rule": decision.rule.id if decision.rule else None,
-            }
-        )
-    )
+    out: dict[str, object] = _decision_json(decision)
+    if rs.response_fields:
+        out["response"] = _decision_json(rs.evaluate(values, schema.RESPONSE_PHASE))
+    print(json.dumps(out))
     return 0
+
+
+def _decision_json(decision: Decision) -> dict[str, object]:
+    return {
+        "matched": list(decision.matched),
+        "action": decision.action,
+        "rule": decision.rule.id if decision.rule else None,
+    }

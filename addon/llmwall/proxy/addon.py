@@ -575,8 +575,11 @@ def _categories(result: ScreenResult) -> list[str]:
 
 def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
     """Noisy PII categories (DATE_TIME, URL) are detected only when an enabled rule compares
-    ``cf.llm.prompt.pii_categories`` with them (read from the compiled rules, not their text)."""
-    return pii.OFF_BY_DEFAULT & ruleset.literals.get(F.PII_CATEGORIES, frozenset())
+    ``cf.llm.prompt.pii_categories`` or ``cf.llm.response.pii_categories`` with them (read
+    from the compiled rules, not their text)."""
+    named = ruleset.literals.get(F.PII_CATEGORIES, frozenset())
+    named |= ruleset.literals.get(F.RESPONSE_PII_CATEGORIES, frozenset())
+    return pii.OFF_BY_DEFAULT & named
 
 
 #: flow.metadata key set once a streamed body has been handled (in requestheaders or request).

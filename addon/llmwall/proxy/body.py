@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-import brotli  # type: ignore[import-untyped]  # no type information published
+import brotli  # typed or not depending on the version: see [[tool.mypy.overrides]] in pyproject.toml
 from backports import zstd
 
 #: Status names shared with the addon, analytics and the README's failure table.

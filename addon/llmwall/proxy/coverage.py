@@ -21,6 +21,10 @@ ADDON_FIELDS = frozenset(
     | {name for name in fields.SCHEMA if not name.startswith(fields.LLM_PREFIX)}
 )
 
+#: Response fields the response screening (llmwall.responses) fills itself: that an answer was
+#: screened, and its token count from the provider's usage (else from the token counter).
+RESPONSE_ADDON_FIELDS = frozenset({fields.RESPONSE_DETECTED, fields.RESPONSE_TOKEN_COUNT})
+
 #: What provides each detection field group, for the fix in the message.
 _PROVIDERS = (
     (fields.UNSAFE_FIELDS, "an unsafe-topic model (lite/ or an exported llama-guard-*/)"),
@@ -35,12 +39,17 @@ _PROVIDERS = (
 def uncovered(ruleset: RuleSet, detectors: Iterable[Detector], models_dir: str) -> list[str]:
     """One message per (enabled rule, field) that nothing fills; empty when every field is covered."""
     provided = set(ADDON_FIELDS).union(*(d.provides for d in detectors))
+    # The response screening runs the same detectors on the answer: a response field is filled
+    # whenever the prompt field its detector fills is.
+    provided |= RESPONSE_ADDON_FIELDS
+    provided |= {resp for resp, prompt in fields.RESPONSE_FROM_PROMPT.items() if prompt in provided}
     messages = []
     for rule in ruleset.rules:
         if not rule.enabled:
             continue
         for name in sorted(ruleset.rule_fields[rule.id] - provided):
-            needs = next((what for group, what in _PROVIDERS if name in group), "a detector")
+            source = fields.RESPONSE_FROM_PROMPT.get(name, name)
+            needs = next((what for group, what in _PROVIDERS if source in group), "a detector")
             messages.append(
                 f"rule {rule.id!r} reads {name}, which no loaded detector provides: it needs {needs}, "
                 f"and none was found in {models_dir}. Fix: set llmwall_models to a directory with the models "

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 
 #: The flow metadata key that carries the event (also shown by mitmweb).
 METADATA_KEY = "llmwall"
+#: The flow metadata key where response screening (``llmwall.responses``) leaves what it
+#: learnt of the answer for analytics: ``{"confirmed": bool}``, judged from the first
+#: bytes of a stream (a streamed body is not kept) or from the whole answer before any
+#: block replaced it.
+RESPONSE_METADATA_KEY = "llmwall_response"
 
 
 @dataclass

@@ -144,14 +144,24 @@ class RuleSet:
         self.custom_topics = dict(custom_topics)
         self.source = source
         self._compiled = compiled
-        self._active = tuple((r, compiled[r.id].test) for r in rules if r.enabled)
         #: Rule id -> the canonical fields its expression reads.
         self.rule_fields: dict[str, frozenset[str]] = {r.id: compiled[r.id].fields for r in rules}
+        #: Rule id -> the phase it runs in: "response" when it reads a ``cf.llm.response.*`` field.
+        self.phases: dict[str, str] = {r.id: schema.phase_of(compiled[r.id].fields) for r in rules}
+        self._active = {
+            phase: tuple((r, compiled[r.id].test) for r in rules if r.enabled and self.phases[r.id] == phase)
+            for phase in (schema.REQUEST_PHASE, schema.RESPONSE_PHASE)
+        }
         #: The ``rate_limits:`` section (llmwall.ratelimit); their fields are computed like the rules'.
         self.rate_limits = rate_limits
-        self.fields: frozenset[str] = frozenset().union(
+        read: frozenset[str] = frozenset().union(
             *(compiled[r.id].fields for r in rules if r.enabled), *(r.fields for r in rate_limits if r.enabled)
         )
+        self._read = read
+        #: Fields the request must provide (every enabled rule's, response fields aside).
+        self.fields: frozenset[str] = frozenset(f for f in read if not f.startswith(schema.RESPONSE_PREFIX))
+        #: Response fields some enabled rule reads: the response is screened only for these.
+        self.response_fields: frozenset[str] = read - self.fields
         literals: dict[str, set[str]] = {}
         for r in rules:
             if r.enabled:
@@ -165,10 +175,14 @@ class RuleSet:
         rules = tuple(dataclasses.replace(r, enabled=False) if r.id in rule_ids else r for r in self.rules)
         return RuleSet(rules, self._compiled, self.custom_topics, self.source, self.rate_limits)
 
-    def evaluate(self, values: Mapping[str, object]) -> Decision:
-        """Evaluate every enabled rule on ``values`` (canonical names; absent = missing)."""
+    def evaluate(self, values: Mapping[str, object], phase: str = schema.REQUEST_PHASE) -> Decision:
+        """Evaluate every enabled rule of ``phase`` on ``values`` (canonical names; absent = missing).
+
+        The request phase skips rules that read response fields; the response phase runs
+        only those, with the request's values alongside the response's.
+        """
         vals = {}
-        for name in self.fields:
+        for name in self._read:
             try:
                 vals[name] = coerce_value(name, values.get(name))
             except Exception:  # a hostile Mapping must not take the proxy down
@@ -176,7 +190,7 @@ class RuleSet:
         matched: list[str] = []
         decider: Rule | None = None
         first_log: Rule | None = None
-        for rule, test in self._active:
+        for rule, test in self._active[phase]:
             try:
                 hit = test(vals)
             except Exception as exc:  # never crash the proxy; values are not logged

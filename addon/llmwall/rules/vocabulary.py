@@ -46,7 +46,7 @@ def vocabularies() -> dict[str, Vocabulary]:
     from llmwall.detectors import secrets
     from llmwall.providers import discovery
 
-    return {
+    prompt = {
         UNSAFE_FIELD: Vocabulary(
             "an unsafe-topic category",
             tuple(UNSAFE_CATEGORY_NAMES),
@@ -56,6 +56,9 @@ def vocabularies() -> dict[str, Vocabulary]:
         SECRET_FIELD: Vocabulary("a secret category", tuple(sorted(secrets.SECRET_CATEGORY_NAMES)), {}),
         FORMAT_FIELD: Vocabulary("a request format", (*discovery.FORMATS, CUSTOM_FORMAT), {}),
     }
+    # The answer's category fields are filled by the same detectors: the same vocabularies.
+    answer = {resp: prompt[src] for resp, src in fields.RESPONSE_FROM_PROMPT.items() if src in prompt}
+    return {**prompt, **answer}
 
 
 def suggest(value: str, known: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str | None:
@@ -82,9 +85,14 @@ def check(field: str, value: str) -> str | None:
         return None
     guess = suggest(value, vocab.values, vocab.aliases)
     hint = f"did you mean {guess!r}{_named(field, guess)}? " if guess else ""
-    known = ", ".join(label(v) if field == UNSAFE_FIELD else v for v in vocab.values)
+    known = ", ".join(label(v) if _unsafe(field) else v for v in vocab.values)
     return f"{value!r} is not {vocab.what}, so it never matches {field}; {hint}known: {known}"
 
 
+def _unsafe(field: str) -> bool:
+    """Whether ``field`` holds S-codes (the prompt's or the answer's unsafe-topic categories)."""
+    return fields.RESPONSE_FROM_PROMPT.get(field, field) == UNSAFE_FIELD
+
+
 def _named(field: str, code: str) -> str:
-    return f" ({UNSAFE_CATEGORY_NAMES[code]})" if field == UNSAFE_FIELD else ""
+    return f" ({UNSAFE_CATEGORY_NAMES[code]})" if _unsafe(field) else ""

@@ -47,6 +47,9 @@ const LW = (() => {
     unsafe: "cf.llm.prompt.unsafe_topic_categories",
     pii: "cf.llm.prompt.pii_categories",
     secret: "cf.llm.prompt.secret_categories",
+    response_unsafe: "cf.llm.response.unsafe_topic_categories",
+    response_pii: "cf.llm.response.pii_categories",
+    response_secret: "cf.llm.response.secret_categories",
   };
 
   // [kind, category] pairs detected in an event's fields.

@@ -59,6 +59,8 @@
       ["not_scored", "Not scored (deadline)", t.not_scored],
       ["errors", "Detector errors", t.errors],
       ["unparsed", "Unreadable bodies", t.unparsed],
+      ["responses", "Responses screened", t.responses],
+      ["responses_acted", "Responses blocked/redacted/logged", t.responses_acted],
     ];
     for (const [key, label, value] of cards) {
       box.append(el("div", { class: `card ${key}`, "data-total": key }, el("div", { class: "value" }, value), el("div", { class: "label" }, label)));
@@ -159,7 +161,7 @@
       const tr = el("tr", { "data-event-id": e.id, class: `action-${e.action || "allow"}` },
         el("td", { class: "nowrap" }, fmtTime(e.ts)),
         el("td", {}, breakable(`${e.method} ${e.endpoint}`)),
-        el("td", {}, e.format || e.status),
+        el("td", {}, e.status === "response" ? `${e.format} (response)` : e.format || e.status),
         el("td", {}, e.model || "–"),
         el("td", {}, actionBadge(e.action)),
         el("td", { class: "mono nowrap" }, e.rule || "–"),
