@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 from llmwall import fields
 from llmwall.detectors.tokens import load_tokenizer
 from llmwall.proxy.addon import request_fields
+from llmwall.proxy.event import STREAM_USAGE_KEY
 from llmwall.ratelimit import usage
 from llmwall.ratelimit.backends import DEFAULT_MAX_KEYS, Backend, BackendError, MemoryBackend, RedisBackend
 from llmwall.ratelimit.rules import (
@@ -248,9 +249,12 @@ class RateLimiter:
             return
         try:
             resp = flow.response
+            if resp.stream:  # streamed through unbuffered: the usage response screening read at its end
+                streamed = flow.metadata.get(STREAM_USAGE_KEY) or {}
+                completion = streamed.get("completion_tokens") if resp.status_code < 400 else 0
             # A thread hop costs more than a small parse; the tokenizer's first load (about 0.3 s, only
             # once a response without usage needs it) must not block the loop.
-            if len(resp.raw_content or b"") <= INLINE_BYTES and self._tokenizer is not None:
+            elif len(resp.raw_content or b"") <= INLINE_BYTES and self._tokenizer is not None:
                 completion = self._completion_tokens(resp)
             else:
                 completion = await asyncio.to_thread(self._completion_tokens, resp)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import sys
 import threading
@@ -34,7 +35,7 @@ from llmwall.detectors.base import Detector, Prompt, ScreenRequest, TextPart
 from llmwall.providers import discovery, registry
 from llmwall.proxy import actions
 from llmwall.proxy.addon import LLMWall, request_fields
-from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY
+from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, STREAM_USAGE_KEY
 from llmwall.proxy.orchestrator import ScreenResult, screen_here
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
@@ -132,11 +133,17 @@ class _Answer:
         return msg + (": " + ", ".join(cats) if cats else "")
 
 
+#: How much of a stream's end is kept to read its usage events (they come last).
+TAIL_BYTES: Final = 16 * 1024
+
+
 @dataclass
 class _Stream:
     answer: _Answer | None  # None: pass-through (no response rule)
     screener: StreamScreener | None
     head: bytearray = field(default_factory=bytearray)
+    #: The last TAIL_BYTES of the answer: usage events come at the end of a stream.
+    tail: bytearray = field(default_factory=bytearray)
     framing: str = ""
     deadline_s: float = 0.05  # per window
 
@@ -229,7 +236,13 @@ class ResponseScreen:
         if answer is not None:
             state.screener = self._screener(answer, kind, state)
         self._streams[flow.id] = state
-        resp.stream = _Pipe(state, decode)
+        fmt = meta.get("format") or DEFAULT_FORMAT
+        provider = registry.get(fmt) or registry.BY_NAME[DEFAULT_FORMAT]
+
+        def settle_usage(tail: bytes) -> None:
+            flow.metadata[STREAM_USAGE_KEY] = {"completion_tokens": _tail_usage(provider, kind, tail)}
+
+        resp.stream = _Pipe(state, decode, settle_usage)
 
     def _answer(self, flow: http.HTTPFlow, meta: dict) -> _Answer | None:
         """The per-answer state when some enabled rule reads a response field, else None."""
@@ -473,9 +486,10 @@ class ResponseScreen:
 class _Pipe:
     """``flow.response.stream``: decode (when encoded), keep the head, screen or pass through."""
 
-    def __init__(self, state: _Stream, decode: Callable[[bytes], bytes]) -> None:
+    def __init__(self, state: _Stream, decode: Callable[[bytes], bytes], at_end: Callable[[bytes], None]) -> None:
         self.state = state
         self.decode = decode
+        self.at_end = at_end  # called with the tail when the stream ends
 
     def __call__(self, data: bytes) -> list[bytes]:
         """Called with each piece from upstream, and with b"" at the end. Returns a list:
@@ -485,6 +499,11 @@ class _Pipe:
         head = self.state.head
         if len(head) < HEAD_BYTES:
             head += plain[: HEAD_BYTES - len(head)]
+        tail = self.state.tail
+        tail += plain
+        del tail[: max(0, len(tail) - TAIL_BYTES)]
+        if data == b"":
+            self.at_end(bytes(tail))
         screener = self.state.screener
         if screener is None:
             out = plain
@@ -493,6 +512,29 @@ class _Pipe:
         else:
             out = screener(plain) if plain else b""
         return [out] if out else []
+
+
+def _tail_usage(provider: ResponseProvider, kind: str, tail: bytes) -> int | None:
+    """Completion tokens from the last usage event in the end of a stream, or None.
+
+    The tail may start inside an event: that piece does not parse and is skipped."""
+    framer = framing.FRAMERS[kind]()
+    found: int | None = None
+    try:
+        frames = framer.feed(tail) + framer.flush()
+    except ValueError:
+        return None
+    for frame in frames:
+        if frame.data is None:
+            continue
+        try:
+            event = json.loads(frame.data)
+        except ValueError:
+            continue
+        tokens = completion_tokens(provider.event_usage(event))
+        if tokens is not None:
+            found = tokens
+    return found
 
 
 def _decoder(encoding: str) -> Callable[[bytes], bytes] | None:
