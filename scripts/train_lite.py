@@ -35,13 +35,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lite_public_data as lpd  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ROOT / "training"
 CATEGORIES = [f"S{i}" for i in range(1, 15)]
 OUTPUTS = ["unsafe", *CATEGORIES, "injection"]  # the head's output order
 MAX_TOKENS = 128
 HEAD_TOKENS = 64  # head+tail truncation: first 64 and last 62 word pieces
-PER_TEMPLATE_CAP = 40
+PER_TEMPLATE_CAP = 20
 SEED = 1234
 
 
@@ -56,6 +59,9 @@ class Row:
     cats: list[str] = field(default_factory=list)
     injection: int | None = None
     hard_negative: bool = False
+    weight: float = 1.0  # loss weight of every output of this row
+    cats_only: bool = False  # train the category outputs, not "unsafe" (borderline hazard rows)
+    split: str | None = None  # forced split ("public_holdout": a whole source never trained on)
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,14 +210,37 @@ def load_rows(data: Path) -> list[Row]:
                 rows.append(Row(d["text"], "team/handwritten.jsonl", f"hand:{d['text']}", unsafe,
                                 list(d.get("categories", [])), int(bool(d.get("injection", False))),
                                 bool(d.get("hard_negative", False))))
+    pub = lpd.load_public(data, SEED)
+    everyday = [p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY]
+    held = [p for p in pub if p.heldout]
+    rest = [p for p in pub if not p.heldout] + lpd.generated_rows(everyday, SEED)
+    public = [Row(p.text, p.source, p.group, p.unsafe, list(p.cats), p.injection, p.hard_negative, p.weight,
+                  p.cats_only, "public_holdout" if p.heldout else None) for p in held + rest]
     seen: set[str] = set()
     out = []
-    for r in rows:  # exact duplicates would leak across splits
-        key = " ".join(r.text.lower().split())
+    for r in public + rows:  # held-out sources first: a training copy of a held-out text is dropped
+        key = lpd.norm(r.text) or r.text
         if key not in seen:
             seen.add(key)
             out.append(r)
     return out
+
+
+EVERYDAY = {"clinc150", "banking77", "hwu64", "sgd_first_user_turn", "nq_open", "self_instruct"}
+
+
+def split_of(r: Row) -> str:
+    """public_holdout (whole sources), else train / val / holdout by group hash.
+
+    The team's and the older shared rows keep their 70/15/15 split (training/holdout.jsonl);
+    the public training sources go 85/15 into train / validation.
+    """
+    if r.split:
+        return r.split
+    if r.group.startswith(("pub:", "gen:")):
+        h = int(hashlib.sha256(r.group.encode()).hexdigest()[:8], 16) % 100
+        return "train" if h < 85 else "val"
+    return _bucket(r.group)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -250,6 +279,10 @@ def targets(rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
                 m[i, 1:15] = 1
                 for c in r.cats:
                     y[i, OUTPUTS.index(c)] = 1
+        elif r.cats_only and r.cats:
+            m[i, 1:15] = 1
+            for c in r.cats:
+                y[i, OUTPUTS.index(c)] = 1
         if r.injection is not None:
             y[i, 15] = r.injection
             m[i, 15] = 1
@@ -315,6 +348,32 @@ def pick_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float) -> float:
     return best_t
 
 
+# Validation FPR budgets for the two outputs that rules act on. Ordinary = safe rows that
+# are not hard negatives; every ordinary source with >= 40 validation rows must also meet
+# PER_SOURCE_FPR, so one easy, large source cannot hide a bad one.
+FPR_BUDGET = {"unsafe": {"ordinary": 0.004, "hard": 0.06}, "injection": {"ordinary": 0.003, "hard": 0.02}}
+PER_SOURCE_FPR = 0.01
+
+
+def pick_low_fpr_threshold(p: np.ndarray, y: np.ndarray, hard: np.ndarray, sources: np.ndarray, name: str) -> float:
+    """The lowest threshold (highest recall) that meets the validation FPR budgets."""
+    budget = FPR_BUDGET[name]
+    neg = ~y
+    ordinary = neg & ~hard
+    per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
+    per_source = [m for m in per_source if m.sum() >= 40]
+    for t in np.unique(np.round(p, 4)):
+        pred = p >= t
+        if ordinary.any() and pred[ordinary].mean() > budget["ordinary"]:
+            continue
+        if (neg & hard).any() and pred[neg & hard].mean() > budget["hard"]:
+            continue
+        if any(pred[m].mean() > PER_SOURCE_FPR for m in per_source):
+            continue
+        return float(t)
+    return 0.99
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -350,7 +409,11 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
     # Balance: weight the rarer class up per output, capped, so S4/S13/S14 are not ignored.
     pos = (y * m).sum(0)
     neg = ((1 - y) * m).sum(0)
-    pos_weight = torch.tensor(np.clip(neg / np.maximum(pos, 1), 1.0, 8.0), dtype=torch.float32)
+    pw = np.clip(neg / np.maximum(pos, 1), 1.0, 8.0)
+    pw[0] = min(pw[0], 2.0)  # "unsafe": thresholds are set for a low FPR; do not push recall
+    pw[15] = min(pw[15], 2.0)
+    pos_weight = torch.tensor(pw, dtype=torch.float32)
+    w = np.array([r.weight for r in rows], np.float32)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
     head_params = list(model.head.parameters())
     opt = torch.optim.AdamW([
@@ -376,7 +439,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
         for b in batches:
             ids, mask = encode(tok, [rows[i].text for i in b])
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-            lm = torch.from_numpy(m[b])
+            lm = torch.from_numpy(m[b] * w[b, None])
             loss = (loss_fn(logits, torch.from_numpy(y[b])) * lm).sum() / lm.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
@@ -455,6 +518,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     """Platt scaling per output and thresholds chosen on the validation split."""
     y, m = targets(rows)
     hard = np.array([r.hard_negative for r in rows])
+    sources = np.array([r.source for r in rows])
     cal: dict[str, dict] = {}
     for k, name in enumerate(OUTPUTS):
         sel = m[:, k] > 0
@@ -464,14 +528,8 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
             continue
         a, b = fit_platt(logits[sel, k], labels)
         p = sigmoid(a * logits[sel, k] + b)
-        if name == "unsafe":
-            # FPR budget 2% overall and 5% on hard negatives (checked below).
-            t = pick_threshold(p, labels, 0.02)
-            hn = hard[sel] & ~labels
-            while hn.any() and (p[hn] >= t).mean() > 0.05 and t < 0.99:
-                t = round(t + 0.01, 4)
-        elif name == "injection":
-            t = pick_threshold(p, labels, 0.01)
+        if name in ("unsafe", "injection"):
+            t = pick_low_fpr_threshold(p, labels, hard[sel], sources[sel], name)
         else:
             t = max(pick_threshold(p, labels, 0.01), 0.2)
         cal[name] = {"a": a, "b": b, "threshold": float(t), "val_positives": int(labels.sum())}
@@ -483,7 +541,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     t_high = inj["threshold"]
     for t in sorted(set(np.round(p, 4))):  # lowest P whose validation precision is >= 98%
         mt = binary_metrics(p >= t, labels)
-        if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.005:
+        if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.002:
             t_high = float(t)
             break
     inj["score_knots"] = [[0.0, 99.0], [inj["threshold"], 49.5], [max(t_high, inj["threshold"] + 1e-3), 19.5], [1.0, 1.0]]
@@ -546,6 +604,35 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     return res
 
 
+def per_source(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, dict]:
+    """Per source: unsafe recall / FPR, injection (score < 50) recall / FPR, categories reported."""
+    y, m = targets(rows)
+    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
+    flagged = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    inj = injection_score(probs["injection"], cal["injection"]["score_knots"]) < 50
+    reported = runtime_categories(probs, cal)
+    src = np.array([r.source for r in rows])
+    out: dict[str, dict] = {}
+    for s in sorted(set(src.tolist())):
+        sel = src == s
+        d: dict[str, object] = {"n": int(sel.sum())}
+        for lab, key in ((1, "unsafe_pos"), (0, "unsafe_neg")):
+            k = sel & (m[:, 0] > 0) & (y[:, 0] == lab)
+            if k.any():
+                d[key] = int(k.sum())
+                d["unsafe_recall" if lab else "unsafe_fpr"] = float(flagged[k].mean())
+        for lab, key in ((1, "inj_pos"), (0, "inj_neg")):
+            k = sel & (m[:, 15] > 0) & (y[:, 15] == lab)
+            if k.any():
+                d[key] = int(k.sum())
+                d["inj_recall" if lab else "inj_fpr"] = float(inj[k].mean())
+        cats = {c: int(reported[sel, i].sum()) for i, c in enumerate(CATEGORIES) if reported[sel, i].any()}
+        if cats:
+            d["categories"] = cats
+        out[s] = d
+    return out
+
+
 def topic_calibration(enc_path: Path, tok) -> dict:
     """Fit cosine -> P(relevant) on the team's topic pairs (training/topics_calibration.json)."""
     spec = json.loads((TRAINING / "topics_calibration.json").read_text())
@@ -603,13 +690,24 @@ def regression_floors(m: dict) -> dict:
     return {k: round(float(v), 3) for k, v in floors.items()}
 
 
+def public_floors(m: dict) -> dict:
+    """Limits tests/test_lite_holdout.py enforces on the held-out public sources (single window)."""
+    floors = {"unsafe_recall_min": m["unsafe"]["recall"] - 0.04, "unsafe_fpr_max": m["unsafe"]["fpr"] + 0.01,
+              "injection_recall_min": m["injection"]["recall"] - 0.04,
+              "injection_fpr_max": m["injection"]["fpr"] + 0.01}
+    return {k: round(float(v), 3) for k, v in floors.items()}
+
+
 def metrics_markdown(manifest: dict) -> str:
     """The figures block of MODEL_CARD.md / docs, rendered from lite.json (never typed by hand)."""
     def f(v) -> str:
         return "-" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     out = []
-    for split, title in (("holdout_all", "Held-out split, all sources (shared public rows + team rows)"),
+    out += per_source_markdown(manifest["metrics"]["per_source"]["public_holdout"],
+                               "Held-out public sources (never trained on, never used for calibration or thresholds)")
+    for split, title in (("public_holdout", "Held-out public sources, pooled"),
+                         ("holdout_all", "Held-out split of the training sources (team rows + older shared rows)"),
                          ("holdout_team", "Held-out split, team-written rows only (= training/holdout.jsonl)"),
                          ("validation", "Validation split (thresholds were chosen here: optimistic)")):
         m = manifest["metrics"][split]
@@ -651,6 +749,23 @@ def metrics_markdown(manifest: dict) -> str:
     return "\n".join(out)
 
 
+def per_source_markdown(ps: dict[str, dict], title: str) -> list[str]:
+    def f(d: dict, k: str) -> str:
+        return f"{d[k]:.3f}" if k in d else "-"
+
+    out = [f"#### {title}", "",
+           "| source | rows | unsafe rows | flagged unsafe (recall) | safe rows | flagged unsafe (FPR) "
+           "| attacks | injection < 50 (recall) | benign | injection < 50 (FPR) | categories reported |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s, d in ps.items():
+        cats = ", ".join(f"{c} {n}" for c, n in d.get("categories", {}).items()) or "-"
+        out.append(f"| {s} | {d['n']} | {d.get('unsafe_pos', 0)} | {f(d, 'unsafe_recall')} | {d.get('unsafe_neg', 0)} "
+                   f"| {f(d, 'unsafe_fpr')} | {d.get('inj_pos', 0)} | {f(d, 'inj_recall')} | {d.get('inj_neg', 0)} "
+                   f"| {f(d, 'inj_fpr')} | {cats} |")
+    out.append("")
+    return out
+
+
 def render_card(path: Path, manifest: dict) -> None:
     """Replace the block between the metrics markers of an existing card."""
     if not path.exists():
@@ -690,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-train-rows", type=int, default=0, help="smoke test: train on a sample")
     ap.add_argument("--resume", type=Path, default=None, help="skip training: load this state_dict")
+    ap.add_argument("--stats-only", action="store_true", help="print the split sizes and exit")
     ap.add_argument("--recalibrate", action="store_true",
                     help="keep the ONNX files in --out; redo calibration, thresholds, metrics")
     args = ap.parse_args(argv)
@@ -707,13 +823,28 @@ def main(argv: list[str] | None = None) -> int:
     tok.no_padding()
 
     rows = load_rows(args.data)
-    splits = {"train": [], "val": [], "holdout": []}
+    splits: dict[str, list[Row]] = {"train": [], "val": [], "holdout": [], "public_holdout": []}
     for r in rows:
-        splits[_bucket(r.group)].append(r)
+        splits[split_of(r)].append(r)
+    # Filler-padded copies of training requests (same labels): ten harmless words must not
+    # dilute a harmful request below the threshold, nor make a safe one look unsafe.
+    prng = random.Random(SEED)
+    unsafe_train = [r for r in splits["train"] if r.unsafe == 1 and len(r.text) < 400]
+    safe_train = [r for r in splits["train"] if r.unsafe == 0 and len(r.text) < 400]
+    for r in prng.sample(unsafe_train, min(600, len(unsafe_train))) + prng.sample(safe_train, min(400, len(safe_train))):
+        splits["train"].append(Row(lpd.pad(r.text, prng), "generated/padded", r.group, r.unsafe, list(r.cats),
+                                   r.injection, r.hard_negative, r.weight, r.cats_only))
     for k, v in splits.items():
         log(f"{k}: {len(v)} rows, unsafe {sum(r.unsafe == 1 for r in v)}, safe {sum(r.unsafe == 0 for r in v)}, "
             f"injection {sum(r.injection == 1 for r in v)}, hard negatives {sum(r.hard_negative for r in v)}")
 
+    if args.stats_only:
+        for k, v in splits.items():
+            by: dict[str, int] = {}
+            for r in v:
+                by[r.source] = by.get(r.source, 0) + 1
+            log(f"{k}: {json.dumps(dict(sorted(by.items())))}")
+        return 0
     if args.recalibrate:
         return finish(args, tok, splits, base, log, t_start, trained=False)
     model = build_model(base, args.layers)
@@ -748,6 +879,11 @@ def finish(args, tok, splits: dict[str, list[Row]], base: str, log, t_start: flo
                "holdout_all": evaluate_split(hold_logits, splits["holdout"], cal)}
     team = [i for i, r in enumerate(splits["holdout"]) if r.source.startswith("team/")]
     metrics["holdout_team"] = evaluate_split(hold_logits[team], [splits["holdout"][i] for i in team], cal)
+    pub_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["public_holdout"]])
+    metrics["public_holdout"] = evaluate_split(pub_logits, splits["public_holdout"], cal)
+    metrics["per_source"] = {"public_holdout": per_source(pub_logits, splits["public_holdout"], cal),
+                             "validation": per_source(val_logits, splits["val"], cal)}
+    log(json.dumps(metrics["per_source"]["public_holdout"]))
     log(json.dumps(metrics["holdout_all"]["unsafe"]))
 
     topics = topic_calibration(args.out / "encoder.onnx", tok)
@@ -769,6 +905,7 @@ def finish(args, tok, splits: dict[str, list[Row]], base: str, log, t_start: flo
         "train": train_info,
         "metrics": metrics,
         "regression": regression_floors(metrics["holdout_team"]),
+        "regression_public": public_floors(metrics["public_holdout"]),
     }
     (args.out / "lite.json").write_text(json.dumps(manifest, indent=1, default=float))
     render_card(args.out / "MODEL_CARD.md", manifest)
