@@ -131,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     bp = {}
     for c in CATEGORIES:
         flagged = np.array([c in x for x in cats])
+        flagged &= lab_unsafe | lab_safe  # rows with a harm label (not jailbreak templates, injections)
         if flagged.any():
             bp[c] = {"flagged": int(flagged.sum()), "unsafe_share": float(lab_unsafe[flagged].mean())}
     report["block_precision"] = bp
     ex = []
     for text, want_unsafe, want_cat, want_inj in EXAMPLES:
         u, c, i = score(models, [text])
-        ok = bool(u[0]) == want_unsafe and (want_cat is None or want_cat in c[0]) and ((i[0] < 50) == want_inj)
+        ok = bool(u[0]) == want_unsafe and bool( (want_cat is None or want_cat in c[0]) and ((i[0] < 50) == want_inj))
         ex.append({"text": text, "unsafe": bool(u[0]), "categories": c[0], "injection_score": int(i[0]), "ok": ok})
     report["examples"] = ex
     if args.write_eval:

@@ -24,6 +24,7 @@ Curation (why each choice: docs/lite-models.md, "Data curation"):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import re
@@ -43,6 +44,12 @@ HELDOUT_SOURCES: dict[str, tuple[str, ...]] = {
     "gptfuzz": ("sherdencooper/GPTFuzz:datasets/prompts/",),  # jailbreak templates
     "agentdojo": ("",),  # agent tasks and tool-output injections
 }
+
+# Held-out sources of which a fixed half (by text hash) is used for threshold choice only
+# (never trained on): validation had nothing like Arena-Hard v2.0's long creative-writing,
+# role-play and non-English prompts, on which the injection output fired most. The other
+# half stays a pure held-out figure.
+CALIBRATION_HALF = {"arena_hard/v2.0"}
 
 # Everyday sets: how many rows to sample for training (the rest is unused).
 SAMPLE = {"clinc150": 2000, "banking77": 1200, "hwu64": 2000, "sgd_first_user_turn": 1200, "nq_open": 2000,
@@ -65,6 +72,7 @@ class PublicRow:
     cats_only: bool = False
     hard_negative: bool = False
     heldout: bool = False
+    calibration: bool = False  # a held-out source's half used for thresholds (CALIBRATION_HALF)
 
 
 def norm(text: str) -> str:
@@ -112,6 +120,9 @@ def load_public(data: Path, seed: int = 1234) -> list[PublicRow]:
             held = _is_heldout(name, src)
             sub = short_source(name, src)
             row = PublicRow(text, sub, f"pub:{name}:{norm(text)[:80]}", None, [], 0, heldout=held)
+            if held and sub in CALIBRATION_HALF:
+                half = int(hashlib.sha256(norm(text).encode()).hexdigest()[:8], 16) % 2 == 0
+                row.heldout, row.calibration = not half, half
             if label == "safe":
                 row.unsafe = 0
                 row.hard_negative = name in {"coconot", "toxigen_prompts"}

@@ -212,10 +212,11 @@ def load_rows(data: Path) -> list[Row]:
                                 bool(d.get("hard_negative", False))))
     pub = lpd.load_public(data, SEED)
     everyday = [p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY]
-    held = [p for p in pub if p.heldout]
-    rest = [p for p in pub if not p.heldout] + lpd.generated_rows(everyday, SEED)
+    held = [p for p in pub if p.heldout or p.calibration]
+    rest = [p for p in pub if not (p.heldout or p.calibration)] + lpd.generated_rows(everyday, SEED)
     public = [Row(p.text, p.source, p.group, p.unsafe, list(p.cats), p.injection, p.hard_negative, p.weight,
-                  p.cats_only, "public_holdout" if p.heldout else None) for p in held + rest]
+                  p.cats_only, "public_holdout" if p.heldout else ("val" if p.calibration else None))
+              for p in held + rest]
     seen: set[str] = set()
     out = []
     for r in public + rows:  # held-out sources first: a training copy of a held-out text is dropped
@@ -350,15 +351,21 @@ def pick_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float) -> float:
 
 # Validation FPR budgets for the two outputs that rules act on. Ordinary = safe rows that
 # are not hard negatives; every ordinary source with >= 40 validation rows must also meet
-# PER_SOURCE_FPR, so one easy, large source cannot hide a bad one.
-FPR_BUDGET = {"unsafe": {"ordinary": 0.004, "hard": 0.06}, "injection": {"ordinary": 0.003, "hard": 0.02}}
-PER_SOURCE_FPR = 0.01
+# its per-source budget, so one easy, large source cannot hide a bad one.
+# Per source: unsafe allows about 1 of the 78 validation prompts of the smallest such
+# source; injection at most 1 of 78 (its score < 50 should almost never fire on benign text).
+FPR_BUDGET = {
+    "unsafe": {"ordinary": 0.005, "hard": 0.05, "per_source": 0.02},
+    "injection": {"ordinary": 0.001, "hard": 0.003, "per_source": 0.015},
+}
 
 
-def pick_low_fpr_threshold(p: np.ndarray, y: np.ndarray, hard: np.ndarray, sources: np.ndarray, name: str) -> float:
+def pick_low_fpr_threshold(
+    p: np.ndarray, y: np.ndarray, hard: np.ndarray, sources: np.ndarray, name: str, safe: np.ndarray
+) -> float:
     """The lowest threshold (highest recall) that meets the validation FPR budgets."""
     budget = FPR_BUDGET[name]
-    neg = ~y
+    neg = ~y & safe  # injection: unsafe requests are negatives too, but not the budgeted ones
     ordinary = neg & ~hard
     per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
     per_source = [m for m in per_source if m.sum() >= 40]
@@ -368,7 +375,7 @@ def pick_low_fpr_threshold(p: np.ndarray, y: np.ndarray, hard: np.ndarray, sourc
             continue
         if (neg & hard).any() and pred[neg & hard].mean() > budget["hard"]:
             continue
-        if any(pred[m].mean() > PER_SOURCE_FPR for m in per_source):
+        if any(pred[m].mean() > budget["per_source"] for m in per_source):
             continue
         return float(t)
     return 0.99
@@ -519,6 +526,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     y, m = targets(rows)
     hard = np.array([r.hard_negative for r in rows])
     sources = np.array([r.source for r in rows])
+    safe = np.array([r.unsafe == 0 for r in rows])
     cal: dict[str, dict] = {}
     for k, name in enumerate(OUTPUTS):
         sel = m[:, k] > 0
@@ -529,7 +537,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
         a, b = fit_platt(logits[sel, k], labels)
         p = sigmoid(a * logits[sel, k] + b)
         if name in ("unsafe", "injection"):
-            t = pick_low_fpr_threshold(p, labels, hard[sel], sources[sel], name)
+            t = pick_low_fpr_threshold(p, labels, hard[sel], sources[sel], name, safe[sel] | (name == "unsafe"))
         else:
             t = max(pick_threshold(p, labels, 0.01), 0.2)
         cal[name] = {"a": a, "b": b, "threshold": float(t), "val_positives": int(labels.sum())}

@@ -11,10 +11,10 @@ with no GPU, no network and no exported Llama Guard:
 * ``lite.json``: calibration (Platt scaling per output), thresholds and the score
   mappings, all chosen on the validation split by ``scripts/train_lite.py``.
 
-A prompt longer than 128 tokens is scored over its head+tail window plus short chunks
-spread over the text, and the injection output also over the first and last sentences;
-each output takes the maximum over windows, because an attack often hides at the end of
-a long document. Design and figures: docs/lite-models.md, models/lite/MODEL_CARD.md.
+A prompt longer than 128 tokens gets unsafe topics from its head+tail window; the
+injection output takes the maximum over that window, short chunks spread over the text
+and the first and last sentences, because an attack often hides at the end of a long
+document. Design and figures: docs/lite-models.md, models/lite/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -158,10 +158,16 @@ class LiteModels:
         if not owner:
             return fut.result(timeout)
         try:
-            result = np.max([self._probs(ids, mask) for ids, mask in self.windows(text)], axis=0)
+            # Unsafe topics come from the first window only (the whole prompt, or the head+tail
+            # window the model was trained on): the max over many short chunks of a long prompt
+            # fired on ordinary long prompts (measured: 3.8 % vs 1.6 % of held-out Arena-Hard
+            # prompts flagged). Injection takes the max over every window.
+            per_window = [self._probs(ids, mask) for ids, mask in self.windows(text)]
+            result = per_window[0].copy()
+            inj = self.outputs.index("injection")
+            result[inj] = max(p[inj] for p in per_window)
             sentences = self.sentence_windows(text)
             if sentences is not None:  # separate batch: short rows are not padded to 128
-                inj = self.outputs.index("injection")
                 result[inj] = max(result[inj], self._probs(*sentences)[inj])
         except BaseException as exc:
             with self._lock:
