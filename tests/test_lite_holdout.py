@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from llmwall import evaluate
 from llmwall.detectors import lite
 from llmwall.detectors.base import DetectorConfig
@@ -31,11 +30,21 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def test_holdout_meets_recorded_limits(capsys, tmp_path):
-    (tmp_path / "lite").symlink_to(ROOT / "models/lite")  # the lite model alone, even if Llama Guard is exported
+    (tmp_path / "lite").symlink_to(
+        ROOT / "models/lite"
+    )  # the lite model alone, even if Llama Guard is exported
     limits = json.loads((ROOT / "models/lite/lite.json").read_text())["regression"]
     parser = argparse.ArgumentParser()
     evaluate.register_cli(parser.add_subparsers())
-    args = parser.parse_args(["eval", str(ROOT / "training/holdout.jsonl"), "--json", "--models", str(tmp_path)])
+    args = parser.parse_args(
+        [
+            "eval",
+            str(ROOT / "training/holdout.jsonl"),
+            "--json",
+            "--models",
+            str(tmp_path),
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["detectors"] == ["lite_topics", "lite_injection"]
@@ -46,16 +55,26 @@ def test_holdout_meets_recorded_limits(capsys, tmp_path):
     assert report["injection"]["fpr"] <= limits["injection_fpr_max"]
 
 
-@pytest.mark.skipif(not (DATA / "train").is_dir(), reason="../shared/data/train not present")
+@pytest.mark.skipif(
+    not (DATA / "train").is_dir(), reason="../shared/data/train not present"
+)
 def test_public_heldout_sources_meet_recorded_limits():
     sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("eval_lite_sources", ROOT / "scripts/eval_lite_sources.py")
+    spec = importlib.util.spec_from_file_location(
+        "eval_lite_sources", ROOT / "scripts/eval_lite_sources.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    limits = json.loads((ROOT / "models/lite/lite.json").read_text())["regression_public"]
+    limits = json.loads((ROOT / "models/lite/lite.json").read_text())[
+        "regression_public"
+    ]
     models = lite.load(DetectorConfig(models_dir=str(ROOT / "models"), device="cpu"))
     rows = mod.heldout_rows(DATA)
-    assert {r.source for r in rows} >= {"mt_bench", "coconot/coconot_contrast_eval", "agentdojo"}
+    assert {r.source for r in rows} >= {
+        "mt_bench",
+        "coconot/coconot_contrast_eval",
+        "agentdojo",
+    }
     unsafe, _, inj = mod.score(models, [r.text for r in rows])
     lab = np.array([r.unsafe if r.unsafe is not None else -1 for r in rows])
     linj = np.array([r.injection if r.injection is not None else -1 for r in rows])
