@@ -87,10 +87,7 @@ def main() -> int:
         ("classifier, one sentence", True),
         ("classifier, several sentences", False),
     ):
-        texts = [
-            prompt_of(args.tokens, s, tokenizer, one_sentence)
-            for s in range(args.runs + 5)
-        ]
+        texts = [prompt_of(args.tokens, s, tokenizer, one_sentence) for s in range(args.runs + 5)]
         for t in texts[:5]:
             models.classify(t)  # warm-up
         times = []
@@ -100,16 +97,9 @@ def main() -> int:
             times.append((time.perf_counter() - start) * 1000)
         results[name] = times
         sizes = [len(tokenizer.encode(t).ids) for t in texts]
-        if (
-            min(sizes) < 0.9 * args.tokens
-        ):  # guards the benchmark against measuring empty prompts
-            raise SystemExit(
-                f"prompt builder produced {min(sizes)} tokens, wanted {args.tokens}"
-            )
-    texts = [
-        prompt_of(args.tokens, 10_000 + s, tokenizer, False)
-        for s in range(args.runs // 4 + 3)
-    ]
+        if min(sizes) < 0.9 * args.tokens:  # guards the benchmark against measuring empty prompts
+            raise SystemExit(f"prompt builder produced {min(sizes)} tokens, wanted {args.tokens}")
+    texts = [prompt_of(args.tokens, 10_000 + s, tokenizer, False) for s in range(args.runs // 4 + 3)]
     models.topic_scores(texts[0], TOPICS)  # embeds the topics once, as the proxy does
     times = []
     for t in texts[1:]:
@@ -118,8 +108,7 @@ def main() -> int:
         times.append((time.perf_counter() - start) * 1000)
     results["custom topics (10)"] = times
     summary = {
-        k: {"p50_ms": statistics.median(v), "p99_ms": percentile(v, 0.99), "n": len(v)}
-        for k, v in results.items()
+        k: {"p50_ms": statistics.median(v), "p99_ms": percentile(v, 0.99), "n": len(v)} for k, v in results.items()
     }
     if args.json:
         print(
@@ -133,9 +122,8 @@ def main() -> int:
             )
         )
         return 0
-    print(
-        f"{args.tokens} model tokens per prompt, LLMWALL_ORT_THREADS={os.environ.get('LLMWALL_ORT_THREADS', 'default')}\n"
-    )
+    threads = os.environ.get("LLMWALL_ORT_THREADS", "default")
+    print(f"{args.tokens} model tokens per prompt, LLMWALL_ORT_THREADS={threads}\n")
     print("| what | p50 ms | p99 ms | runs |\n|---|---|---|---|")
     for k, v in summary.items():
         print(f"| {k} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['n']} |")

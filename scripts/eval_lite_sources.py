@@ -106,7 +106,7 @@ def heldout_rows(data: Path) -> list[lpd.PublicRow]:
 def score(models, texts: list[str]) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     unsafe, cats, inj = [], [], []
     for t in texts:
-        probs = dict(zip(models.outputs, map(float, models.classify(t))))
+        probs = dict(zip(models.outputs, map(float, models.classify(t)), strict=False))
         detected, c = models.unsafe_fields(probs)
         unsafe.append(detected)
         cats.append(c)
@@ -117,9 +117,7 @@ def score(models, texts: list[str]) -> tuple[np.ndarray, list[list[str]], np.nda
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument(
-        "--models", type=Path, default=ROOT / "models", help="directory holding lite/"
-    )
+    ap.add_argument("--models", type=Path, default=ROOT / "models", help="directory holding lite/")
     ap.add_argument("--rules", type=Path, default=ROOT / "rules.yaml")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-eval", type=Path, default=None)
@@ -171,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     bp = {}
     for c in CATEGORIES:
         flagged = np.array([c in x for x in cats])
-        flagged &= (
-            lab_unsafe | lab_safe
-        )  # rows with a harm label (not jailbreak templates, injections)
+        flagged &= lab_unsafe | lab_safe  # rows with a harm label (not jailbreak templates, injections)
         if flagged.any():
             bp[c] = {
                 "flagged": int(flagged.sum()),
@@ -183,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = []
     for text, want_unsafe, want_cat, want_inj in EXAMPLES:
         u, c, i = score(models, [text])
-        ok = bool(u[0]) == want_unsafe and bool(
-            (want_cat is None or want_cat in c[0]) and ((i[0] < 50) == want_inj)
-        )
+        ok = bool(u[0]) == want_unsafe and bool((want_cat is None or want_cat in c[0]) and ((i[0] < 50) == want_inj))
         ex.append(
             {
                 "text": text,
@@ -235,10 +229,7 @@ def markdown(report: dict) -> str:
     out += [
         "",
         "Block precision (share of held-out prompts reported with the category that are unsafe at all): "
-        + ", ".join(
-            f"{c} {v['unsafe_share']:.3f} (n={v['flagged']})"
-            for c, v in report["block_precision"].items()
-        ),
+        + ", ".join(f"{c} {v['unsafe_share']:.3f} (n={v['flagged']})" for c, v in report["block_precision"].items()),
         f"Default block categories (rules.yaml): {', '.join(report['block_categories']) or 'none'}",
         "",
         "| example | unsafe | categories | injection score | as expected |",

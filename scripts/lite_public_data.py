@@ -35,12 +35,8 @@ from pathlib import Path
 # file -> sub-source prefix (None = the whole file) held out from training and calibration.
 HELDOUT_SOURCES: dict[str, tuple[str, ...]] = {
     "mt_bench": ("",),  # ordinary assistant prompts (writing, reasoning, coding, ...)
-    "arena_hard": (
-        "lmarena/arena-hard-auto:data/arena-hard-v2.0",
-    ),  # real chatbot-arena prompts
-    "coconot": (
-        "allenai/noncompliance:data/coconot_contrast_eval",
-    ),  # scary-but-safe contrast prompts
+    "arena_hard": ("lmarena/arena-hard-auto:data/arena-hard-v2.0",),  # real chatbot-arena prompts
+    "coconot": ("allenai/noncompliance:data/coconot_contrast_eval",),  # scary-but-safe contrast prompts
     "refusal_direction_harmful": (
         "andyrdt/refusal_direction:dataset/raw/strongreject",
         "andyrdt/refusal_direction:dataset/raw/jailbreakbench",
@@ -95,9 +91,7 @@ class PublicRow:
     cats_only: bool = False
     hard_negative: bool = False
     heldout: bool = False
-    calibration: bool = (
-        False  # a held-out source's half used for thresholds (CALIBRATION_HALF)
-    )
+    calibration: bool = False  # a held-out source's half used for thresholds (CALIBRATION_HALF)
 
 
 def norm(text: str) -> str:
@@ -143,7 +137,7 @@ def load_public(data: Path, seed: int = 1234, round2: bool = False) -> list[Publ
         rows = read_file(data, name)
         if name in SAMPLE:
             rows = rng.sample(rows, min(SAMPLE[name], len(rows)))
-        for i, r in enumerate(rows):
+        for _i, r in enumerate(rows):
             text, label, cat, src = (
                 r["text"],
                 r["label"],
@@ -152,14 +146,9 @@ def load_public(data: Path, seed: int = 1234, round2: bool = False) -> list[Publ
             )
             held = _is_heldout(name, src)
             sub = short_source(name, src)
-            row = PublicRow(
-                text, sub, f"pub:{name}:{norm(text)[:80]}", None, [], 0, heldout=held
-            )
+            row = PublicRow(text, sub, f"pub:{name}:{norm(text)[:80]}", None, [], 0, heldout=held)
             if held and sub in CALIBRATION_HALF:
-                half = (
-                    int(hashlib.sha256(norm(text).encode()).hexdigest()[:8], 16) % 2
-                    == 0
-                )
+                half = int(hashlib.sha256(norm(text).encode()).hexdigest()[:8], 16) % 2 == 0
                 row.heldout, row.calibration = not half, half
             if label == "safe":
                 row.unsafe = 0
@@ -177,23 +166,14 @@ def load_public(data: Path, seed: int = 1234, round2: bool = False) -> list[Publ
                     row.weight = 0.3
                 elif round2 and name in CLEAR_UNSAFE and not held:
                     row.weight = CLEAR_UNSAFE_WEIGHT  # round 2: clear-cut requests
-                if (
-                    row.unsafe
-                    and "S2" not in row.cats
-                    and S2_WORDS.search(text)
-                    and cat in (None, "S5")
-                ):
-                    row.cats = sorted(
-                        {*row.cats, "S2"} - {"S5"}, key=lambda c: int(c[1:])
-                    )
+                if row.unsafe and "S2" not in row.cats and S2_WORDS.search(text) and cat in (None, "S5"):
+                    row.cats = sorted({*row.cats, "S2"} - {"S5"}, key=lambda c: int(c[1:]))
             elif label in ("jailbreak", "injection"):
                 row.unsafe, row.injection = None, 1
                 if name == "bipia_email":
                     row.weight = 0.5  # benign task at an embedded position: weak signal
                 if label == "jailbreak":
-                    row.group = (
-                        f"pub:{name}:{src}"  # templates share text: split by template
-                    )
+                    row.group = f"pub:{name}:{src}"  # templates share text: split by template
             else:
                 continue
             out.append(row)
@@ -304,7 +284,8 @@ CODE = [
     "SELECT name, email FROM users WHERE created_at > '2024-01-01' ORDER BY name;",
     "const total = items.reduce((sum, x) => sum + x.price, 0);\nconsole.log(total);",
     '#!/bin/bash\nfor f in *.log; do\n  gzip "$f"\ndone',
-    "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n        self.items.append(x)",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n"
+    "    def push(self, x):\n        self.items.append(x)",
     "import requests\nr = requests.get(url, timeout=5)\nr.raise_for_status()\ndata = r.json()",
     "public static int max(int[] a) {\n  int m = a[0];\n  for (int x : a) m = Math.max(m, x);\n  return m;\n}",
     "# ignore files in build/\nbuild/\n*.pyc\n.env",
@@ -436,8 +417,7 @@ def generated_rows(everyday: list[str], seed: int = 1234) -> list[PublicRow]:
         )
     for _ in range(90):
         k = rng.choice(["sk-proj-", "sk-", "ghp_", "AKIA", "xoxb-", "AIza"]) + "".join(
-            rng.choice(string.ascii_letters + string.digits)
-            for _ in range(rng.randint(20, 40))
+            rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(20, 40))
         )
         add(rng.choice(KEY_TEMPLATES).format(k=k), "inj-hard-negative", 0, [], 0, True)
     for c in CODE:
@@ -470,11 +450,7 @@ def generated_rows(everyday: list[str], seed: int = 1234) -> list[PublicRow]:
 def pad(text: str, rng: random.Random) -> str:
     """The same request with a harmless filler clause before or after it."""
     f = rng.choice(FILLERS)
-    return (
-        f"{text.rstrip()} {f}"
-        if rng.random() < 0.7
-        else f"{f[0].upper()}{f[1:]}. {text}"
-    )
+    return f"{text.rstrip()} {f}" if rng.random() < 0.7 else f"{f[0].upper()}{f[1:]}. {text}"
 
 
 # ----------------------------------------------------------------------------- round 2

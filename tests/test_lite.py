@@ -16,7 +16,7 @@ import pytest
 
 from llmwall import fields
 from llmwall.detectors import lite
-from llmwall.detectors.base import DetectorConfig, Prompt, ScreenRequest, TextPart
+from llmwall.detectors.base import DetectorConfig, NotScored, Prompt, ScreenRequest, TextPart
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -60,7 +60,7 @@ def inj_det(config):
 
 
 def probs(det, text: str) -> dict[str, float]:
-    return dict(zip(det.models.outputs, map(float, det.models.classify(text))))
+    return dict(zip(det.models.outputs, map(float, det.models.classify(text)), strict=False))
 
 
 def test_contract_and_shared_model(topics_det, inj_det):
@@ -182,9 +182,11 @@ def test_empty_prompt(topics_det, inj_det):
     assert inj_det.detect(req("")).fields == {"cf.llm.prompt.injection_score": 99}
 
 
-def test_past_deadline_leaves_fields_absent(topics_det, inj_det):
-    assert topics_det.detect(req(VIOLENT, deadline=time.monotonic() - 1)).fields == {}
-    assert inj_det.detect(req(VIOLENT, deadline=time.monotonic() - 1)).fields == {}
+def test_past_deadline_is_not_scored(topics_det, inj_det):
+    with pytest.raises(NotScored):
+        topics_det.detect(req(VIOLENT, deadline=time.monotonic() - 1))
+    with pytest.raises(NotScored):
+        inj_det.detect(req(VIOLENT, deadline=time.monotonic() - 1))
 
 
 TOPICS = {

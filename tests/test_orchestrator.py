@@ -129,22 +129,12 @@ class GivesUp(Detector):
         raise NotScored("deadline")
 
 
-class SkipsLiteStyle(Detector):
-    """The lite detectors' older form of "not scored": an empty result marked skipped."""
-
-    name = "skips"
-    provides = frozenset({"cf.llm.prompt.unsafe_topic_detected"})
-
-    def detect(self, req: ScreenRequest) -> Detection:
-        return Detection(fields={}, info={"skipped": "deadline"})
-
-
 def test_not_scored_has_one_meaning_and_is_counted() -> None:
     orch = Orchestrator(workers=4)
-    result = asyncio.run(orch.screen(request(20), [GivesUp(), SkipsLiteStyle(), Raiser()]))
-    assert result.not_scored == ["gives_up", "skips"] and result.errors == ["raiser"]
+    result = asyncio.run(orch.screen(request(20), [GivesUp(), Raiser()]))
+    assert result.not_scored == ["gives_up"] and result.errors == ["raiser"]
     assert result.fields == {
-        "cf.llm.prompt.failed_detections": ["gives_up", "raiser", "skips"],
+        "cf.llm.prompt.failed_detections": ["gives_up", "raiser"],
         "cf.llm.prompt.flagged_roles": [],
     }
     assert result.timings_ms == {} and result.info == {}

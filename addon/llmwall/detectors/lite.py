@@ -35,8 +35,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from llmwall import fields
+from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest
 from llmwall.detectors.onnx_session import make_session
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ class LiteModels:
         self.directory = directory
         manifest = json.loads((directory / MANIFEST).read_text())
         if manifest.get("format") != FORMAT:
-            raise ValueError(
-                f"{directory / MANIFEST}: unsupported format {manifest.get('format')!r}"
-            )
+            raise ValueError(f"{directory / MANIFEST}: unsupported format {manifest.get('format')!r}")
         self.manifest = manifest
         self.outputs: list[str] = manifest["outputs"]
         self.max_tokens = int(manifest["max_tokens"])
@@ -77,18 +75,14 @@ class LiteModels:
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.classifier, self.device = make_session(
-            directory / "classifier.onnx", device
-        )
+        self.classifier, self.device = make_session(directory / "classifier.onnx", device)
         self._encoder = None
         self._encoder_path = directory / "encoder.onnx"
         self._device_pref = device
         self._lock = threading.Lock()
         self._encoder_lock = threading.Lock()
         self._results: OrderedDict[bytes, Future] = OrderedDict()
-        self._topic_cache: OrderedDict[frozenset, tuple[list[str], np.ndarray]] = (
-            OrderedDict()
-        )
+        self._topic_cache: OrderedDict[frozenset, tuple[list[str], np.ndarray]] = OrderedDict()
 
     # -- tokenisation -----------------------------------------------------------------
 
@@ -116,9 +110,7 @@ class LiteModels:
         body = self.max_tokens - 2
         if len(ids) <= body:
             return [self._pack([ids])]
-        head_tail = (
-            ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens) :]
-        )
+        head_tail = ids[: self.head_tokens] + ids[len(ids) - (body - self.head_tokens) :]
         n_chunks = min(MAX_CHUNKS, -(-len(ids) // CHUNK_TOKENS))
         starts = np.linspace(0, len(ids) - CHUNK_TOKENS, n_chunks).astype(int)
         return [
@@ -134,25 +126,14 @@ class LiteModels:
         sentences alone (where injected instructions usually sit) restores detection for
         the injection output only; unsafe topics keep their full context.
         """
-        sentences = [
-            x.strip()
-            for x in _SENTENCE_END.split(text)
-            if len(x.strip()) >= _MIN_SENTENCE_CHARS
-        ]
+        sentences = [x.strip() for x in _SENTENCE_END.split(text) if len(x.strip()) >= _MIN_SENTENCE_CHARS]
         if len(sentences) < 2:
             return None
         picked = list(dict.fromkeys([sentences[0], *sentences[-2:]]))
-        return self._pack(
-            [
-                self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS]
-                for x in picked
-            ]
-        )
+        return self._pack([self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS] for x in picked])
 
     def _probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[
-            0
-        ]
+        logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         z = np.clip(logits * self.cal_a + self.cal_b, -40.0, 40.0)
         return (1.0 / (1.0 + np.exp(-z))).max(axis=0)
 
@@ -165,21 +146,18 @@ class LiteModels:
         threads; the first computes, the other waits on its future (at most ``timeout``
         seconds, then ``concurrent.futures.TimeoutError``).
         """
-        key = hashlib.blake2b(
-            text.encode("utf-8", "surrogatepass"), digest_size=16
-        ).digest()
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         with self._lock:
-            fut = self._results.get(key)
-            owner = fut is None
-            if owner:
-                fut = Future()
+            cached = self._results.get(key)
+            if cached is None:
+                fut: Future = Future()
                 self._results[key] = fut
                 while len(self._results) > _CACHE_SIZE:
                     self._results.popitem(last=False)
             else:
                 self._results.move_to_end(key)
-        if not owner:
-            return fut.result(timeout)
+        if cached is not None:  # another thread computes (or computed) this prompt
+            return cached.result(timeout)
         try:
             # Unsafe topics come from the first window only (the whole prompt, or the head+tail
             # window the model was trained on): the max over many short chunks of a long prompt
@@ -190,9 +168,7 @@ class LiteModels:
             inj = self.outputs.index("injection")
             result[inj] = max(p[inj] for p in per_window)
             sentences = self.sentence_windows(text)
-            if (
-                sentences is not None
-            ):  # separate batch: short rows are not padded to 128
+            if sentences is not None:  # separate batch: short rows are not padded to 128
                 result[inj] = max(result[inj], self._probs(*sentences)[inj])
         except BaseException as exc:
             with self._lock:
@@ -231,13 +207,9 @@ class LiteModels:
             return self._encoder
 
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.encoder_session().run(
-            None, {"input_ids": ids, "attention_mask": mask}
-        )[0]
+        return self.encoder_session().run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
-    def topic_embeddings(
-        self, topics: Mapping[str, str]
-    ) -> tuple[list[str], np.ndarray]:
+    def topic_embeddings(self, topics: Mapping[str, str]) -> tuple[list[str], np.ndarray]:
         """Label+description embeddings, computed once per distinct topics mapping."""
         key = frozenset(topics.items())
         with self._lock:
@@ -249,9 +221,7 @@ class LiteModels:
         body = self.max_tokens - 2
         ids, mask = self._pack(
             [
-                self.tokenizer.encode(
-                    f"{label}: {topics[label]}", add_special_tokens=False
-                ).ids[:body]
+                self.tokenizer.encode(f"{label}: {topics[label]}", add_special_tokens=False).ids[:body]
                 for label in labels
             ]
         )
@@ -268,19 +238,11 @@ class LiteModels:
         if not text.strip():
             return {label: 99 for label in labels}
         sims = np.max(
-            [
-                (self.embed(ids, mask) @ topic_emb.T).max(axis=0)
-                for ids, mask in self.windows(text)
-            ],
+            [(self.embed(ids, mask) @ topic_emb.T).max(axis=0) for ids, mask in self.windows(text)],
             axis=0,
         )
-        p = 1.0 / (
-            1.0 + np.exp(-np.clip(self.topic_a * sims + self.topic_b, -40.0, 40.0))
-        )
-        return {
-            label: int(np.clip(np.rint(1 + 98 * (1 - pi)), 1, 99))
-            for label, pi in zip(labels, p)
-        }
+        p = 1.0 / (1.0 + np.exp(-np.clip(self.topic_a * sims + self.topic_b, -40.0, 40.0)))
+        return {label: int(np.clip(np.rint(1 + 98 * (1 - pi)), 1, 99)) for label, pi in zip(labels, p, strict=False)}
 
 
 _LOADED: dict[tuple[str, str], LiteModels] = {}
@@ -306,12 +268,10 @@ def _past_deadline(request: ScreenRequest) -> bool:
 def _classify(models: LiteModels, request: ScreenRequest) -> dict[str, float] | None:
     """Output name -> probability, or None when the deadline passed while waiting."""
     try:
-        probs = models.classify(
-            request.prompt.text, timeout=max(0.0, request.deadline - time.monotonic())
-        )
+        probs = models.classify(request.prompt.text, timeout=max(0.0, request.deadline - time.monotonic()))
     except FutureTimeout:
         return None
-    return dict(zip(models.outputs, map(float, probs)))
+    return dict(zip(models.outputs, map(float, probs), strict=False))
 
 
 class LiteTopicsDetector(Detector):
@@ -334,26 +294,22 @@ class LiteTopicsDetector(Detector):
         out: dict[str, object] = {}
         info: dict[str, object] = {}
         if _past_deadline(request):
-            return Detection(fields={}, info={"skipped": "deadline"})
+            raise NotScored(self.name)
         if not wanted or wanted & fields.UNSAFE_FIELDS:
             if text.strip():
                 probs = _classify(self.models, request)
                 if probs is None:
-                    return Detection(fields={}, info={"skipped": "deadline"})
+                    raise NotScored(self.name)
                 detected, cats = self.models.unsafe_fields(probs)
-                info["scores"] = {
-                    k: round(v, 4) for k, v in probs.items() if k != "injection"
-                }
+                info["scores"] = {k: round(v, 4) for k, v in probs.items() if k != "injection"}
             else:
                 detected, cats = False, []
-            out["cf.llm.prompt.unsafe_topic_detected"] = detected
-            out["cf.llm.prompt.unsafe_topic_categories"] = cats
-        if request.custom_topics and "cf.llm.prompt.custom_topic_categories" in wanted:
+            out[fields.UNSAFE_TOPIC_DETECTED] = detected
+            out[fields.UNSAFE_TOPIC_CATEGORIES] = cats
+        if request.custom_topics and fields.CUSTOM_TOPIC_CATEGORIES in wanted:
             if _past_deadline(request):
                 return Detection(fields=out, info=info)
-            out["cf.llm.prompt.custom_topic_categories"] = self.models.topic_scores(
-                text, request.custom_topics
-            )
+            out[fields.CUSTOM_TOPIC_CATEGORIES] = self.models.topic_scores(text, request.custom_topics)
         return Detection(fields=out, info=info)
 
     def describe(self) -> str:
@@ -372,18 +328,18 @@ class LiteInjectionDetector(Detector):
     def detect(self, request: ScreenRequest) -> Detection:
         text = request.prompt.text
         if _past_deadline(request):
-            return Detection(fields={}, info={"skipped": "deadline"})
+            raise NotScored(self.name)
         if not text.strip():
             return Detection(
-                fields={"cf.llm.prompt.injection_score": 99},
+                fields={fields.INJECTION_SCORE: 99},
                 info={"scores": {"injection": 0.0}},
             )
         probs = _classify(self.models, request)
         if probs is None:
-            return Detection(fields={}, info={"skipped": "deadline"})
+            raise NotScored(self.name)
         p = probs["injection"]
         return Detection(
-            fields={"cf.llm.prompt.injection_score": self.models.injection_score(p)},
+            fields={fields.INJECTION_SCORE: self.models.injection_score(p)},
             info={"scores": {"injection": round(p, 4)}},
         )
 

@@ -219,9 +219,6 @@ class Orchestrator:
                         raise DeadlinePassed(det.name)
                     sub = ScreenRequest(turn.prompt, request.deadline, request.wanted, request.custom_topics)
                     found[index] = det.detect(sub)
-                    if found[index].info.get("skipped"):
-                        # The lite detectors' older form of NotScored: never cached as a verdict.
-                        raise NotScored(det.name)
                     self.cache.put((det.name, id(det), turn.digest, *key), found[index])
                 elapsed = time.monotonic() - start
                 per_turn = elapsed / max(1, len(todo))
@@ -409,10 +406,6 @@ def _merge(
             result.errors.append(det.name)
         else:
             detection, elapsed_ms = fut.result()
-            if detection.info.get("skipped"):
-                # The lite detectors' form of NotScored until their rewrite raises it: same count.
-                result.not_scored.append(det.name)
-                continue
             result.fields.update(detection.fields)
             result.spans.extend(detection.spans)
             result.timings_ms[det.name] = round(elapsed_ms, 3)
