@@ -96,7 +96,7 @@ def test_eval_reads_stdin(capsys, monkeypatch) -> None:
     code, out, _ = run(
         ["rules", "eval", str(ROOT / "rules.yaml"), "--fields", "-"],
         capsys,
-        stdin='{"cf.llm.prompt.unsafe_topic_detected": true, "cf.llm.prompt.unsafe_topic_categories": ["S1"]}',
+        stdin='{"cf.llm.prompt.unsafe_topic_detected": true, "cf.llm.prompt.unsafe_topic_categories": ["S10"]}',
         monkeypatch=monkeypatch,
     )
     assert code == 0 and json.loads(out)["action"] == "block"
