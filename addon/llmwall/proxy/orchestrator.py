@@ -20,16 +20,15 @@ the whole prompt, so ``redact`` reaches every turn that carries PII.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, Span
 from llmwall.fields import (
@@ -280,14 +279,7 @@ class Orchestrator:
         scored = [d for d in range(len(detectors)) if not todo[d]]  # every turn from the cache
         for fut in done:
             det = futures[fut]
-            exc = fut.exception()
-            if isinstance(exc, TimeoutError):  # NotScored, or a timeout let through from a wait
-                result.not_scored.append(det.name)
-            elif exc is not None:
-                # Log the type only: an exception message could quote the prompt.
-                log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
-                result.errors.append(det.name)
-            else:
+            if not _failed(result, det, fut.exception()):
                 found, elapsed_s = fut.result()
                 per_det[position[id(det)]].update(found)
                 result.timings_ms[det.name] = round(elapsed_s * 1000.0, 3)
@@ -376,46 +368,37 @@ def screen_here(request: ScreenRequest, detectors: Sequence[Detector]) -> Screen
     detector to the pool costs more than running it. A detector that starts after
     ``request.deadline`` is not run and is reported not scored.
     """
-    futures: dict[concurrent.futures.Future[tuple[Detection, float]], Detector] = {}
-    for det in detectors:
-        fut: concurrent.futures.Future[tuple[Detection, float]] = concurrent.futures.Future()
-        try:
-            fut.set_result(_timed_detect(det, request))
-        except Exception as exc:  # recorded like a pool job's failure
-            fut.set_exception(exc)
-        futures[fut] = det
-    return _merge(futures, futures, (), detectors)
-
-
-def _merge(
-    futures: Mapping[Any, Detector], done: Iterable[Any], pending: Iterable[Any], detectors: Sequence[Detector]
-) -> ScreenResult:
-    """One ScreenResult from finished and unfinished detector futures (asyncio or concurrent)."""
     result = ScreenResult()
-    for fut in pending:
-        fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
-        result.not_scored.append(futures[fut].name)
-    for fut in done:
-        det = futures[fut]
-        exc = fut.exception()
-        if isinstance(exc, TimeoutError):  # NotScored, or a timeout let through from a wait
-            result.not_scored.append(det.name)
-        elif exc is not None:
-            # Log the type only: an exception message could quote the prompt.
-            log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
-            result.errors.append(det.name)
-        else:
-            detection, elapsed_ms = fut.result()
-            result.fields.update(detection.fields)
-            result.spans.extend(detection.spans)
-            result.timings_ms[det.name] = round(elapsed_ms, 3)
-            if detection.info:
-                result.info[det.name] = detection.info
+    for det in detectors:
+        try:
+            detection, elapsed_ms = _timed_detect(det, request)
+        except Exception as exc:
+            _failed(result, det, exc)
+            continue
+        result.fields.update(detection.fields)
+        result.spans.extend(detection.spans)
+        result.timings_ms[det.name] = round(elapsed_ms, 3)
+        if detection.info:
+            result.info[det.name] = detection.info
     result.not_scored.sort()
     result.errors.sort()
     if any(INJECTION_FIELDS & d.provides for d in detectors):
         result.fields.setdefault(INJECTION_SCORE, INJECTION_NOT_SCORED)
     return result
+
+
+def _failed(result: ScreenResult, det: Detector, exc: BaseException | None) -> bool:
+    """Record a detector that did not answer: not scored (NotScored, or a timeout let through
+    from a wait) or failed (anything else); False when there was no exception."""
+    if exc is None:
+        return False
+    if isinstance(exc, TimeoutError):
+        result.not_scored.append(det.name)
+    else:
+        # Log the type only: an exception message could quote the prompt.
+        log.warning("llmwall: detector %s failed: %s", det.name, type(exc).__name__)
+        result.errors.append(det.name)
+    return True
 
 
 def _timed_detect(detector: Detector, request: ScreenRequest) -> tuple[Detection, float]:
