@@ -6,7 +6,10 @@ concurrency, the same requests go through each proxy in turn; the script prints 
 markdown table (and `--json`) with p50/p99 latency, requests per second, and the
 llmwall/mitmdump ratios.
 
-    .venv/bin/python scripts/bench_proxy.py --requests 200 --concurrency 1 8
+    .venv/bin/python scripts/bench_proxy.py --requests 200 --concurrency 1 8 32
+
+The chat workload sends distinct prompts (no cache can answer them) and, separately, one
+prompt repeated (what the lite model's cache and the per-turn verdict cache give).
 
 ``--rate-limit`` measures instead what one rate-limit rule adds (docs/rate-limits.md): the
 same rules with and without a ``rate_limits:`` entry that never blocks, its counters in
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -36,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,8 +54,46 @@ REPLY = json.dumps(
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sure."}, "finish_reason": "stop"}],
     }
 ).encode()
-WORKLOADS = {
-    "chat (benign, 40 tokens)": (
+#: Pieces of ordinary requests; distinct_chat(i) combines them so no two prompts are equal
+#: (the lite model's cache and the per-turn verdict cache cannot answer them).
+_ASKS = (
+    "Could you help me plan a week of vegetarian dinners for a family of four",
+    "I need a short, friendly e-mail to my landlord about a leaking kitchen tap",
+    "Explain the difference between a Roth IRA and a traditional IRA",
+    "Write a Python function that merges two sorted lists",
+    "Summarise the main causes of the First World War for a school essay",
+    "What should I pack for a four-day hiking trip in the Scottish Highlands",
+    "Suggest names for a small bakery that specialises in sourdough",
+    "How do I convince my team to adopt code reviews without slowing down releases",
+)
+_DETAILS = (
+    "keeping the budget modest and the steps simple",
+    "with a short explanation of each choice",
+    "in a tone that is polite but firm",
+    "and list anything I might have forgotten",
+    "so that a beginner can follow along",
+    "including rough time estimates for each part",
+)
+_CONTEXT = (
+    "I have tried a few things already but none of them really worked for us",
+    "this is for next weekend, so there is not much time to prepare",
+    "my previous attempt was too long and nobody read it to the end",
+    "I would prefer options that do not need special equipment",
+)
+
+
+def distinct_chat(i: int) -> bytes:
+    """Request ``i`` of the distinct-prompt workload: 40-70 words, different text each time."""
+    ask, detail = _ASKS[i % len(_ASKS)], _DETAILS[(i // len(_ASKS)) % len(_DETAILS)]
+    context = _CONTEXT[(i // 7) % len(_CONTEXT)]
+    text = f"{ask}, {detail}? {context}. Reference number {i}: please keep it under {150 + i % 300} words."
+    messages = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
+    return json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode()
+
+
+WORKLOADS: dict[str, tuple[str, bytes | Callable[[int], bytes]]] = {
+    "chat, distinct prompts (40-70 words)": ("/v1/chat/completions", distinct_chat),
+    "chat, one prompt repeated (cache hits)": (
         "/v1/chat/completions",
         json.dumps(
             {
@@ -116,16 +159,25 @@ def start_proxy(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]
     raise SystemExit("proxy did not start")
 
 
-def run_load(port: int, path: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
-    """Each worker keeps one HTTP/1.1 connection, as SDK clients do."""
+#: Start of each run's serials: far apart, so no two runs (or proxies) send the same prompt.
+_SERIALS = itertools.count(0, 1_000_000)
+
+
+def run_load(
+    port: int, path: str, body: bytes | Callable[[int], bytes], requests: int, concurrency: int
+) -> dict[str, float]:
+    """Each worker keeps one HTTP/1.1 connection, as SDK clients do. ``body`` is the same bytes
+    every time, or a function of a serial that is never reused (distinct prompts)."""
     per_worker = max(1, requests // concurrency)
+    serial = itertools.count(next(_SERIALS))
 
     def worker(_: int) -> list[float]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         out = []
         for _ in range(per_worker):
+            payload = body(next(serial)) if callable(body) else body
             t = time.perf_counter()
-            conn.request("POST", path, body, {"content-type": "application/json", "authorization": "Bearer bench"})
+            conn.request("POST", path, payload, {"content-type": "application/json", "authorization": "Bearer bench"})
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
@@ -199,7 +251,7 @@ def bench_rate_limit(args: argparse.Namespace, target: str, tmp: Path) -> int:
                 )
             )
             ports[name] = port
-        path, body = WORKLOADS["chat (benign, 40 tokens)"]
+        path, body = WORKLOADS["chat, one prompt repeated (cache hits)"]
         p50s: dict[tuple[str, int], list[float]] = {}
         for _ in range(args.rounds):  # interleaved, so drifting machine load hits every variant alike
             for conc in args.concurrency:
@@ -358,7 +410,7 @@ def overload(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--rules", default=str(ROOT / "rules.yaml"))
     ap.add_argument("--models", default=str(ROOT / "models"))
     ap.add_argument("--json", action="store_true")
