@@ -21,10 +21,11 @@ METADATA_KEY = "llmwall"
 #: bytes of a stream (a streamed body is not kept) or from the whole answer before any
 #: block replaced it.
 RESPONSE_METADATA_KEY = "llmwall_response"
-#: The flow metadata key where response screening leaves the completion tokens a streamed
-#: answer's usage events reported (``{"completion_tokens": int | None}``), set when the
-#: stream ends: the token budgets (``llmwall.ratelimit``) settle on it, since a streamed
-#: body is never kept.
+#: The flow metadata key for a streamed answer's completion tokens: the token budgets
+#: (``llmwall.ratelimit``) set it to ``{}`` at the request to ask for them, and response
+#: screening fills it (``{"completion_tokens": int | None}``, from the usage events in the
+#: stream's last 16 KiB) when the stream ends, since a streamed body is never kept. Streams
+#: nobody asked about keep no tail.
 STREAM_USAGE_KEY = "llmwall_stream_usage"
 
 

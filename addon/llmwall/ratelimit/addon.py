@@ -240,6 +240,8 @@ class RateLimiter:
             )
         if charges:
             flow.metadata[META] = charges
+            if any(c["unit"] in COMPLETION_UNITS for c in charges):
+                flow.metadata[STREAM_USAGE_KEY] = {}  # ask response screening for a stream's usage
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Replace the reserved output cap by the completion tokens actually produced."""

@@ -236,11 +236,12 @@ class ResponseScreen:
         if answer is not None:
             state.screener = self._screener(answer, kind, state)
         self._streams[flow.id] = state
-        fmt = meta.get("format") or DEFAULT_FORMAT
-        provider = registry.get(fmt) or registry.BY_NAME[DEFAULT_FORMAT]
+        settle_usage: Callable[[bytes], None] | None = None
+        if STREAM_USAGE_KEY in flow.metadata:  # asked for by the token budgets (llmwall.ratelimit)
+            provider = _provider(meta)
 
-        def settle_usage(tail: bytes) -> None:
-            flow.metadata[STREAM_USAGE_KEY] = {"completion_tokens": _tail_usage(provider, kind, tail)}
+            def settle_usage(tail: bytes) -> None:
+                flow.metadata[STREAM_USAGE_KEY] = {"completion_tokens": _tail_usage(provider, kind, tail)}
 
         resp.stream = _Pipe(state, decode, settle_usage)
 
@@ -253,7 +254,7 @@ class ResponseScreen:
         if not ruleset.response_fields:
             return None
         fmt = meta.get("format") or DEFAULT_FORMAT
-        provider = registry.get(fmt) or registry.BY_NAME[DEFAULT_FORMAT]
+        provider = _provider(meta)
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
         request_values = {**request_fields(flow), **(meta.get("fields") or {})}
@@ -486,10 +487,12 @@ class ResponseScreen:
 class _Pipe:
     """``flow.response.stream``: decode (when encoded), keep the head, screen or pass through."""
 
-    def __init__(self, state: _Stream, decode: Callable[[bytes], bytes], at_end: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, state: _Stream, decode: Callable[[bytes], bytes], at_end: Callable[[bytes], None] | None
+    ) -> None:
         self.state = state
         self.decode = decode
-        self.at_end = at_end  # called with the tail when the stream ends
+        self.at_end = at_end  # called with the tail when the stream ends; None: no tail is kept
 
     def __call__(self, data: bytes) -> list[bytes]:
         """Called with each piece from upstream, and with b"" at the end. Returns a list:
@@ -499,11 +502,12 @@ class _Pipe:
         head = self.state.head
         if len(head) < HEAD_BYTES:
             head += plain[: HEAD_BYTES - len(head)]
-        tail = self.state.tail
-        tail += plain
-        del tail[: max(0, len(tail) - TAIL_BYTES)]
-        if data == b"":
-            self.at_end(bytes(tail))
+        if self.at_end is not None:
+            tail = self.state.tail
+            tail += plain
+            del tail[: max(0, len(tail) - TAIL_BYTES)]
+            if data == b"":
+                self.at_end(bytes(tail))
         screener = self.state.screener
         if screener is None:
             out = plain
@@ -512,6 +516,11 @@ class _Pipe:
         else:
             out = screener(plain) if plain else b""
         return [out] if out else []
+
+
+def _provider(meta: dict) -> ResponseProvider:
+    """The provider module of the request's format (OpenAI's for an unknown one)."""
+    return registry.get(meta.get("format") or DEFAULT_FORMAT) or registry.BY_NAME[DEFAULT_FORMAT]
 
 
 def _tail_usage(provider: ResponseProvider, kind: str, tail: bytes) -> int | None:
