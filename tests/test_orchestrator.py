@@ -214,3 +214,56 @@ def test_when_the_process_is_overloaded_only_cached_turns_are_scored() -> None:
     cached = asyncio.run(orch.screen(conversation(("user", "a secret")), [det], overloaded=True))
     assert cached.shed == [] and cached.fields["cf.llm.prompt.pii_detected"] is True  # all from the cache
     orch.close()
+
+
+class LaneSleeper(Sleeper):
+    """A Sleeper that shares a lane and records which thread ran it, and when."""
+
+    lane = "shared"
+
+    def __init__(self, name: str, seconds: float, log: list[tuple[str, int, float, float]]) -> None:
+        super().__init__(name, seconds)
+        self.log = log
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        start = time.monotonic()
+        detection = super().detect(req)
+        self.log.append((self.name, threading.get_ident(), start, time.monotonic()))
+        return detection
+
+
+class LaneRaiser(Raiser):
+    lane = "shared"
+
+
+def test_detectors_of_one_lane_run_one_after_the_other_in_one_job() -> None:
+    log: list[tuple[str, int, float, float]] = []
+    dets = [LaneSleeper("a", 0.05, log), LaneSleeper("b", 0.05, log), LaneSleeper("c", 0.05, log)]
+    orch = Orchestrator(workers=4)
+    result = asyncio.run(orch.screen(request(20), dets))
+    assert sorted(result.timings_ms) == ["a", "b", "c"]
+    assert [name for name, *_ in log] == ["a", "b", "c"]  # in the detectors' order
+    assert len({thread for _, thread, _, _ in log}) == 1  # one worker job
+    assert all(log[i][3] <= log[i + 1][2] for i in range(2))  # never overlapping
+    orch.close()
+
+
+def test_a_failing_detector_does_not_stop_its_lane() -> None:
+    log: list[tuple[str, int, float, float]] = []
+    orch = Orchestrator(workers=2)
+    result = asyncio.run(orch.screen(request(20), [LaneRaiser(), LaneSleeper("after", 0.01, log)]))
+    assert result.errors == ["raiser"]
+    assert result.fields["x.after"] is True
+    orch.close()
+
+
+def test_a_lane_cut_off_by_the_deadline_reports_what_finished_in_it() -> None:
+    log: list[tuple[str, int, float, float]] = []
+    slow = LaneSleeper("slow", 30, log)
+    orch = Orchestrator(workers=2)
+    result = asyncio.run(orch.screen(request(0.5), [LaneSleeper("fast", 0.01, log), slow]))
+    slow.release.set()
+    assert result.fields["x.fast"] is True
+    assert result.not_scored == ["slow"]
+    assert result.fields["cf.llm.prompt.failed_detections"] == ["slow"]
+    orch.close()

@@ -24,6 +24,7 @@ from llmwall.analytics import sanitize
 from llmwall.analytics.metrics import Metrics
 from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.providers import discovery
+from llmwall.proxy import body
 from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, Event
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,11 @@ class Analytics:
         confirmed = handed.get("confirmed") if isinstance(handed, dict) else None
         if not isinstance(confirmed, bool):  # response screening did not look: read the body
             limit = getattr(ctx.options, "llmwall_max_body_kb", DEFAULT_MAX_BODY_KB) * 1024
-            loop = asyncio.get_running_loop()
-            confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
+            if body.parse_inline(flow.response.raw_content, flow.response.headers):
+                confirmed = confirm(fmt, flow.response, limit)
+            else:
+                loop = asyncio.get_running_loop()
+                confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
         self._submit(
             self.store.upsert_endpoint, event.host, event.method, event.path_template, fmt, time.time(), confirmed
         )

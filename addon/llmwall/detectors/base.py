@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from llmwall import bundled
 
@@ -69,6 +69,13 @@ class Span:
     category: str
 
 
+#: Lane of the pure-Python detectors (PII, secrets, token count): they hold the GIL, so
+#: running them in parallel threads gains nothing and costs a hand-off each.
+PYTHON_LANE: Final = "python"
+#: Lane of the embedded classifiers: one onnxruntime run serves both lite detectors.
+LITE_LANE: Final = "lite"
+
+
 class NotScored(TimeoutError):
     """Raised by ``detect`` when it cannot score this prompt in time.
 
@@ -95,6 +102,11 @@ class Detector(abc.ABC):
 
     name: ClassVar[str]
     provides: ClassVar[frozenset[str]]  # canonical field names this detector fills
+    #: Detectors with the same lane run one after the other in one worker job; None: a lane
+    #: of its own. Worth sharing for detectors that hold the GIL throughout (pure Python:
+    #: parallel threads only add hand-offs) or that share one model run. See
+    #: proxy/orchestrator.py and docs/benchmarks.md ("Where the time goes").
+    lane: ClassVar[str | None] = None
     load_ms: float = 0.0  # how long creating it took; set by build_detectors for the start-up log
 
     @abc.abstractmethod

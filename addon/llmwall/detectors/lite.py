@@ -35,7 +35,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from llmwall import fields
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest
+from llmwall.detectors.base import LITE_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest
 from llmwall.detectors.onnx_session import make_session
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,14 @@ class LiteModels:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.classifier, self.device = make_session(directory / "classifier.onnx", device)
+        # A run that starts while another is in flight takes a one-thread session: two runs
+        # already keep two cores busy, and splitting each over threads only adds hand-offs
+        # (measured: 15-19 -> 12-15 ms of CPU per screened request at 8 connections,
+        # docs/benchmarks.md "Where the time goes"). Alone, a run gets every core.
+        self._single = (
+            make_session(directory / "classifier.onnx", device, threads=1)[0] if self.device == "cpu" else None
+        )
+        self._running = 0
         self._encoder = None
         self._encoder_path = directory / "encoder.onnx"
         self._device_pref = device
@@ -133,7 +141,14 @@ class LiteModels:
         return self._pack([self.tokenizer.encode(x, add_special_tokens=False).ids[:SENTENCE_TOKENS] for x in picked])
 
     def _probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        with self._lock:
+            session = self._single if self._running and self._single is not None else self.classifier
+            self._running += 1
+        try:
+            logits = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        finally:
+            with self._lock:
+                self._running -= 1
         z = np.clip(logits * self.cal_a + self.cal_b, -40.0, 40.0)
         return (1.0 / (1.0 + np.exp(-z))).max(axis=0)
 
@@ -278,6 +293,7 @@ class LiteTopicsDetector(Detector):
     """Unsafe topics (Llama Guard's S1..S14) and zero-shot custom topics."""
 
     name = "lite_topics"
+    lane = LITE_LANE
     provides = fields.UNSAFE_FIELDS | fields.CUSTOM_TOPIC_FIELDS
 
     def __init__(self, models: LiteModels) -> None:
@@ -320,6 +336,7 @@ class LiteInjectionDetector(Detector):
     """Prompt injection / jailbreak score from the same shared classifier run."""
 
     name = "lite_injection"
+    lane = LITE_LANE
     provides = fields.INJECTION_FIELDS
 
     def __init__(self, models: LiteModels) -> None:

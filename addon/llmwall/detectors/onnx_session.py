@@ -24,6 +24,8 @@ CPU_PROVIDER = "CPUExecutionProvider"
 #: default (onnxruntime's: one per physical core) oversubscribes small machines when
 #: several detectors run at once.
 THREADS_ENV = "LLMWALL_ORT_THREADS"
+#: Session config key that lets intra-op threads spin between parallel sections.
+SPINNING_KEY = "session.intra_op.allow_spinning"
 
 
 def cuda_available() -> bool:
@@ -70,6 +72,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
         threads = int(env) if env.isdigit() and int(env) > 0 else None
     if threads:
         opts.intra_op_num_threads = threads
+    # onnxruntime's idle pool threads spin-wait for the next parallel section by default:
+    # on a proxy they burn the CPU the event loop and the other detectors need (measured:
+    # 25 -> 15-17 ms of CPU per screened request, docs/benchmarks.md "Where the time goes").
+    opts.add_session_config_entry(SPINNING_KEY, "0")
     return opts
 
 

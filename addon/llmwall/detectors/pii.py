@@ -44,7 +44,7 @@ from spacy.language import Language
 
 from llmwall import fields
 from llmwall.categories import PII_CATEGORIES as CLOUDFLARE_PII_CATEGORIES
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
+from llmwall.detectors.base import PYTHON_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
 from llmwall.fields import PII_CATEGORIES, PII_DETECTED
 
 log = logging.getLogger(__name__)
@@ -647,6 +647,7 @@ class PiiDetector(Detector):
     """Fills ``cf.llm.prompt.pii_detected`` / ``pii_categories`` and returns PII spans."""
 
     name = "pii"
+    lane = PYTHON_LANE
     provides = fields.PII_FIELDS
 
     def __init__(

@@ -44,7 +44,7 @@ from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from llmwall import fields
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
+from llmwall.detectors.base import PYTHON_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
 from llmwall.fields import SECRET_CATEGORIES, SECRET_DETECTED
 
 log = logging.getLogger(__name__)
@@ -291,6 +291,7 @@ class SecretsDetector(Detector):
     """Fills ``cf.llm.prompt.secret_detected`` / ``secret_categories`` with spans."""
 
     name = "secrets"
+    lane = PYTHON_LANE
     provides = fields.SECRET_FIELDS
 
     def __init__(self, categories: Iterable[str] | None = None) -> None:

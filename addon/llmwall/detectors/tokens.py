@@ -11,7 +11,7 @@ from importlib import resources
 
 from tokenizers import Tokenizer
 
-from llmwall.detectors.base import Detection, Detector, DetectorConfig, ScreenRequest
+from llmwall.detectors.base import PYTHON_LANE, Detection, Detector, DetectorConfig, ScreenRequest
 from llmwall.fields import TOKEN_COUNT, TOKEN_FIELDS
 
 
@@ -19,6 +19,7 @@ class TokenCountDetector(Detector):
     """Counts prompt tokens; cheap enough to run on every request."""
 
     name = "tokens"
+    lane = PYTHON_LANE
     provides = TOKEN_FIELDS
 
     def __init__(self, tokenizer: Tokenizer) -> None:

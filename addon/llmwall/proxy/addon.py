@@ -391,8 +391,10 @@ class LLMWall:
             return
         if not forced and not req.headers.get("content-encoding") and not body.needs_full_look(req.raw_content):
             return  # fast path for ordinary APIs: no thread hop, no JSON parse
-        loop = asyncio.get_running_loop()
-        analysis = await loop.run_in_executor(self._parse, self._analyse, flow, forced)
+        if body.parse_inline(req.raw_content, req.headers):
+            analysis = self._analyse(flow, forced)
+        else:
+            analysis = await asyncio.get_running_loop().run_in_executor(self._parse, self._analyse, flow, forced)
         if analysis.status == "not_llm":
             return
         template = sanitize.path(discovery.path_template(req.path))
@@ -402,7 +404,7 @@ class LLMWall:
         await self._screen(flow, analysis, template, start, deadline)
 
     def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
-        """Decode, parse, classify and extract; runs in a worker thread and never raises."""
+        """Decode, parse, classify and extract; runs in the parse thread (inline for small bodies); never raises."""
         req = flow.request
         limit = ctx.options.llmwall_max_body_kb * 1024
         decoded = body.decode(req.raw_content or b"", req.headers.get_all("content-encoding"), limit)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,6 +39,10 @@ MAX_LAYERS: Final = 4
 #: Compressed input is fed in slices this large, so one call never produces much past the limit.
 _SLICE: Final = 64 * 1024
 _IDENTITY: Final = frozenset({"", "identity", "none"})
+#: Bodies up to this size, not compressed, are parsed on the event loop: a hand-off to a
+#: worker thread costs more than parsing them (tens of microseconds); bigger or compressed
+#: ones go to a thread so the loop never stalls on them.
+INLINE_PARSE_BYTES: Final = 16 * 1024
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 #: zlib window bits for "gzip or zlib header, detected" (32 + 15).
 _GZIP_WBITS: Final = 47
@@ -239,6 +243,11 @@ def _detect_encoding(raw: bytes) -> tuple[str, int]:
         if nul[1] and nul[3] and not nul[0] and not nul[2]:
             return "utf-16-le", 0
     return "utf-8", 0
+
+
+def parse_inline(raw: bytes | None, headers: Mapping[str, str]) -> bool:
+    """Whether a message body is small and plain enough to parse on the event loop."""
+    return len(raw or b"") <= INLINE_PARSE_BYTES and not headers.get("content-encoding")
 
 
 def needs_full_look(raw: bytes) -> bool:

@@ -1,6 +1,10 @@
 """Runs detectors in parallel, off the event loop, under one hard deadline.
 
-Each detector runs in a worker thread. When the deadline passes the verdict is
+Detectors run in worker threads, grouped in lanes (``Detector.lane``): the detectors of
+one lane run one after the other in one job, lanes run in parallel. Pure-Python
+detectors share a lane because they hold the GIL anyway, and the two lite detectors
+because one onnxruntime run serves both; a hand-off per detector cost more than it
+gained (docs/benchmarks.md, "Where the time goes"). When the deadline passes the verdict is
 made from what finished: unfinished detectors, and those that raise
 :class:`~llmwall.detectors.base.NotScored`, are recorded as *not scored* and their
 fields stay absent. A detector that raises is logged and treated the same
@@ -163,71 +167,88 @@ class Orchestrator:
             return self._backlog > 0.0
 
     def _admit(
-        self, jobs: Sequence[tuple[Detector, int]], deadline: float
-    ) -> tuple[list[tuple[Detector, float]], list[str]]:
-        """Reserve room for a request's jobs (detector, turns to screen): (admitted with their
-        reservations, names refused).
+        self, lanes: Sequence[Sequence[tuple[Detector, int]]], deadline: float
+    ) -> tuple[list[tuple[list[Detector], float]], list[str]]:
+        """Reserve room for a request's lanes (each: detectors with their turns to screen, run
+        one after the other): (admitted lanes with their reservations, names refused).
 
         A detector too slow for the deadline even on an idle pool is refused alone. When
         the queue is what makes the jobs late, the whole request is refused: its cheap
         jobs would otherwise wait in line behind the backlog and hold it to the deadline.
         """
         now = time.monotonic()
-        admitted: list[tuple[Detector, float]] = []
+        admitted: list[tuple[list[Detector], float]] = []
         refused: list[str] = []
         with self._lock:
-            for det, count in jobs:
-                per_turn = self._cost.get(det.name, FIRST_COST_S)
-                cost = per_turn * count
-                if now + cost * COST_MARGIN > deadline:
-                    # Let the estimate decay, or a one-off slow job would keep the
-                    # detector from ever being measured again.
-                    self._cost[det.name] = per_turn * SHED_DECAY
-                    refused.append(det.name)
-                else:
-                    admitted.append((det, cost))
+            for lane in lanes:
+                kept, total = [], 0.0
+                for det, count in lane:
+                    per_turn = self._cost.get(det.name, FIRST_COST_S)
+                    cost = per_turn * count
+                    if now + cost * COST_MARGIN > deadline:
+                        # Let the estimate decay, or a one-off slow job would keep the
+                        # detector from ever being measured again.
+                        self._cost[det.name] = per_turn * SHED_DECAY
+                        refused.append(det.name)
+                    else:
+                        kept.append(det)
+                        total += cost
+                if kept:
+                    admitted.append((kept, total))
             wait = self._backlog / self._workers
             slowest = max((cost for _, cost in admitted), default=0.0)
             if admitted and now + wait + slowest * COST_MARGIN > deadline:
-                return [], refused + [det.name for det, _ in admitted]
+                return [], refused + [det.name for lane_dets, _ in admitted for det in lane_dets]
             self._backlog += sum(cost for _, cost in admitted)
         return admitted, refused
 
-    def _finished(self, det: Detector, reserved: float, per_turn: float | None) -> None:
+    def _release(self, reserved: float) -> None:
         with self._lock:
             self._backlog = max(0.0, self._backlog - reserved)
-            if per_turn is not None:
-                old = self._cost.get(det.name)
-                self._cost[det.name] = per_turn if old is None else old + COST_WEIGHT * (per_turn - old)
+
+    def _measured(self, det: Detector, per_turn: float) -> None:
+        with self._lock:
+            old = self._cost.get(det.name)
+            self._cost[det.name] = per_turn if old is None else old + COST_WEIGHT * (per_turn - old)
 
     def _submit(
         self,
-        det: Detector,
+        lane: list[tuple[int, Detector, list[tuple[int, Turn]]]],
         request: ScreenRequest,
-        todo: list[tuple[int, Turn]],
         key: tuple[object, ...],
         reserved: float,
+        outcomes: dict[int, tuple[dict[int, Detection], float] | BaseException],
     ) -> asyncio.Future:
-        def run() -> tuple[dict[int, Detection], float]:
-            per_turn: float | None = None
+        """Queue one lane: its detectors run one after the other in one worker thread.
+
+        Each detector's outcome (its turns' detections and elapsed seconds, or the exception
+        it raised) lands in ``outcomes`` under its position as soon as it finishes, so a lane
+        cut off by the deadline still reports the detectors that finished before it.
+        """
+
+        def run() -> None:
             try:
-                start = time.monotonic()
-                found: dict[int, Detection] = {}
-                for index, turn in todo:
-                    if time.monotonic() >= request.deadline:
-                        raise DeadlinePassed(det.name)
-                    sub = ScreenRequest(turn.prompt, request.deadline, request.wanted, request.custom_topics)
-                    found[index] = det.detect(sub)
-                    self.cache.put((det.name, id(det), turn.digest, *key), found[index])
-                elapsed = time.monotonic() - start
-                per_turn = elapsed / max(1, len(todo))
-                return found, elapsed
+                for position, det, todo in lane:
+                    try:
+                        start = time.monotonic()
+                        found: dict[int, Detection] = {}
+                        for index, turn in todo:
+                            if time.monotonic() >= request.deadline:
+                                raise DeadlinePassed(det.name)
+                            sub = ScreenRequest(turn.prompt, request.deadline, request.wanted, request.custom_topics)
+                            found[index] = det.detect(sub)
+                            self.cache.put((det.name, id(det), turn.digest, *key), found[index])
+                        elapsed = time.monotonic() - start
+                        self._measured(det, elapsed / max(1, len(todo)))
+                        outcomes[position] = (found, elapsed)
+                    except Exception as exc:  # one detector's failure never stops the others
+                        outcomes[position] = exc
             finally:
-                self._finished(det, reserved, per_turn)
+                self._release(reserved)
 
         def dropped(fut: Future) -> None:
             if fut.cancelled():  # never started: release its reservation here
-                self._finished(det, reserved, None)
+                self._release(reserved)
 
         cfut = self._pool.submit(run)
         cfut.add_done_callback(dropped)
@@ -238,8 +259,9 @@ class Orchestrator:
     ) -> ScreenResult:
         """Run ``detectors`` on every turn of ``request`` and return by ``request.deadline`` at the latest.
 
-        ``overloaded`` (the caller's own CPU is saturated) refuses every job that the turn
-        cache cannot answer, so the request is decided at once.
+        Detectors sharing a lane (``Detector.lane``) run in one job, one after the other;
+        lanes run in parallel. ``overloaded`` (the caller's own CPU is saturated) refuses
+        every job that the turn cache cannot answer, so the request is decided at once.
         """
         result = ScreenResult(fields={FAILED_DETECTIONS: []})
         if not detectors:
@@ -248,6 +270,7 @@ class Orchestrator:
         key = (request.wanted, tuple(sorted(request.custom_topics.items())))
         per_det: list[dict[int, Detection]] = [{} for _ in detectors]
         todo: list[list[tuple[int, Turn]]] = [[] for _ in detectors]
+        lanes: dict[object, list[int]] = {}  # lane -> positions of its detectors with work to do
         for d, det in enumerate(detectors):
             for index, turn in enumerate(prompt_turns):
                 hit = self.cache.get((det.name, id(det), turn.digest, *key))
@@ -256,34 +279,43 @@ class Orchestrator:
                 else:
                     per_det[d][index] = hit
                     result.cached_turns += 1
+            if todo[d]:
+                lanes.setdefault(det.lane or d, []).append(d)
         position = {id(det): d for d, det in enumerate(detectors)}
-        jobs = [(det, len(todo[d])) for d, det in enumerate(detectors) if todo[d]]
-        admitted: list[tuple[Detector, float]]
+        admitted: list[tuple[list[Detector], float]]
         if overloaded:
-            admitted, refused = [], [det.name for det, _ in jobs]
+            admitted, refused = [], [detectors[d].name for lane in lanes.values() for d in lane]
         else:
-            admitted, refused = self._admit(jobs, request.deadline)
+            admitted, refused = self._admit(
+                [[(detectors[d], len(todo[d])) for d in lane] for lane in lanes.values()], request.deadline
+            )
         result.not_scored += refused
         result.shed += refused
-        futures = {
-            self._submit(det, request, todo[position[id(det)]], key, reserved): det for det, reserved in admitted
-        }
-        done: set[asyncio.Future] = set()
-        pending: set[asyncio.Future] = set()
+        outcomes: dict[int, tuple[dict[int, Detection], float] | BaseException] = {}
+        queued = [[(position[id(det)], det, todo[position[id(det)]]) for det in lane_dets] for lane_dets, _ in admitted]
+        futures = [
+            self._submit(lane, request, key, reserved, outcomes)
+            for lane, (_, reserved) in zip(queued, admitted, strict=True)
+        ]
         if futures:
             timeout = max(0.0, request.deadline - time.monotonic())
-            done, pending = await asyncio.wait(futures, timeout=timeout)
-        for fut in pending:
-            fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
-            result.not_scored.append(futures[fut].name)
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            for fut in pending:
+                fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
+        finished = dict(outcomes)  # one copy: a lane still running may add to outcomes later
         scored = [d for d in range(len(detectors)) if not todo[d]]  # every turn from the cache
-        for fut in done:
-            det = futures[fut]
-            if not _failed(result, det, fut.exception()):
-                found, elapsed_s = fut.result()
-                per_det[position[id(det)]].update(found)
-                result.timings_ms[det.name] = round(elapsed_s * 1000.0, 3)
-                scored.append(position[id(det)])
+        for lane in queued:
+            for d, det, _ in lane:
+                outcome = finished.get(d)
+                if outcome is None:
+                    result.not_scored.append(det.name)
+                elif isinstance(outcome, BaseException):
+                    _failed(result, det, outcome)
+                else:
+                    found, elapsed_s = outcome
+                    per_det[d].update(found)
+                    result.timings_ms[det.name] = round(elapsed_s * 1000.0, 3)
+                    scored.append(d)
         flagged: set[str] = set()
         for d in sorted(scored):
             detections = [per_det[d][i] for i in range(len(prompt_turns))]
