@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 LAG_MODES: Final = ("hold", "release")
 #: Threads screening stream windows (each mostly waits for the detector pool).
 WINDOW_THREADS: Final = 2
-#: Force-included ("custom") endpoints are read as OpenAI Chat, the most common shape.
-DEFAULT_FORMAT: Final = "openai.chat"
 #: Status of a response event in analytics.
 RESPONSE_STATUS: Final = "response"
 TOKENS_DETECTOR: Final = "tokens"
@@ -248,7 +246,7 @@ class ResponseScreen:
         self._streams[flow.id] = state
         settle_usage: Callable[[bytes], None] | None = None
         if STREAM_USAGE_KEY in flow.metadata:  # asked for by the token budgets (llmwall.ratelimit)
-            provider = _provider(meta)
+            provider = registry.for_format(meta.get("format"))
 
             def settle_usage(tail: bytes) -> None:
                 flow.metadata[STREAM_USAGE_KEY] = {"completion_tokens": _tail_usage(provider, kind, tail)}
@@ -263,8 +261,8 @@ class ResponseScreen:
         ruleset = wall.rules.current
         if not ruleset.response_fields:
             return None
-        fmt = meta.get("format") or DEFAULT_FORMAT
-        provider = _provider(meta)
+        fmt = meta.get("format") or registry.DEFAULT_FORMAT
+        provider = registry.for_format(meta.get("format"))
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
         request_values = {**request_fields(flow), **(meta.get("fields") or {})}
@@ -537,11 +535,6 @@ class _Pipe:
         else:
             out = screener(plain) if plain else b""
         return [out] if out else []
-
-
-def _provider(meta: dict) -> ResponseProvider:
-    """The provider module of the request's format (OpenAI's for an unknown one)."""
-    return registry.get(meta.get("format") or DEFAULT_FORMAT) or registry.BY_NAME[DEFAULT_FORMAT]
 
 
 def _tail_usage(provider: ResponseProvider, kind: str, tail: bytes) -> int | None:
