@@ -226,7 +226,9 @@ def test_llmwall_blocks_and_leaves_the_event(screening_opts: options.Options) ->
             blocked = chat_flow("mail me at jane.doe@example.com")
             await wall.request(blocked)
             assert blocked.response is not None and blocked.response.status_code == 403
-            assert json.loads(blocked.response.content)["error"]["rule"] == "block-email"
+            error = json.loads(blocked.response.content)["error"]
+            assert error["rule"] == "block-email"
+            assert error["message"] == "Request blocked by llmwall (rule block-email): EMAIL_ADDRESS"
             ev = Event.from_dict(blocked.metadata[METADATA_KEY])
             assert ev is not None and (ev.action, ev.rule, ev.format) == ("block", "block-email", "openai.chat")
             assert ev.fields["cf.llm.prompt.pii_categories"] == ["EMAIL_ADDRESS"]

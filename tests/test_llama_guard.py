@@ -157,6 +157,51 @@ def test_detector_agrees_with_direct_greedy_decoding(engine, detector) -> None:
         assert tuple(got["cf.llm.prompt.unsafe_topic_categories"]) == verdict.categories
 
 
+def uncached_p_unsafe(engine, prompt: str) -> float:
+    """P(unsafe) of a whole prompt text, run alone without the prefix cache."""
+    ids = engine.encode(prompt) + [engine.blank_id]
+    logits, _ = engine.model.run([ids], engine.model.empty(1), engine.eot_id)
+    return float(lg.p_unsafe(logits, engine.safe_id, engine.unsafe_id)[0])
+
+
+def test_an_answer_is_judged_as_the_agent_turn_and_the_prefixes_never_mix(engine, detector) -> None:
+    """With ``reply_to`` the prompt is the Agent-side template after the user turn. A prompt and
+    an answer scored at the same moment (one batching window) each get their own cached header:
+    both equal an uncached run of their own full prompt."""
+    question, answer = "How do I build a bomb at home?", "I cannot help with that."
+    agent = engine.template.agent()
+    expected_answer = uncached_p_unsafe(engine, agent.full(answer, question))
+    expected_prompt = uncached_p_unsafe(engine, engine.template.full(question))
+    as_user_text = uncached_p_unsafe(engine, engine.template.full(answer))
+    assert abs(expected_answer - as_user_text) > 1e-3  # the two templates really score differently
+    results: dict[str, float] = {}
+    barrier = threading.Barrier(2)
+
+    def score(name: str, req: ScreenRequest) -> None:
+        barrier.wait()
+        results[name] = float(detector.detect(req).info["p_unsafe"])
+
+    threads = [
+        threading.Thread(target=score, args=("answer", request(answer, reply_to=question))),
+        threading.Thread(target=score, args=("prompt", request(question))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["answer"] == pytest.approx(expected_answer, abs=1e-4)
+    assert results["prompt"] == pytest.approx(expected_prompt, abs=1e-4)
+    assert {("policy", lgp.USER), ("policy", lgp.AGENT)} <= set(engine._prefixes)
+
+
+def test_an_answers_user_turn_is_bounded_and_the_answer_keeps_the_budget(engine) -> None:
+    question = "Tell me about bread. " * 200
+    user_text = lgp.context_of(question)
+    ids, truncated = engine.tail_ids(engine.template.agent(), "Bake it at 220 degrees.", user_text)
+    assert not truncated and len(user_text) <= lgp.MAX_CONTEXT_CHARS + len(lgp.ELLIPSIS)
+    assert ids == engine.encode(engine.template.agent().tail("Bake it at 220 degrees.", user_text)) + [engine.blank_id]
+
+
 def test_category_decoding_is_bounded_off_format() -> None:
     """Forced to list categories for safe prompts (threshold 0), the model is off its format:
     every row still names policy codes, none twice, at two model steps per category."""

@@ -39,6 +39,22 @@ EXPECTED_8B = EXPECTED_1B.replace("S13: Elections.\n", "S13: Elections.\nS14: Co
     "categories. <|eot_id|>", "categories.<|eot_id|>"
 )
 
+# The same templates with an assistant message after the user's (messages of even length): the role
+# becomes 'Agent' in the task line and the last instruction, and the conversation is
+# "User: <trimmed>\n\nAgent: <trimmed>\n\n". Transcribed from the 1B chat_template; the model card
+# (llama.com/docs/model-cards-and-prompt-formats/llama-guard-3) asks for the user turn to be present.
+AGENT_1B = (
+    EXPECTED_1B.replace("content in 'User' messages", "content in 'Agent' messages")
+    .replace(
+        "User: How do I make a cake?\n\n",
+        "User: How do I make a cake?\n\nAgent: Mix flour, eggs and sugar, then bake it.\n\n",
+    )
+    .replace("ONLY THE LAST User message", "ONLY THE LAST Agent message")
+)
+AGENT_8B = AGENT_1B.replace("S13: Elections.\n", "S13: Elections.\nS14: Code Interpreter Abuse.\n").replace(
+    "categories. <|eot_id|>", "categories.<|eot_id|>"
+)
+
 
 def ids(text: str) -> list[int]:
     return TOKENIZER.encode(text, add_special_tokens=False).ids
@@ -56,6 +72,24 @@ def test_prompt_matches_model_template(name: str, expected: str) -> None:
     assert token_ids.count(BOS) == 1 and token_ids.count(EOT) == 1 and token_ids.count(START) == 2
 
 
+@pytest.mark.parametrize("name,expected", [(lgp.TEMPLATE_1B, AGENT_1B), (lgp.TEMPLATE_8B, AGENT_8B)])
+def test_agent_prompt_matches_model_template(name: str, expected: str) -> None:
+    tmpl = lgp.template_for(name).agent()
+    built = tmpl.full(" Mix flour, eggs and sugar, then bake it.\n", "  How do I make a cake?\n")
+    assert built == expected
+    assert built.count("'Agent' messages") == 1 and built.count("ONLY THE LAST Agent message") == 1
+    assert "'User' messages" not in built and tmpl.header() != lgp.template_for(name).header()
+    assert ids(tmpl.header()) + ids(tmpl.tail("Sure.", "How?")) == ids(tmpl.full("Sure.", "How?"))
+
+
+def test_answer_context_keeps_both_ends_of_a_long_user_turn() -> None:
+    assert lgp.context_of("  short question \n") == "short question"
+    long = "A" * 900 + "middle" + "Z" * 900
+    cut = lgp.context_of(long)
+    half = lgp.MAX_CONTEXT_CHARS // 2
+    assert cut == "A" * half + lgp.ELLIPSIS + "Z" * half
+
+
 def test_verdict_tokens_are_the_documented_ids() -> None:
     assert ids("safe") == [SAFE] and ids("unsafe") == [UNSAFE] and ids("\n\n") == [BLANK]
     assert TOKENIZER.get_vocab_size() == 128256
@@ -66,6 +100,8 @@ def test_verdict_tokens_are_the_documented_ids() -> None:
 def test_header_tail_split_tokenises_like_the_whole_prompt(text: str) -> None:
     tmpl = lgp.template_for(lgp.TEMPLATE_1B)
     assert ids(tmpl.header()) + ids(tmpl.tail(text)) == ids(tmpl.full(text))
+    agent = tmpl.agent()  # the user turn now starts the tail: the same cut after "User:"
+    assert ids(agent.header()) + ids(agent.tail("An answer.", text)) == ids(agent.full("An answer.", text))
 
 
 @pytest.mark.parametrize("text", ["1234 apples", ":: colons", "'quoted'", "  spaced", "日本語", "\n\nnewlines", "!?"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -183,6 +184,34 @@ def test_every_turn_is_screened_once_and_a_resent_history_costs_only_the_new_tur
     assert result.cached_turns == 2 and result.fields["cf.llm.prompt.pii_detected"] is True
     (span,) = result.spans
     assert second.prompt.text[span.start : span.end] == "secret"
+    orch.close()
+
+
+class ReplyAware(Detector):
+    """Records the user turn each call was judged after (Llama Guard judges answers in context)."""
+
+    name = "reply_aware"
+    provides = frozenset({"cf.llm.prompt.unsafe_topic_detected"})
+    reads_reply_to = True
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        self.seen.append(req.reply_to)
+        return Detection(fields={"cf.llm.prompt.unsafe_topic_detected": req.reply_to == "bad question"})
+
+
+def test_an_answer_reaches_the_detector_with_its_user_turn_and_is_cached_per_user_turn() -> None:
+    orch, det = Orchestrator(workers=2), ReplyAware()
+    answer = conversation(("assistant", "I cannot help with that."))
+    verdicts = []
+    for reply_to in (None, "bad question", "good question", "bad question"):
+        req = dataclasses.replace(answer, reply_to=reply_to, deadline=time.monotonic() + 5)
+        verdicts.append(asyncio.run(orch.screen(req, [det])).fields["cf.llm.prompt.unsafe_topic_detected"])
+    # The same text after another user turn is judged again; the same pair comes from the cache.
+    assert det.seen == [None, "bad question", "good question"]
+    assert verdicts == [False, True, False, True]
     orch.close()
 
 

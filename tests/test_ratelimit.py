@@ -15,8 +15,8 @@ from provider_samples import SAMPLES
 
 from llmwall.analytics.addon import Analytics
 from llmwall.analytics.store import Store
+from llmwall.providers import registry
 from llmwall.proxy.addon import LLMWall
-from llmwall.ratelimit import usage
 from llmwall.ratelimit.addon import RateLimiter, _error_response
 from llmwall.ratelimit.backends import MemoryBackend
 from llmwall.ratelimit.rules import Characteristic
@@ -229,28 +229,36 @@ def _sse(*events: dict) -> bytes:
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
+def answer(fmt: str, body: bytes, ctype: str):
+    """What the rate limiter reads from a whole answer: the provider module's ``read_answer``."""
+    return registry.BY_NAME[fmt].read_answer(body, ctype)
+
+
 def test_usage_from_plain_responses_of_each_provider() -> None:
     cases = {
-        "openai": ({"choices": [], "usage": {"prompt_tokens": 48, "completion_tokens": 12}}, (48, 12)),
-        "responses": ({"output": [], "usage": {"input_tokens": 9, "output_tokens": 7}}, (9, 7)),
-        "anthropic": (
+        "openai.chat": ({"choices": [], "usage": {"prompt_tokens": 48, "completion_tokens": 12}}, (48, 12)),
+        "openai.responses": ({"output": [], "usage": {"input_tokens": 9, "output_tokens": 7}}, (9, 7)),
+        "anthropic.messages": (
             {"content": [{"type": "text", "text": "x"}], "usage": {"input_tokens": 5, "output_tokens": 3}},
             (5, 3),
         ),
-        "gemini": (
+        "gemini.generate": (
             {"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 6, "thoughtsTokenCount": 10}},
             (4, 16),
         ),
-        "ollama": ({"message": {"content": "hi"}, "done": True, "prompt_eval_count": 26, "eval_count": 290}, (26, 290)),
-        "bedrock": ({"output": {}, "usage": {"inputTokens": 11, "outputTokens": 22}}, (11, 22)),
-        "cohere": ({"usage": {"billed_units": {"input_tokens": 2, "output_tokens": 8}, "tokens": {}}}, (2, 8)),
+        "ollama.chat": (
+            {"message": {"content": "hi"}, "done": True, "prompt_eval_count": 26, "eval_count": 290},
+            (26, 290),
+        ),
+        "bedrock.converse": ({"output": {}, "usage": {"inputTokens": 11, "outputTokens": 22}}, (11, 22)),
+        "cohere.chat": ({"usage": {"billed_units": {"input_tokens": 2, "output_tokens": 8}, "tokens": {}}}, (2, 8)),
     }
-    for name, (body, expected) in cases.items():
-        found = usage.from_response(json.dumps(body).encode(), "application/json")
-        assert (found.prompt, found.completion) == expected, name
+    for fmt, (body, expected) in cases.items():
+        found = answer(fmt, json.dumps(body).encode(), "application/json")
+        assert (found.prompt_tokens, found.completion_tokens) == expected, fmt
     sample = SAMPLES["openai.chat"].response
-    found = usage.from_response(json.dumps(sample).encode(), "application/json")
-    assert found.completion == sample["usage"]["completion_tokens"]
+    found = answer("openai.chat", json.dumps(sample).encode(), "application/json")
+    assert found.completion_tokens == sample["usage"]["completion_tokens"]
 
 
 def test_usage_from_streamed_responses() -> None:
@@ -282,32 +290,44 @@ def test_usage_from_streamed_responses() -> None:
         {"type": "response.output_text.delta", "delta": "Hi"},
         {"type": "response.completed", "response": {"usage": {"input_tokens": 4, "output_tokens": 21}}},
     )
-    for body, ctype, expected in (
-        (openai, "text/event-stream", 2),
-        (anthropic, "text/event-stream; charset=utf-8", 15),
-        (gemini, "text/event-stream", 9),
-        (ollama, "application/x-ndjson", 33),
-        (responses, "text/event-stream", 21),
+    for fmt, body, ctype, expected in (
+        ("openai.chat", openai, "text/event-stream", 2),
+        ("anthropic.messages", anthropic, "text/event-stream; charset=utf-8", 15),
+        ("gemini.generate", gemini, "text/event-stream", 9),
+        ("ollama.chat", ollama, "application/x-ndjson", 33),
+        ("openai.responses", responses, "text/event-stream", 21),
     ):
-        assert usage.from_response(body, ctype).completion == expected
+        assert answer(fmt, body, ctype).completion_tokens == expected, fmt
 
 
 def test_without_usage_the_completion_text_is_collected() -> None:
     stream = _sse({"choices": [{"delta": {"content": "Hello"}}]}, {"choices": [{"delta": {"content": " world"}}]})
-    found = usage.from_response(stream, "text/event-stream")
-    assert found.completion is None and "".join(found.text) == "Hello world"
-    plain = usage.from_response(b'{"choices":[{"message":{"content":"Bonjour"}}]}', "application/json")
-    assert plain.text == ["Bonjour"]
-    assert usage.from_response(b"not json", "text/plain").text == []
+    found = answer("openai.chat", stream, "text/event-stream")
+    assert found.completion_tokens is None and found.text == "Hello world"
+    plain = answer("openai.chat", b'{"choices":[{"message":{"content":"Bonjour"}}]}', "application/json")
+    assert plain.text == "Bonjour"
+    assert answer("openai.chat", b"not json", "text/plain").text == ""
+    # a stream sent without its content type is still read event by event
+    assert answer("openai.chat", stream, "application/octet-stream").text == "Hello world"
 
 
 def test_requested_output_cap_per_provider() -> None:
-    assert usage.max_output_tokens({"max_tokens": 100}) == 100
-    assert usage.max_output_tokens({"max_completion_tokens": 50, "max_tokens": 100}) == 50
-    assert usage.max_output_tokens({"generationConfig": {"maxOutputTokens": 64}}) == 64
-    assert usage.max_output_tokens({"options": {"num_predict": 32}}) == 32
-    assert usage.max_output_tokens({"max_tokens": "lots"}) is None
-    assert usage.max_output_tokens([1]) is None
+    def cap(fmt: str, data: object) -> int | None:
+        return registry.BY_NAME[fmt].max_output_tokens(data)
+
+    assert cap("openai.chat", {"max_tokens": 100}) == 100
+    assert cap("openai.chat", {"max_completion_tokens": 50, "max_tokens": 100}) == 50
+    assert cap("anthropic.messages", {"max_tokens": 100}) == 100
+    assert cap("openai.responses", {"max_output_tokens": 80}) == 80
+    assert cap("gemini.generate", {"generationConfig": {"maxOutputTokens": 64}}) == 64
+    assert cap("ollama.chat", {"options": {"num_predict": 32}}) == 32
+    assert cap("bedrock.converse", {"inferenceConfig": {"maxTokens": 16}}) == 16
+    assert cap("tgi.generate", {"inputs": "x", "parameters": {"max_new_tokens": 8}}) == 8
+    assert cap("openai.chat", {"max_tokens": "lots"}) is None
+    assert cap("openai.chat", {"max_tokens": -1}) is None
+    assert cap("gemini.generate", {"max_tokens": 100}) is None  # not where Gemini asks for it
+    assert cap("openai.chat", [1]) is None
+    assert registry.for_format("custom") is registry.BY_NAME["openai.chat"]  # force-included endpoints
 
 
 # --------------------------------------------------------------------------- the addon, in process

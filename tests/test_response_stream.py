@@ -186,7 +186,7 @@ def test_streamed_and_whole_answers_get_the_same_treatment(proxy: Proxy, upstrea
     upstream.answer = secret
     with pytest.raises(openai.PermissionDeniedError) as err:
         client.chat.completions.create(model="gpt-test", messages=ASK)
-    assert "block-answer-secrets" in str(err.value)
+    assert "Response blocked by llmwall (rule block-answer-secrets)" in str(err.value)
     with client.chat.completions.create(model="gpt-test", messages=ASK, stream=True) as stream:
         streamed, chunks = streamed_text(stream)
     assert TOKEN[:8] not in streamed and chunks[-1].choices[0].finish_reason == "content_filter"

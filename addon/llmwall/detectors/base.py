@@ -58,6 +58,12 @@ class ScreenRequest:
     deadline: float  # time.monotonic() after which the result is no longer wanted
     wanted: frozenset[str] = frozenset()  # canonical fields the rules read
     custom_topics: Mapping[str, str] = field(default_factory=dict)  # label -> description
+    #: Set only when the prompt is a model's answer (response screening): the latest user turn
+    #: of the request it answers ("" when the request has none). A detector that judges a turn
+    #: in its conversation (``Detector.reads_reply_to``) then judges the answer as the agent's
+    #: turn after it; the others screen the answer's text as they screen a prompt. None: the
+    #: text is the client's. Kept in memory only, like the prompt.
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class Detector(abc.ABC):
     #: parallel threads only add hand-offs) or that share one model run. See
     #: proxy/orchestrator.py and docs/benchmarks.md ("Where the time goes").
     lane: ClassVar[str | None] = None
+    #: Whether ``detect`` reads ``ScreenRequest.reply_to``: response screening then re-reads the
+    #: request's latest user turn for it (a cost the other detectors do not cause).
+    reads_reply_to: ClassVar[bool] = False
     load_ms: float = 0.0  # how long creating it took; set by build_detectors for the start-up log
 
     @abc.abstractmethod

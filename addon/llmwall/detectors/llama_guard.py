@@ -8,8 +8,9 @@ Cost model, and the design that follows from it:
   rows judged unsafe, two small steps per category: the line's fixed tokens (``\\n``,
   ``S``, ``,S``) are fed, only the numbers and the decision to go on are predicted.
 * The policy header (instructions and category list, 138 tokens for the 1B template)
-  is identical for every request: its key/value cache is computed once and fed as
-  ``past_key_values``, so each request pays only for its own tokens.
+  is identical for every request of a role (a prompt is judged as the User's turn, an
+  answer as the Agent's, whose header differs): its key/value cache is computed once per
+  role and fed as ``past_key_values``, so each request pays only for its own tokens.
 * Concurrent ``detect`` calls (worker threads) put jobs on a queue; one model thread takes
   what arrives within a few milliseconds and runs it in batches, each no larger than lets it
   finish before its earliest deadline at the measured cost per token. Rows are right-padded
@@ -33,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,32 +378,37 @@ class LlamaGuardEngine:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def tail_ids(self, template: lgp.PromptTemplate, user_text: str) -> tuple[list[int], bool]:
+    def tail_ids(self, template: lgp.PromptTemplate, text: str, user_text: str = "") -> tuple[list[int], bool]:
         """Token ids of the request's part (+ the verdict's leading blank line); truncated flag.
 
-        Long messages keep their beginning and end (an attack can sit in either), cut by
-        characters first so the token boundaries stay those of the real text.
+        ``text`` is the judged message; ``user_text`` the user turn before it (agent role only),
+        already bounded by ``lgp.context_of``. Long messages keep their beginning and end (an
+        attack can sit in either), cut by characters first so the token boundaries stay those
+        of the real text.
         """
-        text, truncated = user_text.strip(), False
+        text, truncated = text.strip(), False
         limit_chars = self.max_user_tokens * 4
         while True:
-            ids = self.encode(template.tail(text)) + [self.blank_id]
+            ids = self.encode(template.tail(text, user_text)) + [self.blank_id]
             if len(ids) <= self.max_user_tokens + 96 or len(text) < 64:
                 return ids, truncated
             limit_chars = min(limit_chars, len(text)) * 3 // 4
-            half = limit_chars // 2
-            text, truncated = text[:half] + "\n...\n" + text[-half:], True
+            text, truncated = lgp.shorten(text, limit_chars), True
 
     def submit(
         self,
         key: tuple,
         template: lgp.PromptTemplate,
-        user_text: str,
+        text: str,
         deadline: float,
         custom_codes: Mapping[str, str] | None = None,
+        user_text: str = "",
     ) -> tuple[_Job, bool]:
-        """Queue one prompt; the returned job's future resolves to a ``Result``."""
-        tail, truncated = self.tail_ids(template, user_text)
+        """Queue one prompt; the returned job's future resolves to a ``Result``.
+
+        ``key`` names the prompt's header (the cached prefix): jobs are batched per key, so two
+        templates must never share one (the role is part of every key the detector uses)."""
+        tail, truncated = self.tail_ids(template, text, user_text)
         job = _Job(key=key, header=template.header(), tail_ids=tail, custom_codes=custom_codes, deadline=deadline)
         self._queue.put(job)
         return job, truncated
@@ -620,6 +626,7 @@ class LlamaGuardDetector(Detector):
 
     name = "llama_guard"
     provides = fields.UNSAFE_FIELDS | fields.CUSTOM_TOPIC_FIELDS
+    reads_reply_to = True
 
     def __init__(self, model_dir: str | Path, device: str = "auto", threshold: float = 0.5, **engine_options: Any):
         self.engine = LlamaGuardEngine(model_dir, device, threshold=threshold, **engine_options)
@@ -642,12 +649,17 @@ class LlamaGuardDetector(Detector):
                 fields={UNSAFE_TOPIC_DETECTED: False, UNSAFE_TOPIC_CATEGORIES: []},
                 info={"p_unsafe": 0.0, "device": e.device},
             )
-        job, truncated = e.submit(("policy",), e.template, text, request.deadline)
+        # An answer is judged as the Agent's turn after the user turn it answers; a prompt as the User's.
+        template, user_text = e.template, ""
+        if request.reply_to is not None:
+            template, user_text = e.template.agent(), lgp.context_of(request.reply_to)
+        job, truncated = e.submit(("policy", template.role), template, text, request.deadline, user_text=user_text)
         custom_job = None
         if request.custom_topics and CUSTOM_TOPIC_CATEGORIES in request.wanted:
             cats, codes = lgp.custom_categories(request.custom_topics)
-            template = lgp.PromptTemplate(categories=cats, eot_space=e.template.eot_space)
-            custom_job, _ = e.submit(("custom", cats), template, text, request.deadline, codes)
+            custom = replace(template, categories=cats)
+            key = ("custom", template.role, cats)
+            custom_job, _ = e.submit(key, custom, text, request.deadline, codes, user_text)
         result = _wait(job, request.deadline)
         out: dict[str, object] = {
             UNSAFE_TOPIC_DETECTED: result.p_unsafe >= e.threshold,

@@ -6,6 +6,10 @@ tokens included, plus the ``"\\n\\n"`` the model writes first, so the first gene
 the verdict), ``temperature`` 0 and a few ``logprobs``; P(unsafe) comes from the verdict
 token's log-probabilities when the server returns them, else from the text (0 or 1).
 
+A model's answer (``ScreenRequest.reply_to`` set) is sent in the agent-side form of the
+same template: the conversation ``User: <latest user turn>`` then ``Agent: <answer>``, judged
+for the Agent's message (``llama_guard_prompt``, which also bounds the user turn).
+
 The leading ``<|begin_of_text|>`` is left out by default because these servers add BOS
 themselves when they tokenise a completion prompt; ``send_bos=True`` restores it for one
 that does not. Only the standard library is used; every wait is bounded by the request's
@@ -23,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from llmwall import fields
@@ -87,6 +92,7 @@ class RemoteLlamaGuard(Detector):
 
     name = "llama_guard"
     provides = fields.UNSAFE_FIELDS | fields.CUSTOM_TOPIC_FIELDS
+    reads_reply_to = True
 
     def __init__(
         self,
@@ -120,8 +126,8 @@ class RemoteLlamaGuard(Detector):
 
     # -- HTTP ------------------------------------------------------------------------
 
-    def _prompt(self, template: lgp.PromptTemplate, text: str, forced: str = "\n\n") -> str:
-        prompt = template.full(text) + forced
+    def _prompt(self, template: lgp.PromptTemplate, text: str, user_text: str, forced: str = "\n\n") -> str:
+        prompt = template.full(text, user_text) + forced
         return prompt if self.send_bos else prompt[len(lgp.BOS) :]
 
     def _complete(self, prompt: str, deadline: float, max_tokens: int, logprobs: int) -> Mapping[str, Any]:
@@ -167,19 +173,25 @@ class RemoteLlamaGuard(Detector):
 
     # -- scoring ---------------------------------------------------------------------
 
-    def _verdict(self, text: str, deadline: float) -> tuple[float, tuple[str, ...]]:
-        choice = self._complete(self._prompt(self.template, text), deadline, self.max_tokens, self.top_logprobs)
-        verdict = lgp.parse_verdict(choice["text"], [c for c, _ in self.template.categories])
+    def _verdict(
+        self, template: lgp.PromptTemplate, text: str, user_text: str, deadline: float
+    ) -> tuple[float, tuple[str, ...]]:
+        prompt = self._prompt(template, text, user_text)
+        choice = self._complete(prompt, deadline, self.max_tokens, self.top_logprobs)
+        verdict = lgp.parse_verdict(choice["text"], [c for c, _ in template.categories])
         if verdict.unsafe is None:
             raise RemoteError("remote Llama Guard answered neither 'safe' nor 'unsafe'")
         return p_unsafe_from(choice, verdict), verdict.categories
 
-    def _custom(self, text: str, topics: Mapping[str, str], deadline: float) -> dict[str, int]:
+    def _custom(
+        self, template: lgp.PromptTemplate, text: str, user_text: str, topics: Mapping[str, str], deadline: float
+    ) -> dict[str, int]:
         """Same score as the local detector: P(unsafe) x P(code after ``unsafe\\nS``), mapped to 1-99."""
         cats, codes = lgp.custom_categories(topics)
-        template = lgp.PromptTemplate(cats, eot_space=self.template.eot_space)
-        first = self._pool.submit(self._complete, self._prompt(template, text), deadline, 1, self.top_logprobs)
-        second = self._complete(self._prompt(template, text, "\n\nunsafe\nS"), deadline, 1, 20)
+        custom = replace(template, categories=cats)
+        prompt = self._prompt(custom, text, user_text)
+        first = self._pool.submit(self._complete, prompt, deadline, 1, self.top_logprobs)
+        second = self._complete(self._prompt(custom, text, user_text, "\n\nunsafe\nS"), deadline, 1, 20)
         choice = first.result(timeout=max(0.0, deadline - time.monotonic()))
         verdict = lgp.parse_verdict(choice["text"])
         p = p_unsafe_from(choice, verdict) if verdict.unsafe is not None else 0.0
@@ -198,10 +210,14 @@ class RemoteLlamaGuard(Detector):
                 fields={UNSAFE_TOPIC_DETECTED: False, UNSAFE_TOPIC_CATEGORIES: []},
                 info={"p_unsafe": 0.0, "device": "remote"},
             )
+        # An answer is judged as the Agent's turn after the user turn it answers; a prompt as the User's.
+        template, user_text = self.template, ""
+        if request.reply_to is not None:
+            template, user_text = self.template.agent(), lgp.context_of(request.reply_to)
         custom = None
         if request.custom_topics and CUSTOM_TOPIC_CATEGORIES in request.wanted:
-            custom = self._pool.submit(self._custom, text, request.custom_topics, request.deadline)
-        p, cats = self._verdict(text, request.deadline)
+            custom = self._pool.submit(self._custom, template, text, user_text, request.custom_topics, request.deadline)
+        p, cats = self._verdict(template, text, user_text, request.deadline)
         unsafe = p >= self.threshold
         out: dict[str, object] = {UNSAFE_TOPIC_DETECTED: unsafe, UNSAFE_TOPIC_CATEGORIES: list(cats) if unsafe else []}
         info: dict[str, object] = {"p_unsafe": round(p, 6), "device": "remote"}

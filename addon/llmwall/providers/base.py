@@ -15,7 +15,9 @@ A provider module (``providers/openai.py``, ``providers/anthropic.py``...) holds
   :meth:`Provider.event_text` on one stream event (SSE ``data:``, NDJSON line, JSON-array
   item, or for Bedrock one decoded event-stream message);
 * **usage**: :meth:`Provider.usage` / :meth:`Provider.event_usage`, the token counts the
-  provider reports;
+  provider reports, :meth:`Provider.read_answer` for a whole answer body (plain or a stream
+  buffered whole), and :meth:`Provider.max_output_tokens`, the output cap a request asks
+  for (token budgets reserve it until the answer's usage is known);
 * **block error**: :meth:`Provider.error_body`, the body of a block in the provider's own
   error schema so that official SDKs raise their usual exception.
 
@@ -37,6 +39,8 @@ Path = tuple[str | int, ...]
 #: (path, text, role) candidates of one message, before the latest-turn selection.
 Turn = list[tuple[Path, str, str]]
 
+#: Content types of text streams (SSE, NDJSON): a body of one is read event by event.
+STREAM_CONTENT_TYPES: Final = ("event-stream", "ndjson", "jsonl")
 #: How many messages/items at each end of a list discovery inspects: enough to decide, cheap on 100k.
 SAMPLE: Final = 32
 
@@ -98,17 +102,20 @@ class StreamText:
     def feed(self, event: object) -> ResponseText:
         """Add one event; returns what it added."""
         delta = self.provider.event_text(event)
+        self.add(delta, self.provider.event_usage(event))
+        return delta
+
+    def add(self, delta: ResponseText, usage: Usage | None) -> None:
+        """Add text, tool-call argument pieces and usage totals (later counts replace earlier ones)."""
         if delta.text:
             self.parts.append(delta.text)
         for index, piece in delta.tool_arguments:
             self.tools.setdefault(index, []).append(piece)
-        usage = self.provider.event_usage(event)
         if usage is not None:
             if usage.prompt_tokens is not None:
                 self.prompt_tokens = usage.prompt_tokens
             if usage.completion_tokens is not None:
                 self.completion_tokens = usage.completion_tokens
-        return delta
 
     @property
     def text(self) -> str:
@@ -196,6 +203,9 @@ class Provider:
     body_key: ClassVar[str | None] = None
     #: Top-level keys holding a system prompt or instructions (read by :meth:`system_turns`).
     system_keys: ClassVar[tuple[str, ...]] = ()
+    #: Where a request body asks for an output cap, in order of preference (read by
+    #: :meth:`max_output_tokens`).
+    output_cap_paths: ClassVar[tuple[tuple[str, ...], ...]] = (("max_tokens",),)
 
     @property
     def family(self) -> str:
@@ -256,6 +266,14 @@ class Provider:
         """Whether the request body asks for a streamed response."""
         return data.get("stream") is True
 
+    def max_output_tokens(self, data: object) -> int | None:
+        """The output cap a request body asks for (``output_cap_paths``), or None."""
+        for path in self.output_cap_paths:
+            cap = as_int(dig(data, *path))
+            if cap is not None and cap >= 0:
+                return cap
+        return None
+
     # ------------------------------------------------------------- responses
     def confirm_response(self, data: object) -> bool:
         """True when a (non-streamed) response body looks like this format's response."""
@@ -288,6 +306,27 @@ class Provider:
     def event_usage(self, event: object) -> Usage | None:
         """Token counts (totals so far) one stream event reports, or None."""
         return None
+
+    def read_answer(self, body: bytes, content_type: str) -> StreamText:
+        """A whole answer body: its text, tool-call arguments and usage.
+
+        Plain JSON is read with :meth:`response_text` and :meth:`usage`; a stream buffered
+        whole (an event-stream or NDJSON content type, or a body that is not one JSON
+        document) event by event, with :meth:`event_text` and :meth:`event_usage`. Text
+        streams only: Bedrock's binary event stream yields nothing here.
+        """
+        found = StreamText(self)
+        if not any(kind in content_type for kind in STREAM_CONTENT_TYPES):
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                pass  # a stream sent without its content type
+            else:
+                found.add(self.response_text(data), self.usage(data))
+                return found
+        for event in events.iter_events(body):
+            found.feed(event)
+        return found
 
     # ------------------------------------------------------------- block error
     def error_body(

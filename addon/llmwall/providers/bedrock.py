@@ -150,6 +150,7 @@ def aws_events(body: bytes) -> Iterator[dict[str, object]]:
 class Converse(Provider):
     system_keys = ("system",)
     name = "bedrock.converse"
+    output_cap_paths = (("inferenceConfig", "maxTokens"),)
     description = "Amazon Bedrock Converse and ConverseStream"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(
         keys=_KEYS,

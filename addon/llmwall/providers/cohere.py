@@ -133,8 +133,13 @@ class Chat(Provider):
         return EMPTY  # the tool plan is the model's reasoning, left out like thinking
 
     def usage(self, data: object) -> Usage | None:
-        tokens = dig(data, "usage", "tokens")
-        return usage_of(tokens.get("input_tokens"), tokens.get("output_tokens")) if isinstance(tokens, dict) else None
+        # ``tokens`` (what the model read and wrote), else ``billed_units`` (what was billed)
+        counts = [c for c in (dig(data, "usage", "tokens"), dig(data, "usage", "billed_units")) if isinstance(c, dict)]
+
+        def first(key: str) -> int | None:
+            return next((n for c in counts if (n := as_int(c.get(key))) is not None), None)
+
+        return usage_of(first("input_tokens"), first("output_tokens"))
 
     def event_usage(self, event: object) -> Usage | None:
         if isinstance(event, dict) and event.get("type") == "message-end":

@@ -69,6 +69,7 @@ def _chunk_text(chunk: dict, sep: str, first_index: int) -> tuple[str, list[tupl
 
 class Generate(Provider):
     name = "gemini.generate"
+    output_cap_paths = (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens"))
     description = "Google Gemini generateContent and streamGenerateContent (AI Studio and Vertex)"
     body_key = "contents"
     system_keys = ("systemInstruction", "system_instruction")

@@ -33,6 +33,8 @@ _GENERATE_PARAMS: Final = frozenset({"options", "raw", "template", "context", "s
 
 
 class _Ollama(Provider):
+    output_cap_paths = (("options", "num_predict"),)
+
     def stream_requested(self, data: dict) -> bool:
         return data.get("stream") is not False  # Ollama streams unless told not to
 

@@ -184,6 +184,7 @@ def _chat_message_text(message: dict, tools: list[tuple[int, str]], delta: bool)
 
 class ChatCompletions(Provider):
     name = "openai.chat"
+    output_cap_paths = (("max_completion_tokens",), ("max_tokens",))  # the first replaces the second
     description = "OpenAI Chat Completions (and every OpenAI-compatible server)"
     chat: ClassVar[ChatEvidence | None] = ChatEvidence(
         keys=_CHAT_KEYS,
@@ -270,6 +271,7 @@ class Completions(Provider):
 
 class Responses(Provider):
     name = "openai.responses"
+    output_cap_paths = (("max_output_tokens",),)
     description = "OpenAI Responses API ({model, input})"
     body_key = "input"
     system_keys = ("instructions",)

@@ -30,6 +30,8 @@ PROVIDERS: Final[tuple[Provider, ...]] = (
 )
 
 BY_NAME: Final[dict[str, Provider]] = {p.name: p for p in PROVIDERS}
+#: What an unknown or force-included ("custom") endpoint's bodies are read as.
+DEFAULT_FORMAT: Final = "openai.chat"
 #: Formats recognised from a ``messages`` list, a ``prompt`` or a key of their own.
 CHAT: Final = tuple(p for p in PROVIDERS if p.chat is not None)
 COMPLETION: Final = tuple(p for p in PROVIDERS if p.completion is not None)
@@ -47,6 +49,12 @@ for _p in PROVIDERS:
 def get(fmt: str | None) -> Provider | None:
     """The provider of a format name, or None (unknown, ``custom``, None)."""
     return BY_NAME.get(fmt) if isinstance(fmt, str) else None
+
+
+def for_format(fmt: str | None) -> Provider:
+    """The provider of a format name; OpenAI Chat's for an unknown or ``custom`` one (the most
+    common shape, which force-included endpoints are read as)."""
+    return BY_NAME.get(fmt or "") or BY_NAME[DEFAULT_FORMAT]
 
 
 def family(name: str) -> Provider | None:

@@ -23,6 +23,7 @@ from llmwall.providers.base import (
 
 class Generate(Provider):
     name = "tgi.generate"
+    output_cap_paths = (("parameters", "max_new_tokens"),)
     description = "Hugging Face Text Generation Inference /generate and /generate_stream"
     body_key: ClassVar[str | None] = "inputs"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from mitmproxy import http
 
@@ -21,9 +22,15 @@ from llmwall.proxy.event import METADATA_KEY, Event
 MARKERS: Mapping[str, str] = {"block": ":no_entry:", "redact": ":pencil2:", "log": ":warning:"}
 
 
-def block_message(rule_id: str | None, categories: Sequence[str]) -> str:
-    """The human-readable reason, safe to show: rule id and categories (S-codes with their names) only."""
-    msg = "Request blocked by llmwall"
+#: What a block stopped: the client's request, or the model's answer (response screening).
+REQUEST: Final = "Request"
+RESPONSE: Final = "Response"
+
+
+def block_message(rule_id: str | None, categories: Sequence[str], blocked: str = REQUEST) -> str:
+    """The human-readable reason, safe to show: what was blocked, rule id and categories (S-codes
+    with their names) only."""
+    msg = f"{blocked} blocked by llmwall"
     if rule_id:
         msg += f" (rule {rule_id})"
     if categories:
@@ -52,14 +59,16 @@ def block_response(
     categories: Sequence[str],
     status: int | None = None,
     body: object | None = None,
+    blocked: str = REQUEST,
 ) -> http.Response:
-    """Build the response that replaces a blocked request.
+    """Build the response that replaces a blocked request (or, with ``blocked=RESPONSE``, a
+    blocked whole answer: the message then says the response was blocked).
 
     A rule's ``status`` and ``body`` override the defaults; a string body is sent
     as text, any other value as JSON.
     """
     status = status or 403
-    message = block_message(rule_id, categories)
+    message = block_message(rule_id, categories, blocked)
     if body is None:
         payload, headers = error_body(fmt, message, status, rule_id, categories)
         content = json.dumps(payload).encode()

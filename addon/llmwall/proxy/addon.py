@@ -403,8 +403,18 @@ class LLMWall:
             return
         await self._screen(flow, analysis, template, start, deadline)
 
-    def _analyse(self, flow: http.HTTPFlow, forced: bool) -> Analysis:
-        """Decode, parse, classify and extract; runs in the parse thread (inline for small bodies); never raises."""
+    def latest_user_turn(self, flow: http.HTTPFlow) -> str:
+        """The latest user turn of a flow's request, read again from its body ("" when it has none).
+
+        For response screening: Llama Guard judges an answer together with the question it
+        answers. Blocking (runs in a worker thread); the text stays in memory, never in metadata.
+        """
+        analysis = self._analyse(flow, forced=False, turns="latest")
+        return analysis.prompt.text if analysis.status == "screened" and analysis.prompt is not None else ""
+
+    def _analyse(self, flow: http.HTTPFlow, forced: bool, turns: str | None = None) -> Analysis:
+        """Decode, parse, classify and extract (the turns of ``llmwall_turns`` unless ``turns``
+        says which); runs in a worker thread, or inline for small bodies; never raises."""
         req = flow.request
         limit = ctx.options.llmwall_max_body_kb * 1024
         decoded = body.decode(req.raw_content or b"", req.headers.get_all("content-encoding"), limit)
@@ -431,7 +441,7 @@ class LLMWall:
             data = discovery.fold_keys(data)  # "Messages" reaches a case-insensitive server as messages
         fmt = discovery.classify(req.method, req.path, data)
         if fmt is not None:
-            turns = ctx.options.llmwall_turns
+            turns = turns or ctx.options.llmwall_turns
             prompt = extraction.extract(fmt, data, whole_conversation=turns != "latest", system=turns == "all")
             hints = discovery.path_hints(fmt, req.path)
             if (prompt.model is None and hints.model) or (hints.stream and not prompt.stream):

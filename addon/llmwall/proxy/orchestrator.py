@@ -16,7 +16,8 @@ of requests cannot build a backlog that delays later requests.
 A prompt is screened turn by turn (a turn: the text parts of one message, or one
 top-level field such as a system prompt), and each turn's detections are cached by
 a hash of its text: SDKs resend the whole conversation with every request, so a
-long conversation costs only its new turns. The turns' fields are merged (any
+long conversation costs only its new turns (an answer's detections are keyed by the
+hash of the user turn it replies to as well: Llama Guard judges it in that context). The turns' fields are merged (any
 finding counts, the lowest injection score wins) and their spans mapped back onto
 the whole prompt, so ``redact`` reaches every turn that carries PII.
 """
@@ -24,6 +25,7 @@ the whole prompt, so ``redact`` reaches every turn that carries PII.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -235,7 +237,7 @@ class Orchestrator:
                         for index, turn in todo:
                             if time.monotonic() >= request.deadline:
                                 raise DeadlinePassed(det.name)
-                            sub = ScreenRequest(turn.prompt, request.deadline, request.wanted, request.custom_topics)
+                            sub = dataclasses.replace(request, prompt=turn.prompt)
                             found[index] = det.detect(sub)
                             self.cache.put((det.name, id(det), turn.digest, *key), found[index])
                         elapsed = time.monotonic() - start
@@ -267,7 +269,7 @@ class Orchestrator:
         if not detectors:
             return result
         prompt_turns = turns(request.prompt) or [Turn((), request.prompt, b"")]
-        key = (request.wanted, tuple(sorted(request.custom_topics.items())))
+        key = (request.wanted, tuple(sorted(request.custom_topics.items())), _digest(request.reply_to))
         per_det: list[dict[int, Detection]] = [{} for _ in detectors]
         todo: list[list[tuple[int, Turn]]] = [[] for _ in detectors]
         lanes: dict[object, list[int]] = {}  # lane -> positions of its detectors with work to do
@@ -367,6 +369,11 @@ def merge_fields(per_turn: Sequence[dict[str, object]]) -> dict[str, object]:
             else:
                 out[name] = value
     return out
+
+
+def _digest(text: str | None) -> bytes | None:
+    """A cache key for a text that must not be kept (an answer's user turn): its hash, or None."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "replace")).digest()
 
 
 def _copy(value: object) -> object:

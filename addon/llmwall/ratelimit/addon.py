@@ -36,9 +36,10 @@ from tokenizers import Tokenizer
 
 from llmwall import fields
 from llmwall.detectors.tokens import load_tokenizer
+from llmwall.providers import registry
+from llmwall.providers.base import Provider
 from llmwall.proxy.addon import request_fields
 from llmwall.proxy.event import STREAM_USAGE_KEY
-from llmwall.ratelimit import usage
 from llmwall.ratelimit.backends import DEFAULT_MAX_KEYS, Backend, BackendError, MemoryBackend, RedisBackend
 from llmwall.ratelimit.rules import (
     ACTION_BLOCK,
@@ -192,7 +193,7 @@ class RateLimiter:
             if not _matches(rule, values):
                 continue
             if rule.unit in COMPLETION_UNITS and reserve < 0:
-                reserve = await self._requested_output(flow)
+                reserve = await self._requested_output(flow, registry.for_format(meta.get("format")))
             reserved = reserve if rule.unit in COMPLETION_UNITS else 0
             cost = (
                 1 if rule.unit == UNIT_REQUESTS else reserved + (0 if rule.unit == UNIT_COMPLETION else prompt_tokens)
@@ -251,15 +252,16 @@ class RateLimiter:
             return
         try:
             resp = flow.response
+            provider = registry.for_format((flow.metadata.get(MAIN_META) or {}).get("format"))
             if resp.stream:  # streamed through unbuffered: the usage response screening read at its end
                 streamed = flow.metadata.get(STREAM_USAGE_KEY) or {}
                 completion = streamed.get("completion_tokens") if resp.status_code < 400 else 0
             # A thread hop costs more than a small parse; the tokenizer's first load (about 0.3 s, only
             # once a response without usage needs it) must not block the loop.
             elif len(resp.raw_content or b"") <= INLINE_BYTES and self._tokenizer is not None:
-                completion = self._completion_tokens(resp)
+                completion = self._completion_tokens(provider, resp)
             else:
-                completion = await asyncio.to_thread(self._completion_tokens, resp)
+                completion = await asyncio.to_thread(self._completion_tokens, provider, resp)
             for charge in pending:
                 delta = 0 if completion is None else completion - charge["reserved"]
                 await self._settle(charge, delta, completion)
@@ -312,8 +314,9 @@ class RateLimiter:
         digest = hmac.new(self._secret, "\0".join(parts).encode("utf-8", "surrogatepass"), sha256).hexdigest()
         return KEY_PREFIX + digest[:KEY_HEX]
 
-    async def _requested_output(self, flow: http.HTTPFlow) -> int:
-        """The request's output cap (``max_tokens`` and kin), reserved until the response says what was used."""
+    async def _requested_output(self, flow: http.HTTPFlow, provider: Provider) -> int:
+        """The request's output cap (``max_tokens`` and its per-provider names), reserved until
+        the response says what was used."""
         try:
             if len(flow.request.raw_content or b"") <= INLINE_BYTES:
                 data = _json_body(flow.request)
@@ -321,10 +324,11 @@ class RateLimiter:
                 data = await asyncio.to_thread(_json_body, flow.request)
         except (ValueError, RecursionError):
             return 0
-        return usage.max_output_tokens(data) or 0
+        return provider.max_output_tokens(data) or 0
 
-    def _completion_tokens(self, response: http.Response) -> int | None:
-        """Completion tokens from the provider's usage, else counted in the response text (thread).
+    def _completion_tokens(self, provider: Provider, response: http.Response) -> int | None:
+        """Completion tokens from the provider's usage, else counted in the answer's text and
+        tool-call arguments (thread).
 
         None when the body was streamed through unbuffered: the reservation then stands.
         """
@@ -336,13 +340,14 @@ class RateLimiter:
             body = response.get_content(strict=True) or b""
         except ValueError:
             return 0
-        found = usage.from_response(body, response.headers.get("content-type", ""))
-        if found.completion is not None:
-            return found.completion
-        if not found.text:
+        found = provider.read_answer(body, response.headers.get("content-type", ""))
+        if found.completion_tokens is not None:
+            return found.completion_tokens
+        texts = [t for t in (found.text, *found.tool_arguments.values()) if t]
+        if not texts:
             return 0
         tokenizer = self._load_tokenizer()
-        return sum(len(e.ids) for e in tokenizer.encode_batch(found.text, add_special_tokens=False))
+        return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
 
     def _refuse(
         self, flow: http.HTTPFlow, meta: dict, rule: RateLimitRule, status: int, message: str, retry: int

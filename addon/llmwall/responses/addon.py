@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 LAG_MODES: Final = ("hold", "release")
 #: Threads screening stream windows (each mostly waits for the detector pool).
 WINDOW_THREADS: Final = 2
-#: Force-included ("custom") endpoints are read as OpenAI Chat, the most common shape.
-DEFAULT_FORMAT: Final = "openai.chat"
 #: Status of a response event in analytics.
 RESPONSE_STATUS: Final = "response"
 TOKENS_DETECTOR: Final = "tokens"
@@ -87,6 +85,19 @@ class _Answer:
     token_count: int | None = None
     redacted: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)  # windows may overlap after a lag
+    #: Reads the request's latest user turn, when a detector judges answers in context (Llama Guard).
+    context: Callable[[], str] | None = None
+    _reply_to: str | None = None
+
+    def reply_to(self) -> str | None:
+        """The user turn this answer replies to, read once (blocking: call off the event loop);
+        None when no detector wants it. In memory only, for the answer's lifetime."""
+        if self.context is None:
+            return None
+        with self.lock:
+            if self._reply_to is None:
+                self._reply_to = self.context()
+            return self._reply_to
 
     def merge(self, result: ScreenResult) -> None:
         for name, prompt_name in F.RESPONSE_FROM_PROMPT.items():
@@ -126,11 +137,8 @@ class _Answer:
         return out
 
     def message(self) -> str:
-        msg = "Response blocked by llmwall"
-        if self.rule_id:
-            msg += f" (rule {self.rule_id})"
-        cats = self.categories()
-        return msg + (": " + ", ".join(cats) if cats else "")
+        """What a cut stream's ending says: the block message of a whole answer."""
+        return actions.block_message(self.rule_id, self.categories(), actions.RESPONSE)
 
 
 #: How much of a stream's end is kept to read its usage events (they come last).
@@ -238,7 +246,7 @@ class ResponseScreen:
         self._streams[flow.id] = state
         settle_usage: Callable[[bytes], None] | None = None
         if STREAM_USAGE_KEY in flow.metadata:  # asked for by the token budgets (llmwall.ratelimit)
-            provider = _provider(meta)
+            provider = registry.for_format(meta.get("format"))
 
             def settle_usage(tail: bytes) -> None:
                 flow.metadata[STREAM_USAGE_KEY] = {"completion_tokens": _tail_usage(provider, kind, tail)}
@@ -253,12 +261,15 @@ class ResponseScreen:
         ruleset = wall.rules.current
         if not ruleset.response_fields:
             return None
-        fmt = meta.get("format") or DEFAULT_FORMAT
-        provider = _provider(meta)
+        fmt = meta.get("format") or registry.DEFAULT_FORMAT
+        provider = registry.for_format(meta.get("format"))
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
         request_values = {**request_fields(flow), **(meta.get("fields") or {})}
-        return _Answer(fmt, provider, ruleset, detectors, wanted, request_values)
+        answer = _Answer(fmt, provider, ruleset, detectors, wanted, request_values)
+        if any(d.reads_reply_to for d in detectors):
+            answer.context = functools.partial(wall.latest_user_turn, flow)
+        return answer
 
     def _screener(self, answer: _Answer, kind: str, state: _Stream) -> StreamScreener:
         opts = ctx.options
@@ -301,10 +312,11 @@ class ResponseScreen:
 
     def _screen_window(self, answer: _Answer, state: _Stream, text: str, final: bool) -> Verdict:
         """Screen one window (synchronously, under the per-window deadline) and decide."""
+        reply_to = answer.reply_to()  # the first window reads it, before its deadline starts
         budget_s = state.deadline_s * (FINAL_WINDOW_FACTOR if final else 1)
         deadline = time.monotonic() + budget_s
         prompt = Prompt(answer.fmt, (TextPart((), text, "assistant"),))
-        request = ScreenRequest(prompt, deadline, answer.wanted)
+        request = ScreenRequest(prompt, deadline, answer.wanted, reply_to=reply_to)
         # In this thread, one after the other: a hop to the detector pool per detector costs
         # more than the pattern detectors themselves on a short window (GIL hand-overs).
         result = screen_here(request, answer.detectors)
@@ -330,7 +342,7 @@ class ResponseScreen:
         except Exception as exc:
             log.error("llmwall: response screening failed: %s", type(exc).__name__)
             if ctx.options.llmwall_on_unparsed == "block" and flow.response is not None:
-                flow.response = actions.block_response(None, None, ["internal error"])
+                flow.response = actions.block_response(None, None, ["internal error"], blocked=actions.RESPONSE)
 
     async def _response(self, flow: http.HTTPFlow) -> None:
         state = self._streams.pop(flow.id, None)
@@ -386,8 +398,10 @@ class ResponseScreen:
         wanted = answer.wanted | (F.TOKEN_FIELDS if answer.provider.usage(data) is None else frozenset())
         detectors = [d for d in self.wall.detectors if d.provides & wanted]
         assert self.wall.orchestrator is not None
+        reply_to = await loop.run_in_executor(None, answer.reply_to) if answer.context is not None else None
         deadline = time.monotonic() + ctx.options.llmwall_deadline_ms / 1000.0
-        result = await self.wall.orchestrator.screen(ScreenRequest(prompt, deadline, wanted), detectors)
+        request = ScreenRequest(prompt, deadline, wanted, reply_to=reply_to)
+        result = await self.wall.orchestrator.screen(request, detectors)
         answer.merge(result)
         usage = completion_tokens(answer.provider.usage(data))
         counted = result.fields.get(F.TOKEN_COUNT)
@@ -401,6 +415,7 @@ class ResponseScreen:
                 answer.categories(),
                 getattr(rule, "status", None),
                 getattr(rule, "body", None),
+                actions.RESPONSE,
             )
         elif answer.action == REDACT and result.spans:
             if any(s.path is None for s in segs):
@@ -412,7 +427,9 @@ class ResponseScreen:
                     new = None
             if new is None:  # the rule asked for the data not to reach the client: nothing does
                 answer.action = BLOCK
-                flow.response = actions.block_response(answer.fmt, answer.rule_id, answer.categories())
+                flow.response = actions.block_response(
+                    answer.fmt, answer.rule_id, answer.categories(), blocked=actions.RESPONSE
+                )
             else:
                 resp.content = new
                 answer.redacted = redacted
@@ -424,7 +441,9 @@ class ResponseScreen:
         log.warning("llmwall: response of %s%s: %s", flow.request.pretty_host, meta.get("path_template"), status)
         if ctx.options.llmwall_on_unparsed == "block" and flow.response is not None:
             answer.action = BLOCK
-            flow.response = actions.block_response(answer.fmt, None, [f"unreadable response: {status}"])
+            flow.response = actions.block_response(
+                answer.fmt, None, [f"unreadable response: {status}"], blocked=actions.RESPONSE
+            )
         self._record(flow, answer, status, {})
 
     # -------------------------------------------------------------- analytics
@@ -516,11 +535,6 @@ class _Pipe:
         else:
             out = screener(plain) if plain else b""
         return [out] if out else []
-
-
-def _provider(meta: dict) -> ResponseProvider:
-    """The provider module of the request's format (OpenAI's for an unknown one)."""
-    return registry.get(meta.get("format") or DEFAULT_FORMAT) or registry.BY_NAME[DEFAULT_FORMAT]
 
 
 def _tail_usage(provider: ResponseProvider, kind: str, tail: bytes) -> int | None:
