@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -63,6 +64,8 @@ COST_WEIGHT: Final = 0.2
 COST_MARGIN: Final = 1.5
 #: Factor applied to a detector's estimate each time it is refused for its cost alone.
 SHED_DECAY: Final = 0.9
+#: Niceness added to detector worker threads (see _lower_priority).
+WORKER_NICE: Final = 5
 #: Turn detections kept (hashes, fields and offsets only: never text).
 TURN_CACHE_SIZE: Final = 20_000
 #: A turn with any of these true is a finding; its role goes into FLAGGED_ROLES.
@@ -155,8 +158,13 @@ class Orchestrator:
     """
 
     def __init__(self, workers: int = 8) -> None:
-        self._workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmwall-detect")
+        # Work queued ahead of a job drains at the speed of the CPUs, not of the threads:
+        # eight threads on two cores each run at a quarter speed. Estimating the wait with
+        # the thread count admitted four times too much work under overload.
+        self._parallel = max(1, min(workers, _cpus()))
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="llmwall-detect", initializer=_lower_priority
+        )
         self._lock = threading.Lock()
         self._cost: dict[str, float] = {}  # detector name -> seconds per turn (moving average)
         self._backlog = 0.0  # estimated seconds of work queued or running, all detectors
@@ -197,7 +205,7 @@ class Orchestrator:
                         total += cost
                 if kept:
                     admitted.append((kept, total))
-            wait = self._backlog / self._workers
+            wait = self._backlog / self._parallel
             slowest = max((cost for _, cost in admitted), default=0.0)
             if admitted and now + wait + slowest * COST_MARGIN > deadline:
                 return [], refused + [det.name for lane_dets, _ in admitted for det in lane_dets]
@@ -340,6 +348,28 @@ class Orchestrator:
     def close(self) -> None:
         """Stop accepting work; running detector calls finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at a lower OS priority than the event loop (Linux: per thread).
+
+    Out of CPU, the kernel then gives the event loop (accepting, forwarding and deciding
+    requests, refusing work that cannot finish in time) the cores first and detectors what
+    is left, instead of an equal share to every busy thread: the loop's lag is what holds
+    a refused request past its deadline (docs/benchmarks.md, "Overload").
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the loop
+        pass
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as a container's cpuset limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def merge_fields(per_turn: Sequence[dict[str, object]]) -> dict[str, object]:
