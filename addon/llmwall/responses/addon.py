@@ -257,7 +257,7 @@ class ResponseScreen:
         provider = _provider(meta)
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
-        request_values = {**request_fields(flow), **(meta.get("fields") or {})}
+        request_values = {**request_fields(flow, wall.trusted_proxies), **(meta.get("fields") or {})}
         return _Answer(fmt, provider, ruleset, detectors, wanted, request_values)
 
     def _screener(self, answer: _Answer, kind: str, state: _Stream) -> StreamScreener:
