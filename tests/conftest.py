@@ -313,18 +313,24 @@ def completion_reply(tokens: int) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps(body).encode()
 
 
-def rate_limit_events(proxy: Proxy, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
-    """The proxy's rate-limit events, oldest first, once ``at_least`` were written (they are batched)."""
+def stored_rows(proxy: Proxy, table: str, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
+    """Rows of one table of the proxy's analytics database, oldest first, once ``at_least``
+    were written (writes are batched) or ``timeout`` passed."""
     end = time.monotonic() + timeout
     while True:
         store = Store(proxy.db_path)
         try:
-            rows = [dict(r) for r in store._query("SELECT * FROM rate_limit_events ORDER BY id")]
+            rows = [dict(r) for r in store._query(f"SELECT * FROM {table} ORDER BY id")]
         finally:
             store.close()
         if len(rows) >= at_least or time.monotonic() > end:
             return rows
         time.sleep(0.1)
+
+
+def rate_limit_events(proxy: Proxy, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
+    """The proxy's rate-limit events, oldest first, once ``at_least`` were written."""
+    return stored_rows(proxy, "rate_limit_events", at_least, timeout)
 
 
 def chat_request_flow(
