@@ -24,15 +24,27 @@ share of requests decided within the deadline + 100 ms, and what happened to the
 unsafe prompts (blocked as unsafe, blocked unscored, passed).
 
     .venv/bin/python scripts/bench_proxy.py --overload 2 --seconds 30
+
+``--instances 2`` measures the scale-out recipe (docs/scale-out.md) instead: one llmwall
+reached directly, the same instance behind HAProxy (what the balancer's hop costs), and
+HAProxy in front of two instances sharing the load (``leastconn``), in interleaved rounds,
+on the distinct-prompt chat workload. Needs Debian's ``haproxy``. On one machine the
+instances share its cores, so this shows what a second process on the same CPUs gives, not
+what a second machine would.
+
+    .venv/bin/python scripts/bench_proxy.py --instances 2 --requests 256 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import http.client
+import io
 import itertools
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -279,6 +291,99 @@ def bench_rate_limit(args: argparse.Namespace, target: str, tmp: Path) -> int:
         print(f"| {r['variant']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['added_p50_ms']:+.2f} |")
 
 
+#: HAProxy for --instances: frontend "one" in front of the first instance only, frontend "all" in
+#: front of every instance (least connections, as docs/scale-out.md recommends); no health checks.
+HAPROXY_BENCH = """\
+global
+    maxconn 4096
+    stats socket {stats} mode 600 level admin
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend one
+    bind 127.0.0.1:{one}
+    default_backend one
+frontend all
+    bind 127.0.0.1:{all}
+    default_backend all
+backend one
+    server llmwall1 127.0.0.1:{first}
+backend all
+    balance leastconn
+{servers}
+"""
+
+
+def haproxy_answers(stats: Path, backend: str) -> dict[str, int]:
+    """2xx answers per server of ``backend`` so far, from HAProxy's stats socket."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(stats))
+        sock.sendall(b"show stat\n")
+        data = b"".join(iter(lambda: sock.recv(65536), b""))
+    rows = csv.DictReader(io.StringIO(data.decode().removeprefix("# ")))
+    return {r["svname"]: int(r["hrsp_2xx"] or 0) for r in rows if r["pxname"] == backend and r["type"] == "2"}
+
+
+def bench_instances(args: argparse.Namespace, target: str, tmp: Path) -> int:
+    """Distinct prompts through one instance directly, one behind HAProxy, N behind HAProxy."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise SystemExit("haproxy is missing (Debian: apt-get install haproxy)")
+    common = ["--mode", target, "--listen-host", "127.0.0.1", "-q"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = []
+        for _ in range(args.instances):
+            port = free_port()
+            db = tmp / f"{port}.sqlite"
+            procs.append(start_proxy(llmwall_cmd(port, common, args.rules, args.models, db), port, tmp / f"{port}.log"))
+            ports.append(port)
+        one, every, stats = free_port(), free_port(), tmp / "haproxy.sock"
+        servers = "\n".join(f"    server llmwall{i + 1} 127.0.0.1:{p}" for i, p in enumerate(ports))
+        config = tmp / "haproxy.cfg"
+        config.write_text(HAPROXY_BENCH.format(stats=stats, one=one, all=every, first=ports[0], servers=servers))
+        procs.append(start_proxy([haproxy, "-db", "-f", str(config)], every, tmp / "haproxy.log"))
+        variants = {
+            "1 instance, direct": ports[0],
+            "1 instance behind HAProxy": one,
+            f"{args.instances} instances behind HAProxy": every,
+        }
+        path, body = WORKLOADS["chat, distinct prompts (40-70 words)"]
+        cells: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):  # interleaved, so drifting machine load hits every variant alike
+            for conc in args.concurrency:
+                for name, port in variants.items():
+                    cells.setdefault((name, conc), []).append(run_load(port, path, body, args.requests, conc))
+        shares = haproxy_answers(stats, "all")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+    rows = [
+        {
+            "variant": name,
+            "concurrency": conc,
+            "p50_ms": statistics.median(r["p50_ms"] for r in cells[(name, conc)]),
+            "p99_ms": statistics.median(r["p99_ms"] for r in cells[(name, conc)]),
+            "rps": statistics.median(r["rps"] for r in cells[(name, conc)]),
+        }
+        for conc in args.concurrency
+        for name in variants
+    ]
+    if args.json:
+        print(json.dumps({"cpus": os.cpu_count(), "rounds": args.rounds, "answers": shares, "results": rows}, indent=2))
+        return 0
+    print(f"distinct prompts, {args.requests} requests x {args.rounds} rounds per cell, CPUs: {os.cpu_count()}")
+    print(f"answers per instance behind HAProxy (all rounds): {shares}\n")
+    print("| variant | conc. | p50 / p99 ms (median of rounds) | req/s (median of rounds) |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['concurrency']} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | {r['rps']:.0f} |")
+    return 0
+
+
 OVERLOAD_RULES = """\
 rules:
   - id: unscored-fail-closed
@@ -441,14 +546,20 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="--overload: how long to offer the load")
     ap.add_argument("--deadline-ms", type=int, default=2000, help="--overload: llmwall_deadline_ms")
     ap.add_argument("--rate", type=float, help="--overload: offer this many req/s instead of FACTOR x measured")
+    ap.add_argument(
+        "--instances",
+        type=int,
+        help="measure HAProxy in front of this many llmwall instances against one (needs haproxy)",
+    )
     args = ap.parse_args()
     if args.overload:
         return overload(args)
-    if args.rate_limit:
+    if args.rate_limit or args.instances:
         upstream = start_upstream()
         try:
             target = f"reverse:http://127.0.0.1:{upstream.server_address[1]}"
-            return bench_rate_limit(args, target, Path(tempfile.mkdtemp(prefix="llmwall-bench-")))
+            bench = bench_instances if args.instances else bench_rate_limit
+            return bench(args, target, Path(tempfile.mkdtemp(prefix="llmwall-bench-")))
         finally:
             upstream.shutdown()
 

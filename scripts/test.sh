@@ -12,24 +12,23 @@ if [ "${LLMWALL_CHECKS:-1}" != 0 ]; then
   .venv/bin/ruff format --check .
   .venv/bin/mypy
 fi
-# Real headless Chromium for the browser test (Debian's package; no browser download).
-if ! command -v chromium >/dev/null 2>&1; then
+# Programs the tests run for real (Debian's packages; no downloads of their own): installed with
+# apt-get when running as root, else a clear message and exit.
+need_debian_package() {  # command, package, what needs it
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "llmwall: installing Debian's chromium for the browser test" >&2
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "llmwall: installing Debian's $2 for $3" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   else
-    echo "llmwall: chromium is missing; install it (Debian: apt-get install chromium)" >&2; exit 1
+    echo "llmwall: $1 is missing, needed for $3; install it (Debian: apt-get install $2)" >&2; exit 1
   fi
-fi
-# Real redis-server for the rate-limit tests (Debian's package; the tests start their own on a free port).
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "llmwall: installing Debian's redis-server for the rate-limit tests" >&2
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "llmwall: redis-server is missing; install it (Debian: apt-get install redis-server)" >&2; exit 1
-  fi
-fi
+}
+# Real headless Chromium for the browser test.
+need_debian_package chromium chromium "the browser test"
+# Real redis-server for the rate-limit tests (they start their own on a free port).
+need_debian_package redis-server redis-server "the rate-limit tests"
+# Real HAProxy for the scale-out test (tests/test_scale_out.py starts its own from docs/scale-out.md).
+need_debian_package haproxy haproxy "the scale-out test"
 # Python 3.11 + CPU torch for the ONNX-vs-PyTorch parity tests (export tooling, never the runtime).
 export LLMWALL_EXPORT_PYTHON=${LLMWALL_EXPORT_PYTHON:-$(bash scripts/setup-export-env.sh | tail -n 1)}
 mkdir -p test-artifacts

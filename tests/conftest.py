@@ -1,4 +1,4 @@
-"""Shared fixtures: a recording fake upstream and real mitmdump processes running llmwall."""
+"""Shared fixtures: a recording fake upstream, real mitmdump processes running llmwall, a real redis-server."""
 
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
+from mitmproxy.test import tflow, tutils
+
+from llmwall.analytics.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+REDIS = shutil.which("redis-server")
 ENTRY = ROOT / "addon" / "llmwall" / "mitm_entry.py"
 SUPPORT = Path(__file__).resolve().parent / "support"
 
@@ -246,3 +251,106 @@ def post(
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
+
+
+class RedisServer:
+    """A redis-server process on a fixed loopback port that can be stopped and started again."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS is not None, "redis-server is missing: scripts/test.sh installs it (apt-get install redis-server)"
+        cmd = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd += ["--dir", str(self.dir), "--daemonize", "no"]
+        with open(self.dir / "redis.log", "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start: " + (self.dir / "redis.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own for one test (stopped afterwards; no persistence)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def completion_reply(tokens: int) -> tuple[int, str, bytes]:
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "One, two, three."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens},
+    }
+    return 200, "application/json", json.dumps(body).encode()
+
+
+def stored_rows(proxy: Proxy, table: str, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
+    """Rows of one table of the proxy's analytics database, oldest first, once ``at_least``
+    were written (writes are batched) or ``timeout`` passed."""
+    end = time.monotonic() + timeout
+    while True:
+        store = Store(proxy.db_path)
+        try:
+            rows = [dict(r) for r in store._query(f"SELECT * FROM {table} ORDER BY id")]
+        finally:
+            store.close()
+        if len(rows) >= at_least or time.monotonic() > end:
+            return rows
+        time.sleep(0.1)
+
+
+def rate_limit_events(proxy: Proxy, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
+    """The proxy's rate-limit events, oldest first, once ``at_least`` were written."""
+    return stored_rows(proxy, "rate_limit_events", at_least, timeout)
+
+
+def chat_request_flow(
+    auth: str = "",
+    content: str = "What is the capital of France?",
+    fmt_extra: dict | None = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> tflow.HTTPFlow:
+    """An OpenAI chat completion request to api.openai.com as a test flow (for addons in process)."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **(fmt_extra or {})}
+    sent = [(b"content-type", b"application/json"), *headers]
+    if auth:
+        sent.append((b"authorization", auth.encode()))
+    req = tutils.treq(
+        host="api.openai.com",
+        port=443,
+        scheme=b"https",
+        path=b"/v1/chat/completions",
+        method=b"POST",
+        headers=sent,
+        content=json.dumps(body).encode(),
+    )
+    return tflow.tflow(req=req)

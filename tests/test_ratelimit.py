@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import chat_request_flow, free_port
 from mitmproxy import ctx, exceptions
 from mitmproxy.test import taddons, tflow, tutils
 from provider_samples import SAMPLES
@@ -345,20 +345,6 @@ rate_limits:
 """
 
 
-def _chat_flow(auth: str, content: str = "What is the capital of France?", fmt_extra: dict | None = None):
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **(fmt_extra or {})}
-    req = tutils.treq(
-        host="api.openai.com",
-        port=443,
-        scheme=b"https",
-        path=b"/v1/chat/completions",
-        method=b"POST",
-        headers=[(b"content-type", b"application/json"), (b"authorization", auth.encode())],
-        content=json.dumps(body).encode(),
-    )
-    return tflow.tflow(req=req)
-
-
 @contextlib.asynccontextmanager
 async def limiter(tmp_path: Path, limit: int, **opts: object):
     """LLMWall and RateLimiter in a mitmproxy test context (no models: pattern detectors and tokens)."""
@@ -388,7 +374,7 @@ def test_addon_blocks_with_a_provider_shaped_429_and_counts_the_completion(tmp_p
 
 async def _send(wall: LLMWall, rl: RateLimiter, auth: str, completion_tokens: int = 5, max_tokens: int = 0):
     """One chat completion through both addons; the fake provider reports ``completion_tokens``."""
-    flow = _chat_flow(auth, fmt_extra={"max_tokens": max_tokens} if max_tokens else None)
+    flow = chat_request_flow(auth, fmt_extra={"max_tokens": max_tokens} if max_tokens else None)
     await wall.request(flow)
     await rl.request(flow)
     if flow.response is None:
@@ -435,7 +421,7 @@ async def _addon_blocks(tmp_path: Path) -> None:
 def test_addon_counts_the_response_text_when_usage_is_absent(tmp_path: Path) -> None:
     async def run() -> None:
         async with limiter(tmp_path, limit=1000) as (wall, rl):
-            flow = _chat_flow("Bearer sk-x")
+            flow = chat_request_flow("Bearer sk-x")
             await wall.request(flow)
             await rl.request(flow)
             (charge,) = flow.metadata["llmwall_ratelimit"]
@@ -484,7 +470,7 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
 def test_parallel_requests_through_the_addon_never_overrun_the_budget(tmp_path: Path) -> None:
     async def run() -> None:
         async with limiter(tmp_path, limit=200) as (wall, rl):
-            flows = [_chat_flow("Bearer sk-par", fmt_extra={"max_tokens": 10}) for _ in range(60)]
+            flows = [chat_request_flow("Bearer sk-par", fmt_extra={"max_tokens": 10}) for _ in range(60)]
 
             async def request(flow) -> None:
                 await wall.request(flow)

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -19,62 +16,14 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
-import redis
-from conftest import FakeUpstream, Proxy, free_port, post
+from conftest import FakeUpstream, Proxy, RedisServer, completion_reply, post, rate_limit_events
 from tokenizers import Tokenizer
 
-from llmwall.analytics.store import Store
 from llmwall.ratelimit.backends import RETRY_S, BackendError, RedisBackend
 
-REDIS = shutil.which("redis-server")
 SECRET = "0123456789abcdef0123456789abcdef"
 CHAT = "/v1/chat/completions"
 PROMPT = "Count from one to three."
-
-
-class RedisServer:
-    """A redis-server process on a fixed loopback port that can be stopped and started again."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS is not None, "redis-server is missing: scripts/test.sh installs it (apt-get install redis-server)"
-        cmd = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--dir", str(self.dir), "--daemonize", "no"]
-        with open(self.dir / "redis.log", "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            try:
-                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start: " + (self.dir / "redis.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def count_tokens(text: str) -> int:
@@ -84,20 +33,6 @@ def count_tokens(text: str) -> int:
 
 def chat(text: str = PROMPT, **extra: object) -> dict:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
-
-
-def completion_reply(tokens: int) -> tuple[int, str, bytes]:
-    body = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4o-mini",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "One, two, three."}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens},
-    }
-    return 200, "application/json", json.dumps(body).encode()
 
 
 def rules(limit: int, unit: str, period: str = "1h", action: str = "block") -> str:
@@ -125,20 +60,6 @@ def start_pair(start_proxy, redis_server: RedisServer, tmp_path: Path, text: str
         **options,
     }
     return [start_proxy(rules=text, **common) for _ in range(2)]
-
-
-def rate_limit_events(proxy: Proxy, at_least: int = 1, timeout: float = 10.0) -> list[dict]:
-    """The proxy's rate-limit events, oldest first, once ``at_least`` were written (they are batched)."""
-    end = time.monotonic() + timeout
-    while True:
-        store = Store(proxy.db_path)
-        try:
-            rows = [dict(r) for r in store._query("SELECT * FROM rate_limit_events ORDER BY id")]
-        finally:
-            store.close()
-        if len(rows) >= at_least or time.monotonic() > end:
-            return rows
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the backend, in process

@@ -34,7 +34,7 @@ from llmwall.analytics import sanitize
 from llmwall.detectors import build_detectors, pii
 from llmwall.detectors.base import Detector, DetectorConfig, Prompt, ScreenRequest
 from llmwall.providers import discovery, extraction
-from llmwall.proxy import actions, body, coverage
+from llmwall.proxy import actions, body, coverage, forwarded
 from llmwall.proxy.event import Event
 from llmwall.proxy.orchestrator import Orchestrator, ScreenResult
 from llmwall.proxy.redact import RedactError, redact_body
@@ -111,6 +111,8 @@ class LLMWall:
         #: OVERLOADED_LAG_S, while detector work is in flight, the process is out of CPU and
         #: detector work is refused until the loop is on time again (a few probes later).
         self.loop_lag = 0.0
+        #: llmwall_trusted_proxies, parsed: peers whose X-Forwarded-For says who the client is.
+        self.trusted_proxies: tuple[forwarded.Network, ...] = ()
 
     # ----------------------------------------------------------------- options
     def load(self, loader: Any) -> None:
@@ -189,6 +191,15 @@ class LLMWall:
         loader.add_option(
             "llmwall_remote_model", str | None, None, "Model name to send to the remote Llama Guard server."
         )
+        loader.add_option(
+            "llmwall_trusted_proxies",
+            str,
+            "",
+            "Comma-separated addresses and CIDR networks of load balancers in front of llmwall, e.g. "
+            "'10.0.0.5,10.1.0.0/16'. When the connection comes from one of them, ip.src is the right-most "
+            "X-Forwarded-For address that is not itself a trusted proxy; from anyone else the header is "
+            "ignored. Empty: trust nobody (ip.src is the connection's peer).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         try:
@@ -212,6 +223,16 @@ class LLMWall:
             raise exceptions.OptionsError(f"llmwall_turns must be one of {', '.join(TURN_MODES)}")
         if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
             raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
+        if "llmwall_trusted_proxies" in updated:
+            try:
+                self.trusted_proxies = forwarded.parse_trusted(opts.llmwall_trusted_proxies)
+            except ValueError as exc:
+                raise exceptions.OptionsError(f"llmwall_trusted_proxies: {exc}") from None
+            if any(net.prefixlen == 0 for net in self.trusted_proxies):
+                log.warning(
+                    "llmwall: llmwall_trusted_proxies trusts every address: any client can set its own ip.src "
+                    "with X-Forwarded-For"
+                )
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
             log.warning(
                 "llmwall: stream_large_bodies=%s: request bodies larger than that are sent upstream as they "
@@ -471,7 +492,7 @@ class LLMWall:
         overloaded = self.loop_lag > OVERLOADED_LAG_S and self.orchestrator.busy
         result = await self.orchestrator.screen(request, detectors, overloaded=overloaded)
         values = {
-            **request_fields(flow),
+            **request_fields(flow, self.trusted_proxies),
             **result.fields,
             F.PROMPT_DETECTED: bool(prompt.text.strip()),
             F.REQUEST_FORMAT: analysis.fmt,
@@ -557,8 +578,9 @@ class LLMWall:
         actions.annotate(flow, event)
 
 
-def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
-    """Cloudflare's ordinary request fields for a flow."""
+def request_fields(flow: http.HTTPFlow, trusted_proxies: tuple[forwarded.Network, ...]) -> dict[str, object]:
+    """Cloudflare's ordinary request fields for a flow; ``ip.src`` read through the trusted
+    proxies (``LLMWall.trusted_proxies``), so every addon keys on the same client address."""
     req = flow.request
     query = req.path.partition("?")[2]
     fields: dict[str, object] = {
@@ -571,7 +593,8 @@ def request_fields(flow: http.HTTPFlow) -> dict[str, object]:
         F.HTTP_USER_AGENT: req.headers.get("user-agent", ""),
     }
     if flow.client_conn.peername:
-        fields[F.IP_SRC] = flow.client_conn.peername[0]
+        peer = str(flow.client_conn.peername[0])
+        fields[F.IP_SRC] = forwarded.client_address(peer, req.headers.get_all(forwarded.HEADER), trusted_proxies)
     return fields
 
 

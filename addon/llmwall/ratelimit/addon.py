@@ -185,7 +185,7 @@ class RateLimiter:
         limits = [r for r in rules.current.rate_limits if r.enabled] if rules else []
         if not limits:
             return
-        values = {**request_fields(flow), **(meta.get("fields") or {})}
+        values = {**request_fields(flow, getattr(main, "trusted_proxies", ())), **(meta.get("fields") or {})}
         prompt_tokens = _nonneg(values.get(TOKEN_FIELD))
         reserve = -1  # the request's output cap, read once and only when a completion budget needs it
         charges: list[dict[str, Any]] = []

@@ -265,7 +265,7 @@ class ResponseScreen:
         provider = registry.for_format(meta.get("format"))
         wanted = frozenset(F.RESPONSE_FROM_PROMPT[f] for f in ruleset.response_fields if f in F.RESPONSE_FROM_PROMPT)
         detectors = [d for d in wall.detectors if d.provides & wanted]
-        request_values = {**request_fields(flow), **(meta.get("fields") or {})}
+        request_values = {**request_fields(flow, wall.trusted_proxies), **(meta.get("fields") or {})}
         answer = _Answer(fmt, provider, ruleset, detectors, wanted, request_values)
         if any(d.reads_reply_to for d in detectors):
             answer.context = functools.partial(wall.latest_user_turn, flow)
