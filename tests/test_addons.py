@@ -20,6 +20,7 @@ from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import taddons, tflow, tutils
 from provider_samples import SAMPLES
 
+from llmwall.analytics import addon as analytics_addon
 from llmwall.analytics.addon import Analytics
 from llmwall.analytics.dashboard import DashboardAddon
 from llmwall.analytics.store import Store
@@ -120,6 +121,47 @@ def test_analytics_records_the_event_left_on_the_flow(tmp_path: Path) -> None:
         finally:
             store.close()
 
+    run(test)
+
+
+def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeated confirmations are not rewritten every response, but not trusted forever either."""
+    db = tmp_path / "p.sqlite"
+    clock = [time.time()]
+    monkeypatch.setattr(analytics_addon.time, "time", lambda: clock[0])
+
+    async def answered(analytics: Analytics) -> None:
+        flow = chat_flow("hi")
+        flow.metadata[METADATA_KEY] = event().to_dict()
+        analytics.request(flow)
+        flow.response = tutils.tresp(
+            content=json.dumps(SAMPLES["openai.chat"].response).encode(),
+            headers=[(b"content-type", b"application/json")],
+        )
+        await analytics.response(flow)
+
+    def confirmed() -> list[bool | None]:
+        analytics._io.submit(lambda: None).result()  # the writes queued so far are done
+        assert analytics.store is not None
+        return [e["confirmed"] for e in analytics.store.endpoints()]
+
+    async def test() -> None:
+        with taddons.context(options=opts(llmwall_db=db)) as tctx:
+            load(tctx, analytics)
+            await answered(analytics)
+            assert confirmed() == [True]
+            assert analytics.store is not None
+            analytics.store._w.execute("DELETE FROM endpoints")  # as retention prunes an idle endpoint
+            await answered(analytics)  # within the refresh interval: the request recreates it, unconfirmed
+            assert confirmed() == [None]
+            clock[0] += analytics_addon.CONFIRM_REFRESH_S + 1
+            await answered(analytics)
+            assert confirmed() == [True]
+            analytics.done()
+
+    analytics = Analytics()
     run(test)
 
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,6 +38,13 @@ STORE_OPTIONS = frozenset({"llmwall_db", "llmwall_retention_days", "llmwall_db_m
 DEFAULT_MAX_BODY_KB = 4096
 #: How much of a streamed response is read to confirm its format.
 STREAM_PREFIX = 65536
+#: An endpoint's confirmation is written again only when it changes or after this many
+#: seconds (so an endpoint pruned from the inventory meanwhile gets it back).
+CONFIRM_REFRESH_S = 60.0
+#: Endpoints whose last written confirmation is remembered (bounded memory).
+CONFIRMATIONS_KEPT = 4096
+#: A store write: the store method and its arguments.
+Write = tuple[Callable[..., object], tuple[object, ...]]
 
 
 class Analytics:
@@ -46,6 +54,8 @@ class Analytics:
         self.store: Store | None = None
         self.metrics = Metrics()
         self._listeners: list[Callable[[], None]] = []
+        #: (host, method, path template, format) -> (confirmed, when written): see response().
+        self._confirmations: OrderedDict[tuple[str, str, str, str], tuple[object, float]] = OrderedDict()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
         self._parse = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmwall-confirm")
 
@@ -107,17 +117,21 @@ class Analytics:
             return
         flow.metadata[RECORDED_KEY] = True
         record = sanitize.event(event.to_dict())  # bounded labels only; an odd value never costs the event
-        if self.store and event.status == "screened" and event.format:
+        self.metrics.observe(record)
+        if not self.store:
+            return
+        writes: list[Write] = []
+        if event.status == "screened" and event.format:
             host, template = record["host"], record["path_template"]
-            self._submit(self.store.upsert_endpoint, host, event.method, template, event.format, event.ts)
-        self.record(record)
+            writes.append((self.store.upsert_endpoint, (host, event.method, template, event.format, event.ts)))
+        writes.append((self.store.record_event, (record,)))
+        self._submit(*writes)  # one hand-off per request: each costs the event loop more than the write
 
     def record(self, record: dict[str, Any]) -> None:
-        """Count and store one event record (request events from flows; response events
-        from ``llmwall.responses``)."""
+        """Count and store one event record (response events from ``llmwall.responses``)."""
         self.metrics.observe(record)
         if self.store:
-            self._submit(self.store.record_event, record)
+            self._submit((self.store.record_event, (record,)))
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Confirm a discovered endpoint from the shape of its response."""
@@ -136,18 +150,27 @@ class Analytics:
             else:
                 loop = asyncio.get_running_loop()
                 confirmed = await loop.run_in_executor(self._parse, confirm, fmt, flow.response, limit)
-        self._submit(
-            self.store.upsert_endpoint, event.host, event.method, event.path_template, fmt, time.time(), confirmed
-        )
+        key = (event.host, event.method, event.path_template, fmt)
+        now = time.time()
+        last = self._confirmations.get(key)
+        if last is not None and last[0] == confirmed and now - last[1] < CONFIRM_REFRESH_S:
+            return  # the inventory already says so; the request's own write refreshed last_seen
+        self._confirmations[key] = (confirmed, now)
+        self._confirmations.move_to_end(key)
+        while len(self._confirmations) > CONFIRMATIONS_KEPT:
+            self._confirmations.popitem(last=False)
+        self._submit((self.store.upsert_endpoint, (*key, now, confirmed)))
 
-    def _submit(self, fn: Callable[..., object], *args: object) -> None:
-        """Run a store write off the event loop; failures are logged, never raised into a flow."""
+    def _submit(self, *writes: Write) -> None:
+        """Run store writes off the event loop, in order, in one job; a failure is logged
+        (never raised into a flow) and does not stop the writes after it."""
 
         def run() -> None:
-            try:
-                fn(*args)
-            except Exception as exc:
-                log.error("llmwall: analytics write failed: %s", exc)
+            for fn, args in writes:
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    log.error("llmwall: analytics write failed: %s", exc)
 
         self._io.submit(run)
 
