@@ -124,6 +124,18 @@ def test_analytics_records_the_event_left_on_the_flow(tmp_path: Path) -> None:
     run(test)
 
 
+async def answered_chat(analytics: Analytics) -> None:
+    """One screened chat request and its OpenAI-shaped answer, through the analytics hooks."""
+    flow = chat_flow("hi")
+    flow.metadata[METADATA_KEY] = event().to_dict()
+    analytics.request(flow)
+    flow.response = tutils.tresp(
+        content=json.dumps(SAMPLES["openai.chat"].response).encode(),
+        headers=[(b"content-type", b"application/json")],
+    )
+    await analytics.response(flow)
+
+
 def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,16 +143,6 @@ def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
     db = tmp_path / "p.sqlite"
     clock = [time.time()]
     monkeypatch.setattr(analytics_addon.time, "time", lambda: clock[0])
-
-    async def answered(analytics: Analytics) -> None:
-        flow = chat_flow("hi")
-        flow.metadata[METADATA_KEY] = event().to_dict()
-        analytics.request(flow)
-        flow.response = tutils.tresp(
-            content=json.dumps(SAMPLES["openai.chat"].response).encode(),
-            headers=[(b"content-type", b"application/json")],
-        )
-        await analytics.response(flow)
 
     def confirmed() -> list[bool | None]:
         analytics._io.submit(lambda: None).result()  # the writes queued so far are done
@@ -150,14 +152,14 @@ def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
     async def test() -> None:
         with taddons.context(options=opts(llmwall_db=db)) as tctx:
             load(tctx, analytics)
-            await answered(analytics)
+            await answered_chat(analytics)
             assert confirmed() == [True]
             assert analytics.store is not None
             analytics.store._w.execute("DELETE FROM endpoints")  # as retention prunes an idle endpoint
-            await answered(analytics)  # within the refresh interval: the request recreates it, unconfirmed
+            await answered_chat(analytics)  # within the refresh interval: the request recreates it, unconfirmed
             assert confirmed() == [None]
             clock[0] += analytics_addon.CONFIRM_REFRESH_S + 1
-            await answered(analytics)
+            await answered_chat(analytics)
             assert confirmed() == [True]
             analytics.done()
 
@@ -172,14 +174,7 @@ def test_analytics_confirms_an_endpoint_from_its_response(tmp_path: Path) -> Non
         analytics = Analytics()
         with taddons.context(options=opts(llmwall_db=db)) as tctx:
             load(tctx, analytics)
-            flow = chat_flow("hi")
-            flow.metadata[METADATA_KEY] = event().to_dict()
-            analytics.request(flow)
-            flow.response = tutils.tresp(
-                content=json.dumps(SAMPLES["openai.chat"].response).encode(),
-                headers=[(b"content-type", b"application/json")],
-            )
-            await analytics.response(flow)
+            await answered_chat(analytics)
             analytics.done()
         store = Store(db)
         try:
