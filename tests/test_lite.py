@@ -176,6 +176,30 @@ def test_injection_after_one_innocent_sentence(inj_det):
     assert inj_det.detect(req(benign)).fields["cf.llm.prompt.injection_score"] >= 50
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"The annual harvest fair still draws visitors every October. {INJECTION}",
+        f"Summarize this document:\n{RIVERTON}\n{INJECTION}",
+        "First line without a stop\n\n  Second line, indented!   Third one? Fourth one here.\r\nFifth.",
+        "Café déjà vu — naïve façade. 東京は大きいです。 Ünïcödé wörds appear here! Done now?",
+        "Repeat me please. Something in between here. Repeat me please.",
+        "tabs\tbetween\twords end here. \u200bzero width start here! emoji 🚀🚀 rocket launch?",
+    ],
+)
+def test_sentence_windows_from_one_encoding_match_tokenising_each_sentence(inj_det, text):
+    """The windows built from the whole text's offsets equal tokenising each picked sentence."""
+    models = inj_det.models
+    sentences = [x.strip() for x in lite._SENTENCE_END.split(text) if len(x.strip()) >= lite._MIN_SENTENCE_CHARS]
+    picked = list(dict.fromkeys([sentences[0], *sentences[-2:]]))
+    expected = models._pack(
+        [models.tokenizer.encode(x, add_special_tokens=False).ids[: lite.SENTENCE_TOKENS] for x in picked]
+    )
+    got = models.sentence_windows(text)
+    assert got is not None
+    assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
+
+
 def test_empty_prompt(topics_det, inj_det):
     f = topics_det.detect(req("   ")).fields
     assert f["cf.llm.prompt.unsafe_topic_detected"] is False and f["cf.llm.prompt.unsafe_topic_categories"] == []
