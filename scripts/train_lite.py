@@ -271,8 +271,12 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
     return rows
 
 
-def load_rows(data: Path, round2: bool = False) -> list[Row]:
-    """``round2``: the second round's data (not the shipped model, docs/lite-models.md)."""
+def load_rows(data: Path, round2: bool = False, exclude_examples: bool = False) -> list[Row]:
+    """``round2``: the second round's data (not the shipped model, docs/lite-models.md).
+
+    ``exclude_examples``: drop the issue-17 example prompts (``lpd.EXCLUDED``) from training
+    and validation, as ``round2`` does, so the examples stay checks.
+    """
     rng = random.Random(SEED)
     rows = load_shared(data, rng, round2)
     for name in (
@@ -324,7 +328,7 @@ def load_rows(data: Path, round2: bool = False) -> list[Row]:
     out = []
     for r in public + rows:  # held-out sources first: a training copy of a held-out text is dropped
         key = lpd.norm(r.text) or r.text
-        if round2 and key in lpd.EXCLUDED and not r.split:
+        if (round2 or exclude_examples) and key in lpd.EXCLUDED and not r.split:
             continue  # an issue-17 example prompt: a check, never a training row
         if key not in seen:
             seen.add(key)
@@ -354,6 +358,55 @@ def split_of(r: Row) -> str:
         h = int(hashlib.sha256(r.group.encode()).hexdigest()[:8], 16) % 100
         return "train" if h < 85 else "val"
     return _bucket(r.group)
+
+
+# ----------------------------------------------------------------------------- hard-example mining
+
+# Training sources whose "unsafe" labels are clear-cut requests (no weak, borderline or
+# statement rows): a miss there is a real false negative of the mining model.
+CLEAR_UNSAFE_SOURCES = (
+    "refusal_direction_harmful/",  # AdvBench, HarmBench, TDC (JBB / StrongREJECT are held out)
+    "ailuminate_demo_en",  # S5 / S6 / S8 / S13 rows are cats_only and never mined
+    "harmbench",
+    "gptfuzz/questions",
+    "team/families_unsafe.json",
+    "team/handwritten.jsonl",
+)
+MINED_WEIGHT = 2.0  # loss weight multiplier of a mined row
+MINED_SAFE_P = 0.5  # a safe training row scored at least this by the mining model is mined
+
+
+def mined_key(text: str) -> str:
+    return hashlib.sha256((lpd.norm(text) or text).encode()).hexdigest()[:16]
+
+
+def mine(model_dir: Path, tok, train_rows: list[Row]) -> dict[str, dict]:
+    """Hard examples of the training split under a previous int8 model (``model_dir``).
+
+    False negatives among clear-cut unsafe rows (calibrated P(unsafe) under that model's
+    threshold) and safe rows it scores >= ``MINED_SAFE_P``. Only training rows are read:
+    validation and held-out sources never influence which rows weigh more.
+    """
+    cal = json.loads((model_dir / "lite.json").read_text())["calibration"]["unsafe"]
+    rows = [r for r in train_rows if r.unsafe is not None and not r.cats_only]
+    z = run_onnx(model_dir / "classifier.onnx", tok, [r.text for r in rows])[:, 0]
+    p = sigmoid(cal["a"] * z + cal["b"])
+    out: dict[str, dict] = {}
+    for r, pi in zip(rows, p, strict=True):
+        miss = r.unsafe == 1 and r.source.startswith(CLEAR_UNSAFE_SOURCES) and pi < cal["threshold"]
+        if miss or (r.unsafe == 0 and pi >= MINED_SAFE_P):
+            out[mined_key(r.text)] = {"why": "missed unsafe" if miss else "scored safe", "p": round(float(pi), 3)}
+    return out
+
+
+def apply_mined(rows: list[Row], mined: dict[str, dict]) -> int:
+    """Multiply the loss weight of mined training rows by ``MINED_WEIGHT``; returns how many."""
+    n = 0
+    for r in rows:
+        if mined_key(r.text) in mined:
+            r.weight *= MINED_WEIGHT
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -1127,6 +1180,24 @@ def main(argv: list[str] | None = None) -> int:
         "rows sampled from the rest of the training split (0 = the whole split)",
     )
     ap.add_argument(
+        "--mine",
+        type=Path,
+        default=None,
+        help="score the training split with this previous model directory (int8), write the "
+        "hard examples to --mined and exit",
+    )
+    ap.add_argument(
+        "--mined",
+        type=Path,
+        default=None,
+        help="up-weight the training rows listed in this file (written by --mine)",
+    )
+    ap.add_argument(
+        "--exclude-examples",
+        action="store_true",
+        help="never train or calibrate on the issue-17 example prompts",
+    )
+    ap.add_argument(
         "--recalibrate",
         action="store_true",
         help="keep the ONNX files in --out; redo calibration, thresholds, metrics",
@@ -1148,7 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
     tok.no_truncation()
     tok.no_padding()
 
-    rows = load_rows(args.data, args.round2)
+    rows = load_rows(args.data, args.round2, args.exclude_examples)
     splits: dict[str, list[Row]] = {
         "train": [],
         "val": [],
@@ -1157,6 +1228,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     for r in rows:
         splits[split_of(r)].append(r)
+    if args.mine:
+        mined = mine(args.mine, tok, splits["train"])
+        if args.mined is None:
+            raise SystemExit("--mine needs --mined FILE to write to")
+        lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(mined.items())]
+        args.mined.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+        log(f"mined {len(mined)} training rows with {args.mine} -> {args.mined}")
+        return 0
+    if args.mined:
+        n = apply_mined(splits["train"], json.loads(args.mined.read_text()))
+        log(f"up-weighted {n} mined training rows x{MINED_WEIGHT} ({args.mined})")
     # Filler-padded copies of training requests (same labels): ten harmless words must not
     # dilute a harmful request below the threshold, nor make a safe one look unsafe.
     prng = random.Random(SEED)
