@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 
 from llmwall.detectors.base import Detection, Detector, NotScored, Prompt, ScreenRequest, Span, TextPart
+from llmwall.proxy import orchestrator
 from llmwall.proxy.orchestrator import Orchestrator
 
 
@@ -295,4 +297,22 @@ def test_a_lane_cut_off_by_the_deadline_reports_what_finished_in_it() -> None:
     assert result.fields["x.fast"] is True
     assert result.not_scored == ["slow"]
     assert result.fields["cf.llm.prompt.failed_detections"] == ["slow"]
+    orch.close()
+
+
+class Niceness(Detector):
+    """Reports the OS priority of the thread it runs in."""
+
+    name = "niceness"
+    provides = frozenset({"cf.llm.prompt.token_count"})
+
+    def detect(self, req: ScreenRequest) -> Detection:
+        return Detection(fields={"x.nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id())})
+
+
+def test_detector_threads_run_at_a_lower_priority_than_the_event_loop() -> None:
+    orch = Orchestrator(workers=2)
+    result = asyncio.run(orch.screen(request(20), [Niceness()]))
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert result.fields["x.nice"] == min(19, loop_nice + orchestrator.WORKER_NICE)
     orch.close()

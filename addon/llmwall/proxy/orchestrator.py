@@ -64,7 +64,7 @@ COST_WEIGHT: Final = 0.2
 COST_MARGIN: Final = 1.5
 #: Factor applied to a detector's estimate each time it is refused for its cost alone.
 SHED_DECAY: Final = 0.9
-#: Niceness added to detector worker threads (see _lower_priority).
+#: Niceness added to detector worker threads (see lower_priority).
 WORKER_NICE: Final = 5
 #: Turn detections kept (hashes, fields and offsets only: never text).
 TURN_CACHE_SIZE: Final = 20_000
@@ -163,7 +163,7 @@ class Orchestrator:
         # the thread count admitted four times too much work under overload.
         self._parallel = max(1, min(workers, _cpus()))
         self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="llmwall-detect", initializer=_lower_priority
+            max_workers=workers, thread_name_prefix="llmwall-detect", initializer=lower_priority
         )
         self._lock = threading.Lock()
         self._cost: dict[str, float] = {}  # detector name -> seconds per turn (moving average)
@@ -350,7 +350,7 @@ class Orchestrator:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Run this worker thread at a lower OS priority than the event loop (Linux: per thread).
 
     Out of CPU, the kernel then gives the event loop (accepting, forwarding and deciding
@@ -359,7 +359,8 @@ def _lower_priority() -> None:
     a refused request past its deadline (docs/benchmarks.md, "Overload").
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
     except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the loop
         pass
 

@@ -36,7 +36,7 @@ from llmwall.providers import discovery, registry
 from llmwall.proxy import actions
 from llmwall.proxy.addon import LLMWall, request_fields
 from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, STREAM_USAGE_KEY
-from llmwall.proxy.orchestrator import ScreenResult, screen_here
+from llmwall.proxy.orchestrator import ScreenResult, lower_priority, screen_here
 from llmwall.proxy.redact import RedactError, redact_body
 from llmwall.responses import framing
 from llmwall.responses.formats import ResponseProvider, StreamReader, completion_tokens, segments, stream_ending
@@ -54,7 +54,7 @@ from llmwall.rules import RuleSet
 log = logging.getLogger(__name__)
 
 LAG_MODES: Final = ("hold", "release")
-#: Threads screening stream windows (each mostly waits for the detector pool).
+#: Threads screening stream windows (detectors run inline in them).
 WINDOW_THREADS: Final = 2
 #: Status of a response event in analytics.
 RESPONSE_STATUS: Final = "response"
@@ -163,9 +163,12 @@ class ResponseScreen:
         self.wall = wall
         self.analytics = analytics
         self._streams: dict[str, _Stream] = {}
-        # Windows of streamed answers are screened here, off the event loop (each waits for
-        # its detectors in the orchestrator's pool under the window's deadline).
-        self._windows = ThreadPoolExecutor(max_workers=WINDOW_THREADS, thread_name_prefix="llmwall-window")
+        # Windows of streamed answers are screened here, off the event loop: each runs its
+        # detectors inline (``screen_here``) under the window's deadline, at the detector
+        # threads' lower priority, so forwarding events comes first.
+        self._windows = ThreadPoolExecutor(
+            max_workers=WINDOW_THREADS, thread_name_prefix="llmwall-window", initializer=lower_priority
+        )
         self._in_flight = 0  # windows submitted and not finished, across streams
         self._lock = threading.Lock()
 
