@@ -11,11 +11,16 @@ unsafe prompt.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
+import socket
+import threading
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import brotli
@@ -104,3 +109,130 @@ def send(port: int, method: str, path: str, body: bytes, headers: dict[str, str 
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def chunked_body(data: bytes) -> bytes | None:
+    """The body of an HTTP/1.1 chunked message, or None while its terminating chunk has not arrived."""
+    body, pos = bytearray(), 0
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(data[pos:eol].split(b";")[0] or b"0", 16)
+        if size == 0:
+            # The last chunk, then (no trailers here) the empty line that ends the message.
+            return bytes(body) if data.find(b"\r\n", eol + 2) >= 0 else None
+        if len(data) < eol + 2 + size + 2:
+            return None
+        body += data[eol + 2 : eol + 2 + size]
+        pos = eol + 2 + size + 2
+
+
+@dataclass
+class RawUpstream:
+    """A loopback upstream that records every byte it receives, per connection, and answers
+    200 only to a request whose body it received whole (Content-Length reached, or the
+    terminating chunk of a chunked body). ``complete`` lists those requests' bodies: what
+    an upstream could act on; ``raw`` is everything that reached it, finished or not."""
+
+    port: int = 0
+    connections: list[bytearray] = field(default_factory=list)
+    complete: list[bytes] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def raw(self) -> bytes:
+        return b"".join(bytes(c) for c in self.connections)
+
+    def _body(self, data: bytes) -> bytes | None:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        }
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            return chunked_body(rest)
+        length = int(headers.get(b"content-length", b"0"))
+        return rest[:length] if len(rest) >= length else None
+
+    def _serve(self, sock: socket.socket) -> None:
+        seen = bytearray()
+        self.connections.append(seen)
+        with sock:
+            sock.settimeout(30)
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                seen += data
+                body = self._body(bytes(seen))
+                if body is not None:
+                    self.complete.append(body)
+                    sock.sendall(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b'content-length: 12\r\nconnection: close\r\n\r\n{"ok": true}'
+                    )
+                    return
+
+
+@contextlib.contextmanager
+def raw_upstream() -> Iterator[RawUpstream]:
+    """A RawUpstream on a free loopback port for the duration of the ``with`` block."""
+    state = RawUpstream()
+    listener = socket.create_server(("127.0.0.1", 0))
+    state.port = listener.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=state._serve, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield state
+    finally:
+        listener.close()
+
+
+def send_chunked(
+    port: int, path: str, body: bytes, chunk: int = 512, pause_s: float = 0.05, ctype: str = "application/json"
+) -> bytes:
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length), ``chunk`` bytes at a
+    time with a pause between chunks, as an SDK streaming an upload would; returns whatever the
+    proxy answered (b"" when it closed the connection without a response)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+                + (f"content-type: {ctype}\r\n" if ctype else "")
+                + "transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            ).encode()
+        )
+        try:
+            for i in range(0, len(body), chunk):
+                piece = body[i : i + chunk]
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                time.sleep(pause_s)
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the proxy hung up mid-upload
+        answer = bytearray()
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
+        return bytes(answer)

@@ -10,11 +10,12 @@ import concurrent.futures
 import http.client
 import json
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 
 from conftest import SUPPORT, FakeUpstream, Proxy, launch_proxy, post, stop_process
-from security_support import UNSAFE, send
+from security_support import UNSAFE, raw_upstream, send, send_chunked
 from test_proxy import events
 
 from llmwall.rules import RulesWatcher
@@ -174,6 +175,47 @@ def test_row6_request_streaming_does_not_switch_screening_off(start_proxy, upstr
     benign = chat("Suggest a name for a bakery. " + "y" * 2048)
     assert _streamed(proxy, benign) == 200 and upstream.received[-1].body == benign
     assert events(proxy, 1)[0]["status"] == "streamed"
+
+
+def _chunked_chat(proxy: Proxy, content: str, ctype: str = "application/json") -> bytes:
+    return send_chunked(proxy.port, CHAT, chat(content), ctype=ctype)
+
+
+def test_row6_a_chunked_body_that_crosses_the_threshold_never_reaches_the_upstream_whole(tmp_path: Path) -> None:
+    """No Content-Length: mitmproxy buffers the chunks until they pass stream_large_bodies, then
+    sends the headers and every chunk upstream as they arrive, and calls no hook until the body
+    has ended. What this proves, byte for byte at a raw upstream: the body's data does reach the
+    upstream's socket (nothing in mitmproxy's API can stop it), but its terminating chunk never
+    does (the connection is half-closed instead), so the upstream never has a complete request
+    to act on; the client gets an error, never the upstream's answer; the flow is recorded."""
+    with raw_upstream() as upstream:
+        proxy = launch_proxy(tmp_path, upstream, stream_large_bodies="1k")
+        try:
+            unsafe = UNSAFE + " " + "x" * 3000
+            for content, ctype in ((unsafe, "application/json"), (unsafe, "text/plain"), ("Hi. " + "y" * 3000, "")):
+                answer = _chunked_chat(proxy, content, ctype)
+                assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            time.sleep(0.5)
+            assert upstream.complete == []  # not one request the upstream could answer
+            # The limit, stated: the data before the end did reach it, without the last chunk.
+            assert UNSAFE.encode() in upstream.raw and b"0\r\n\r\n" not in upstream.raw
+            recorded = events(proxy, 3)
+            assert [(e["status"], e["action"]) for e in recorded] == [("streamed", "block")] * 3
+            # Control: a chunked body under the threshold is buffered and screened as usual.
+            small = _chunked_chat(proxy, UNSAFE)
+            assert small.startswith(b"HTTP/1.1 403"), small[:200]
+            assert upstream.complete == []
+        finally:
+            stop_process(proxy.process)
+        # Failing open is a choice: the streamed body then reaches the upstream whole, recorded.
+        proxy = launch_proxy(tmp_path, upstream, stream_large_bodies="1k", llmwall_on_unparsed="pass")
+        try:
+            benign = "Suggest a name for a bakery. " + "y" * 3000
+            assert _chunked_chat(proxy, benign).startswith(b"HTTP/1.1 200")
+            assert upstream.complete == [chat(benign)]
+            assert events(proxy, 1)[0]["status"] == "streamed"
+        finally:
+            stop_process(proxy.process)
 
 
 # ----------------------------------------------------------------------------- row 10

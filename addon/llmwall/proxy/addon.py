@@ -553,11 +553,11 @@ class LLMWall:
         flow before the upstream has the whole request, or pass, by policy; recorded either way."""
         flow.metadata[STREAMED_KEY] = True
         req = flow.request
-        ctype = req.headers.get("content-type", "")
-        json_like = not ctype or "json" in ctype.lower()
         forced = _matches(_target(flow), ctx.options.llmwall_include)
-        action = "block" if _fails_closed("streamed") and (json_like or forced) else None
+        action = "block" if _fails_closed("streamed") and (_may_carry_json(req) or forced) else None
         if action == "block" and flow.killable:
+            if req.stream:
+                _withhold_end(req)
             flow.kill()
         template = sanitize.path(discovery.path_template(req.path))
         self._unscreened(flow, "streamed", action, template, start, "stream_large_bodies")
@@ -619,6 +619,35 @@ def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
 
 #: flow.metadata key set once a streamed body has been handled (in requestheaders or request).
 STREAMED_KEY = "llmwall_streamed"
+
+
+#: Content types whose bodies llmwall reads as JSON when buffered (parse_body tries JSON whatever
+#: the declared type for these), so a streamed one must be refused like a JSON one.
+_JSON_READ_TYPES = ("json", "text/", "application/x-www-form-urlencoded")
+
+
+def _may_carry_json(req: http.Request) -> bool:
+    """Whether a body llmwall cannot see could be JSON an upstream reads: no Content-Type, a JSON
+    one, or one that JSON is commonly sent as (``curl -d``, text/plain); not multipart or media."""
+    ctype = req.headers.get("content-type", "").lower()
+    return not ctype.strip() or any(t in ctype for t in _JSON_READ_TYPES)
+
+
+def _withhold_end(req: http.Request) -> None:
+    """Keep the end of a streamed request body from the upstream, so it never has a whole request.
+
+    When llmwall first sees a chunked body that mitmproxy switched to streaming, its data
+    has already gone upstream, and mitmproxy sends the end of the message after the request
+    hook even for a killed flow (a flow in transit cannot be killed: mitmproxy issue 4711).
+    Its HTTP/1 client frames that end from the request's headers at that moment: with
+    ``chunked`` it sends the last chunk, which completes the request upstream. A body framed
+    "until the connection closes" instead makes it half-close the connection, so the
+    upstream reads a chunked body cut off before its end. The headers went out long ago;
+    this only changes how mitmproxy ends the message. (An HTTP/2 upstream connection ends
+    the stream regardless: see the threat model in docs/architecture.md.)
+    """
+    if "chunked" in req.headers.get("transfer-encoding", "").lower():
+        req.headers["transfer-encoding"] = "gzip"  # no Content-Length: "read until close"
 
 
 def _fails_closed(status: str) -> bool:
