@@ -7,12 +7,17 @@ mitmdump; the evasion table (rows 1, 2, 7, 8) is test_security_evasion.py.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import sqlite3
+import threading
 import time
 import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from conftest import SUPPORT, FakeUpstream, Proxy, launch_proxy, post, stop_process
 from security_support import UNSAFE, raw_upstream, send, send_chunked
@@ -38,11 +43,12 @@ def peak_rss_mb(proxy: Proxy) -> float:
 # ----------------------------------------------------------------------------- row 3
 
 
-def _via_regular_proxy(proxy: Proxy, upstream: FakeUpstream, host_header: str) -> int:
+def _via_regular_proxy(proxy: Proxy, upstream: FakeUpstream, host_header: str, body: bytes | None = None) -> int:
+    """POST in absolute form (as to a forward proxy) to the fake upstream, with this Host header."""
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     try:
         conn.putrequest("POST", f"{upstream.url}{CHAT}", skip_host=True, skip_accept_encoding=True)
-        body = chat(UNSAFE)
+        body = chat(UNSAFE) if body is None else body
         for name, value in (("host", host_header), ("content-type", "application/json")):
             conn.putheader(name, value)
         conn.putheader("content-length", str(len(body)))
@@ -64,6 +70,109 @@ def test_row3_exclude_matches_the_real_destination_not_the_host_header(tmp_path:
     proxy = launch_proxy(tmp_path, upstream, mode="regular", llmwall_exclude="127.0.0.1/*")
     try:
         assert _via_regular_proxy(proxy, upstream, "internal.example") == 200
+    finally:
+        stop_process(proxy.process)
+
+
+@contextlib.contextmanager
+def forward_proxy() -> Iterator[list[tuple[str, str]]]:
+    """A minimal HTTP forward proxy on a free loopback port, for mitmproxy's upstream mode.
+
+    Like any forward proxy (RFC 9112 section 3.2.2) it connects to the host of the
+    absolute-form request target and ignores the Host header; it records (target, Host
+    header) of each request and relays the answer. The list it yields carries its port
+    as ``forward_proxy.port`` on the function, set before yielding.
+    """
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            target = urlsplit(self.path)
+            seen.append((self.path, self.headers.get("host", "")))
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            conn = http.client.HTTPConnection(target.hostname or "", target.port or 80, timeout=30)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                conn.request("POST", target.path or "/", body, headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+            finally:
+                conn.close()
+            self.send_response(resp.status)
+            self.send_header("content-type", resp.getheader("content-type", "application/json"))
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    forward_proxy.port = server.server_address[1]  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_row3_upstream_mode_matches_the_request_target_not_the_host_header(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Upstream mode: mitmproxy hands every request to a forward proxy, which goes where the
+    request target says (here the fake upstream on 127.0.0.1), whatever the Host header says."""
+    with forward_proxy() as seen:
+        mode = f"upstream:http://127.0.0.1:{forward_proxy.port}"  # type: ignore[attr-defined]
+        proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_exclude="internal.example/*")
+        try:
+            assert _via_regular_proxy(proxy, upstream, "internal.example") == 403
+            assert seen == [] and upstream.received == []
+            assert events(proxy, 1)[0]["host"] == "127.0.0.1"  # recorded under the real destination
+        finally:
+            stop_process(proxy.process)
+        # Control: the request really goes through the forward proxy to the target, and
+        # excluding that target does skip screening.
+        proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_exclude="127.0.0.1/*")
+        try:
+            assert _via_regular_proxy(proxy, upstream, "internal.example") == 200
+            assert seen == [(f"{upstream.url}{CHAT}", "internal.example")]
+            assert upstream.received[-1].body == chat(UNSAFE)
+        finally:
+            stop_process(proxy.process)
+        # Include forces screening (a body in no known format is screened as custom) when it
+        # names the real destination. It also honours the Host header, deliberately: that can
+        # only add screening (in transparent mode request.host is an IP address, and the Host
+        # header is what names the service), so a client gains nothing by spoofing it.
+        odd = json.dumps({"q": UNSAFE}).encode()
+        for include in ("127.0.0.1/*", "internal.example/*"):
+            proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_include=include)
+            try:
+                assert _via_regular_proxy(proxy, upstream, "internal.example", odd) == 403
+            finally:
+                stop_process(proxy.process)
+        assert len(seen) == 1
+
+
+def test_row3_reverse_mode_matches_the_reverse_target_whatever_the_host_header(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Reverse mode (the docs: include/exclude match where mitmproxy connects): the destination
+    is the configured target, so a client's Host header, kept or rewritten, changes nothing."""
+    for keep in ("false", "true"):
+        proxy = launch_proxy(tmp_path, upstream, llmwall_exclude="internal.example/*", keep_host_header=keep)
+        try:
+            status, _ = send(proxy.port, "POST", CHAT, chat(UNSAFE), {"host": "internal.example"})
+            assert status == 403 and upstream.received == []
+        finally:
+            stop_process(proxy.process)
+    proxy = launch_proxy(tmp_path, upstream, llmwall_exclude="127.0.0.1/*", keep_host_header="true")
+    try:
+        status, _ = send(proxy.port, "POST", CHAT, chat(UNSAFE), {"host": "internal.example"})
+        assert status == 200 and upstream.received[-1].headers["host"] == "internal.example"
     finally:
         stop_process(proxy.process)
 
