@@ -4,9 +4,10 @@ The evasion cases live in ``fixtures/evasion_cases.jsonl``, one JSON object a li
 so a new case is one line: ``id``, the issue-12 ``row`` it guards, ``expect``
 (``block``: the proxy answers 403 and the upstream sees nothing; ``pass``: the
 upstream receives the exact bytes), a ``body`` (JSON) or ``raw`` (JSON text), and
-optionally ``method``, ``path``, ``headers`` (a list value repeats the header) and
-``encode``, a transformation named in ``ENCODERS``. ``{U}`` in a body stands for the
-unsafe prompt.
+optionally ``method``, ``path``, ``headers`` (a list value repeats the header),
+``encode``, a transformation named in ``ENCODERS``, and ``known_limit``: why a
+reproduction llmwall does not stop is out of scope (run as a strict xfail; the threat
+model in docs/architecture.md lists these). ``{U}`` in a body stands for the unsafe prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import gzip
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -57,6 +59,27 @@ def _gzip_members(text: str) -> bytes:
     return gzip.compress(text[:half].encode()) + gzip.compress(text[half:].encode())
 
 
+def _escape_keys(text: str) -> bytes:
+    """Every character of every object key written as a ``\\u`` escape (valid JSON, same document)."""
+
+    def keys(node: object) -> object:
+        if isinstance(node, dict):
+            return {"\0" + k: keys(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [keys(v) for v in node]
+        return node
+
+    out = json.dumps(keys(json.loads(text)), ensure_ascii=False)
+    return re.sub(
+        r'"\\u0000([^"]*)"', lambda m: '"' + "".join(f"\\u{ord(c):04x}" for c in m.group(1)) + '"', out
+    ).encode()
+
+
+def _interleave(sep: str) -> Callable[[str], bytes]:
+    """The unsafe prompt with ``sep`` between every two characters (what a tokenizer may not join up)."""
+    return lambda t: t.replace(UNSAFE, sep.join(UNSAFE)).encode()
+
+
 ENCODERS: dict[str, Callable[[str], bytes]] = {
     "utf-8": lambda t: t.encode(),
     "utf-8-sig": lambda t: t.encode("utf-8-sig"),
@@ -79,6 +102,15 @@ ENCODERS: dict[str, Callable[[str], bytes]] = {
     "pad-2mb": lambda t: t.replace('{"model"', '{"pad": "' + "x" * 2 * 1024 * 1024 + '", "model"', 1).encode(),
     "ws-2mb+gzip": lambda t: gzip.compress(b" " * 2 * 1024 * 1024 + t.encode()),
     "ascii-escapes": _escape_all,
+    "escape-keys": _escape_keys,
+    "utf-16-surrogatepass": lambda t: t.encode("utf-16", errors="surrogatepass"),
+    "utf-16-le-surrogatepass": lambda t: t.encode("utf-16-le", errors="surrogatepass"),
+    "zero-width-interleaved": _interleave("\u200b"),
+    "soft-hyphen-interleaved": _interleave("\u00ad"),
+    "front-pad-spaces": lambda t: t.replace(UNSAFE, " " * 200_000 + UNSAFE).encode(),
+    "front-pad-zero-width": lambda t: t.replace(UNSAFE, "\u200b" * 100_000 + UNSAFE).encode(),
+    "front-pad-benign-text": lambda t: t.replace(UNSAFE, "The bakery opens at nine. " * 2000 + UNSAFE).encode(),
+    "back-pad-benign-text": lambda t: t.replace(UNSAFE, UNSAFE + " The bakery opens at nine." * 2000).encode(),
 }
 
 

@@ -17,12 +17,13 @@ import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 from conftest import SUPPORT, FakeUpstream, Proxy, launch_proxy, post, stop_process
 from security_support import UNSAFE, raw_upstream, send, send_chunked
 from test_proxy import events
 
+from llmwall.proxy.addon import UNRECOGNISED
 from llmwall.rules import RulesWatcher
 
 CHAT = "/v1/chat/completions"
@@ -446,3 +447,34 @@ def test_row7_an_unrecognised_body_with_prompt_text_is_recorded(start_proxy, ups
     proxy = start_proxy(llmwall_on_unparsed="block")
     assert post(proxy.url + "/v1/generate", odd)[0] == 403
     assert post(proxy.url + "/api/orders", {"order": 1, "note": "leave at the door"})[0] == 200  # not LLM-like
+
+
+def test_row7_a_provider_json_inside_a_form_body_is_recorded(start_proxy, upstream: FakeUpstream) -> None:
+    """No LLM API reads its prompt from a form field, but a custom gateway could: a form body
+    whose fields carry a provider's JSON (percent-encoded or in a multipart part) is recorded
+    as unrecognised, passed by ``auto`` and refused by ``block``; an ordinary form is left alone."""
+    payload = chat(UNSAFE).decode()
+    encoded = ("payload=" + quote_plus(payload) + "&submit=1").encode()
+    multipart = (
+        '--XyZ\r\nContent-Disposition: form-data; name="payload"\r\nContent-Type: application/json\r\n\r\n'
+        + payload
+        + "\r\n--XyZ--\r\n"
+    ).encode()
+    forms = [
+        (encoded, "application/x-www-form-urlencoded"),
+        (multipart, "multipart/form-data; boundary=XyZ"),
+        (encoded, "Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+    ]
+    proxy = start_proxy()
+    for raw, ctype in forms:
+        assert post(proxy.url + CHAT, raw, {"content-type": ctype})[0] == 200
+        assert upstream.received[-1].body == raw
+    assert [e["status"] for e in events(proxy, 3)] == [UNRECOGNISED] * 3
+    proxy = start_proxy(llmwall_on_unparsed="block")
+    for raw, ctype in forms:
+        assert post(proxy.url + CHAT, raw, {"content-type": ctype})[0] == 403
+    ordinary = b"name=Jane&comment=Lovely+bakery%21"
+    assert post(proxy.url + "/contact", ordinary, {"content-type": "application/x-www-form-urlencoded"})[0] == 200
+    assert upstream.received[-1].body == ordinary
+    time.sleep(0.5)
+    assert len(events(proxy, 3)) == 3  # the ordinary form was not recorded

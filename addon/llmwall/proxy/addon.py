@@ -410,7 +410,12 @@ class LLMWall:
             return
         if not req.raw_content:
             return
-        if not forced and not req.headers.get("content-encoding") and not body.needs_full_look(req.raw_content):
+        if (
+            not forced
+            and not req.headers.get("content-encoding")
+            and not body.needs_full_look(req.raw_content)
+            and not (body.is_form(req.headers.get("content-type")) and body.form_looks_llm(req.raw_content))
+        ):
             return  # fast path for ordinary APIs: no thread hop, no JSON parse
         if body.parse_inline(req.raw_content, req.headers):
             analysis = self._analyse(flow, forced)
@@ -452,6 +457,10 @@ class LLMWall:
             pruned = body.prune_deep(text.decode("utf-8"), MAX_DEPTH).encode("utf-8")
             parsed = discovery.parse_body(pruned, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
+            if not forced and body.is_form(ctype) and body.form_looks_llm(text):
+                # A provider's JSON inside a form field: only a custom gateway reads that, so it
+                # is recorded (and blocked with llmwall_on_unparsed=block), not screened.
+                return Analysis(UNRECOGNISED, error="prompt-like JSON inside a form body")
             # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
             return Analysis("parse_error" if forced or body.looks_llm(text) else "not_llm", error=parsed.error)
         # Duplicate keys and lone surrogates are valid JSON that providers accept: screen them
