@@ -18,6 +18,7 @@ import http.client
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import brotli
+import h2.config
+import h2.connection
+import h2.events
 from backports import zstd
 
 CASES_FILE = Path(__file__).resolve().parent / "fixtures" / "evasion_cases.jsonl"
@@ -268,3 +272,39 @@ def send_chunked(
                 break
             answer += data
         return bytes(answer)
+
+
+def h2_post(port: int, path: str, body: bytes, chunk: int | None = None, content_length: bool = True) -> int | None:
+    """POST ``body`` over HTTP/2 (TLS, ALPN h2 only; mitmproxy's certificate is not checked) with
+    the ``h2`` library mitmproxy itself uses; ``chunk`` sends the body in DATA frames of that
+    size, and ``content_length=False`` leaves the length unannounced (HTTP/2's equivalent of a
+    chunked body). Returns the response status, or None when the stream was reset."""
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    tls.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with tls.wrap_socket(raw, server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":path", path), (":scheme", "https"), (":authority", f"127.0.0.1:{port}")]
+        headers += [("content-type", "application/json")]
+        headers += [("content-length", str(len(body)))] if content_length else []
+        conn.send_headers(sid, headers)
+        step = chunk or len(body)
+        for i in range(0, len(body), step):
+            conn.send_data(sid, body[i : i + step], end_stream=i + step >= len(body))
+            sock.sendall(conn.data_to_send())
+        status: int | None = None
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    return status
+            sock.sendall(conn.data_to_send())
+        return status

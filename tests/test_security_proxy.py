@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote_plus, urlsplit
 
 from conftest import SUPPORT, FakeUpstream, Proxy, launch_proxy, post, stop_process
-from security_support import UNSAFE, raw_upstream, send, send_chunked
+from security_support import UNSAFE, h2_post, raw_upstream, send, send_chunked
 from test_proxy import events
 
 from llmwall.proxy.addon import UNRECOGNISED
@@ -326,6 +326,35 @@ def test_row6_a_chunked_body_that_crosses_the_threshold_never_reaches_the_upstre
             assert events(proxy, 1)[0]["status"] == "streamed"
         finally:
             stop_process(proxy.process)
+
+
+def test_http2_requests_are_screened_like_http1(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """HTTP/2 from the client (TLS with ALPN h2; connection_strategy=lazy, so mitmproxy offers h2
+    without asking the plain-HTTP upstream first): screened as HTTP/1 requests are, also when the
+    body's length is not announced and it arrives in many DATA frames; a passed body is unchanged."""
+    proxy = launch_proxy(tmp_path, upstream, connection_strategy="lazy")
+    try:
+        assert h2_post(proxy.port, CHAT, chat(UNSAFE)) == 403
+        assert h2_post(proxy.port, CHAT, chat(UNSAFE), chunk=20, content_length=False) == 403
+        assert upstream.received == []
+        benign = chat("Suggest a name for a bakery.")
+        assert h2_post(proxy.port, CHAT, benign, chunk=20, content_length=False) == 200
+        assert upstream.received[-1].body == benign
+        assert [e["action"] for e in events(proxy, 3)] == ["block", "block", None]
+        # Smuggling: mitmproxy 12 sends an HTTP/2 body of unannounced length to an HTTP/1 upstream
+        # with no Content-Length (nor chunked framing), so the upstream would read an empty body and
+        # take the bytes after it as a request of their own, one llmwall never saw as a prompt.
+        inner = chat(UNSAFE)
+        smuggled = (
+            f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(inner)}\r\n\r\n"
+        ).encode() + inner
+        h2_post(proxy.port, CHAT, smuggled, chunk=64, content_length=False)
+        time.sleep(0.5)
+        assert all(r.body != inner for r in upstream.received), "a smuggled request reached the upstream"
+        assert upstream.received[-1].body == smuggled  # what the upstream read is what llmwall saw
+    finally:
+        stop_process(proxy.process)
 
 
 # ----------------------------------------------------------------------------- row 10

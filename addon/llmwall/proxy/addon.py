@@ -362,6 +362,7 @@ class LLMWall:
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
+        _announce_length(flow.request)
         try:
             await self._request(flow)
         except Exception as exc:
@@ -657,6 +658,27 @@ def _withhold_end(req: http.Request) -> None:
     """
     if "chunked" in req.headers.get("transfer-encoding", "").lower():
         req.headers["transfer-encoding"] = "gzip"  # no Content-Length: "read until close"
+
+
+def _announce_length(req: http.Request) -> None:
+    """Give an HTTP/2 or HTTP/3 body of unannounced length a Content-Length before it goes upstream.
+
+    Such a body is legal (its frames carry the length), but mitmproxy 12 forwards it to an
+    HTTP/1 upstream with neither Content-Length nor chunked framing: the upstream reads an
+    empty body and takes the bytes after it as a request of its own, which llmwall screened
+    as a body, not as a prompt (request smuggling: a complete HTTP/1.1 request with an unsafe
+    prompt inside the body reached the upstream unscreened). Announcing the length makes
+    the upstream read exactly the body llmwall screened; over HTTP/2 it is merely redundant.
+    Streamed bodies (``stream_large_bodies``) have left by now and cannot be fixed here.
+    """
+    if (
+        (req.is_http2 or req.is_http3)
+        and not req.stream
+        and req.raw_content
+        and "content-length" not in req.headers
+        and "transfer-encoding" not in req.headers
+    ):
+        req.headers["content-length"] = str(len(req.raw_content))
 
 
 def _fails_closed(status: str) -> bool:
