@@ -87,21 +87,21 @@ SYSTEM_TEXTS = {
 
 @pytest.mark.parametrize("name", sorted(ALL_SAMPLES))
 @pytest.mark.parametrize("whole", [False, True])
-def test_never_system_prompts_images_or_tool_arguments(name: str, whole: bool) -> None:
+def test_never_system_prompts_or_images_and_tool_arguments_only_as_earlier_assistant_turns(
+    name: str, whole: bool
+) -> None:
+    """Arguments of earlier tool calls are text the client resends and the model reads (issue 12:
+    a planted instruction there passed unscreened), so the whole conversation includes them, as
+    the assistant's; the latest user turn never does."""
     sample = ALL_SAMPLES[name]
     prompt = extract(sample.format, sample.body, whole_conversation=whole)
     for part in prompt.parts:
         assert part.text not in SYSTEM_TEXTS
-        assert not {
-            "system",
-            "systemInstruction",
-            "instructions",
-            "tools",
-            "tool_calls",
-            "image_url",
-            "input",
-        }.intersection(str(k) for k in part.path[1:])
-        assert "iVBORw0KGgo" not in part.text and 'Oslo"}' not in part.text
+        keys = {str(k) for k in part.path[1:]}
+        assert not {"system", "systemInstruction", "instructions", "tools", "image_url"} & keys
+        assert "iVBORw0KGgo" not in part.text
+        if keys & {"tool_calls", "input"} or 'Oslo"}' in part.text:
+            assert whole and part.role == "assistant", part
         assert part.role in ("user", "assistant", "tool")
 
 
@@ -137,7 +137,7 @@ VARIANTS = [
             ]
         },
         "weather in Rome?",
-        [("user", "weather in Rome?"), ("tool", "sunny")],
+        [("user", "weather in Rome?"), ("assistant", "Rome"), ("tool", "sunny")],
     ),
     (
         "gemini.generate",
@@ -276,7 +276,7 @@ VARIANTS = [
             ]
         },
         "call it",
-        [("user", "call it"), ("tool", "the output")],
+        [("user", "call it"), ("assistant", '{"q": "secret args"}'), ("tool", "the output")],
     ),
     (
         "cohere.chat",
@@ -296,7 +296,7 @@ VARIANTS = [
             ]
         },
         "q",
-        [("user", "q"), ("tool", "doc text")],
+        [("user", "q"), ("tool", "doc text"), ("assistant", "{}")],
     ),
     (
         "cohere.chat",

@@ -32,9 +32,18 @@ def test_the_case_file_covers_every_row_and_both_outcomes() -> None:
     assert len(ids) == len(set(ids)), "case ids must be unique"
     assert {c["expect"] for c in CASES} == {"block", "pass"}
     assert {c["row"] for c in CASES} >= {0, 1, 2, 7, 8, 9}
+    assert all(c["expect"] == "block" for c in CASES if "known_limit" in c)  # a limit is a miss, never a pass
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def _param(case: dict) -> object:
+    """A case; one with ``known_limit`` (a reproduction llmwall does not stop, and why) is a strict
+    xfail: it stays in the table, and the day it is blocked the suite says so."""
+    limit = case.get("known_limit")
+    marks = [pytest.mark.xfail(reason=limit, strict=True)] if limit else []
+    return pytest.param(case, id=case["id"], marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_evasion_case(case: dict, suite: tuple[Proxy, FakeUpstream]) -> None:
     proxy, upstream = suite
     raw = case_bytes(case)

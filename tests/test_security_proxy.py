@@ -7,16 +7,23 @@ mitmdump; the evasion table (rows 1, 2, 7, 8) is test_security_evasion.py.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import sqlite3
+import threading
+import time
 import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote_plus, urlsplit
 
 from conftest import SUPPORT, FakeUpstream, Proxy, launch_proxy, post, stop_process
-from security_support import UNSAFE, send
+from security_support import UNSAFE, h2_post, raw_upstream, send, send_chunked
 from test_proxy import events
 
+from llmwall.proxy.addon import UNRECOGNISED
 from llmwall.rules import RulesWatcher
 
 CHAT = "/v1/chat/completions"
@@ -37,11 +44,12 @@ def peak_rss_mb(proxy: Proxy) -> float:
 # ----------------------------------------------------------------------------- row 3
 
 
-def _via_regular_proxy(proxy: Proxy, upstream: FakeUpstream, host_header: str) -> int:
+def _via_regular_proxy(proxy: Proxy, upstream: FakeUpstream, host_header: str, body: bytes | None = None) -> int:
+    """POST in absolute form (as to a forward proxy) to the fake upstream, with this Host header."""
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     try:
         conn.putrequest("POST", f"{upstream.url}{CHAT}", skip_host=True, skip_accept_encoding=True)
-        body = chat(UNSAFE)
+        body = chat(UNSAFE) if body is None else body
         for name, value in (("host", host_header), ("content-type", "application/json")):
             conn.putheader(name, value)
         conn.putheader("content-length", str(len(body)))
@@ -63,6 +71,109 @@ def test_row3_exclude_matches_the_real_destination_not_the_host_header(tmp_path:
     proxy = launch_proxy(tmp_path, upstream, mode="regular", llmwall_exclude="127.0.0.1/*")
     try:
         assert _via_regular_proxy(proxy, upstream, "internal.example") == 200
+    finally:
+        stop_process(proxy.process)
+
+
+@contextlib.contextmanager
+def forward_proxy() -> Iterator[list[tuple[str, str]]]:
+    """A minimal HTTP forward proxy on a free loopback port, for mitmproxy's upstream mode.
+
+    Like any forward proxy (RFC 9112 section 3.2.2) it connects to the host of the
+    absolute-form request target and ignores the Host header; it records (target, Host
+    header) of each request and relays the answer. The list it yields carries its port
+    as ``forward_proxy.port`` on the function, set before yielding.
+    """
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            target = urlsplit(self.path)
+            seen.append((self.path, self.headers.get("host", "")))
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            conn = http.client.HTTPConnection(target.hostname or "", target.port or 80, timeout=30)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                conn.request("POST", target.path or "/", body, headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+            finally:
+                conn.close()
+            self.send_response(resp.status)
+            self.send_header("content-type", resp.getheader("content-type", "application/json"))
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    forward_proxy.port = server.server_address[1]  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_row3_upstream_mode_matches_the_request_target_not_the_host_header(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Upstream mode: mitmproxy hands every request to a forward proxy, which goes where the
+    request target says (here the fake upstream on 127.0.0.1), whatever the Host header says."""
+    with forward_proxy() as seen:
+        mode = f"upstream:http://127.0.0.1:{forward_proxy.port}"  # type: ignore[attr-defined]
+        proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_exclude="internal.example/*")
+        try:
+            assert _via_regular_proxy(proxy, upstream, "internal.example") == 403
+            assert seen == [] and upstream.received == []
+            assert events(proxy, 1)[0]["host"] == "127.0.0.1"  # recorded under the real destination
+        finally:
+            stop_process(proxy.process)
+        # Control: the request really goes through the forward proxy to the target, and
+        # excluding that target does skip screening.
+        proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_exclude="127.0.0.1/*")
+        try:
+            assert _via_regular_proxy(proxy, upstream, "internal.example") == 200
+            assert seen == [(f"{upstream.url}{CHAT}", "internal.example")]
+            assert upstream.received[-1].body == chat(UNSAFE)
+        finally:
+            stop_process(proxy.process)
+        # Include forces screening (a body in no known format is screened as custom) when it
+        # names the real destination. It also honours the Host header, deliberately: that can
+        # only add screening (in transparent mode request.host is an IP address, and the Host
+        # header is what names the service), so a client gains nothing by spoofing it.
+        odd = json.dumps({"q": UNSAFE}).encode()
+        for include in ("127.0.0.1/*", "internal.example/*"):
+            proxy = launch_proxy(tmp_path, upstream, mode=mode, llmwall_include=include)
+            try:
+                assert _via_regular_proxy(proxy, upstream, "internal.example", odd) == 403
+            finally:
+                stop_process(proxy.process)
+        assert len(seen) == 1
+
+
+def test_row3_reverse_mode_matches_the_reverse_target_whatever_the_host_header(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Reverse mode (the docs: include/exclude match where mitmproxy connects): the destination
+    is the configured target, so a client's Host header, kept or rewritten, changes nothing."""
+    for keep in ("false", "true"):
+        proxy = launch_proxy(tmp_path, upstream, llmwall_exclude="internal.example/*", keep_host_header=keep)
+        try:
+            status, _ = send(proxy.port, "POST", CHAT, chat(UNSAFE), {"host": "internal.example"})
+            assert status == 403 and upstream.received == []
+        finally:
+            stop_process(proxy.process)
+    proxy = launch_proxy(tmp_path, upstream, llmwall_exclude="127.0.0.1/*", keep_host_header="true")
+    try:
+        status, _ = send(proxy.port, "POST", CHAT, chat(UNSAFE), {"host": "internal.example"})
+        assert status == 200 and upstream.received[-1].headers["host"] == "internal.example"
     finally:
         stop_process(proxy.process)
 
@@ -174,6 +285,76 @@ def test_row6_request_streaming_does_not_switch_screening_off(start_proxy, upstr
     benign = chat("Suggest a name for a bakery. " + "y" * 2048)
     assert _streamed(proxy, benign) == 200 and upstream.received[-1].body == benign
     assert events(proxy, 1)[0]["status"] == "streamed"
+
+
+def _chunked_chat(proxy: Proxy, content: str, ctype: str = "application/json") -> bytes:
+    return send_chunked(proxy.port, CHAT, chat(content), ctype=ctype)
+
+
+def test_row6_a_chunked_body_that_crosses_the_threshold_never_reaches_the_upstream_whole(tmp_path: Path) -> None:
+    """No Content-Length: mitmproxy buffers the chunks until they pass stream_large_bodies, then
+    sends the headers and every chunk upstream as they arrive, and calls no hook until the body
+    has ended. What this proves, byte for byte at a raw upstream: the body's data does reach the
+    upstream's socket (nothing in mitmproxy's API can stop it), but its terminating chunk never
+    does (the connection is half-closed instead), so the upstream never has a complete request
+    to act on; the client gets an error, never the upstream's answer; the flow is recorded."""
+    with raw_upstream() as upstream:
+        proxy = launch_proxy(tmp_path, upstream, stream_large_bodies="1k")
+        try:
+            unsafe = UNSAFE + " " + "x" * 3000
+            for content, ctype in ((unsafe, "application/json"), (unsafe, "text/plain"), ("Hi. " + "y" * 3000, "")):
+                answer = _chunked_chat(proxy, content, ctype)
+                assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            time.sleep(0.5)
+            assert upstream.complete == []  # not one request the upstream could answer
+            # The limit, stated: the data before the end did reach it, without the last chunk.
+            assert UNSAFE.encode() in upstream.raw and b"0\r\n\r\n" not in upstream.raw
+            recorded = events(proxy, 3)
+            assert [(e["status"], e["action"]) for e in recorded] == [("streamed", "block")] * 3
+            # Control: a chunked body under the threshold is buffered and screened as usual.
+            small = _chunked_chat(proxy, UNSAFE)
+            assert small.startswith(b"HTTP/1.1 403"), small[:200]
+            assert upstream.complete == []
+        finally:
+            stop_process(proxy.process)
+        # Failing open is a choice: the streamed body then reaches the upstream whole, recorded.
+        proxy = launch_proxy(tmp_path, upstream, stream_large_bodies="1k", llmwall_on_unparsed="pass")
+        try:
+            benign = "Suggest a name for a bakery. " + "y" * 3000
+            assert _chunked_chat(proxy, benign).startswith(b"HTTP/1.1 200")
+            assert upstream.complete == [chat(benign)]
+            assert events(proxy, 1)[0]["status"] == "streamed"
+        finally:
+            stop_process(proxy.process)
+
+
+def test_http2_requests_are_screened_like_http1(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """HTTP/2 from the client (TLS with ALPN h2; connection_strategy=lazy, so mitmproxy offers h2
+    without asking the plain-HTTP upstream first): screened as HTTP/1 requests are, also when the
+    body's length is not announced and it arrives in many DATA frames; a passed body is unchanged."""
+    proxy = launch_proxy(tmp_path, upstream, connection_strategy="lazy")
+    try:
+        assert h2_post(proxy.port, CHAT, chat(UNSAFE)) == 403
+        assert h2_post(proxy.port, CHAT, chat(UNSAFE), chunk=20, content_length=False) == 403
+        assert upstream.received == []
+        benign = chat("Suggest a name for a bakery.")
+        assert h2_post(proxy.port, CHAT, benign, chunk=20, content_length=False) == 200
+        assert upstream.received[-1].body == benign
+        assert [e["action"] for e in events(proxy, 3)] == ["block", "block", None]
+        # Smuggling: mitmproxy 12 sends an HTTP/2 body of unannounced length to an HTTP/1 upstream
+        # with no Content-Length (nor chunked framing), so the upstream would read an empty body and
+        # take the bytes after it as a request of their own, one llmwall never saw as a prompt.
+        inner = chat(UNSAFE)
+        smuggled = (
+            f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(inner)}\r\n\r\n"
+        ).encode() + inner
+        h2_post(proxy.port, CHAT, smuggled, chunk=64, content_length=False)
+        time.sleep(0.5)
+        assert all(r.body != inner for r in upstream.received), "a smuggled request reached the upstream"
+        assert upstream.received[-1].body == smuggled  # what the upstream read is what llmwall saw
+    finally:
+        stop_process(proxy.process)
 
 
 # ----------------------------------------------------------------------------- row 10
@@ -295,3 +476,34 @@ def test_row7_an_unrecognised_body_with_prompt_text_is_recorded(start_proxy, ups
     proxy = start_proxy(llmwall_on_unparsed="block")
     assert post(proxy.url + "/v1/generate", odd)[0] == 403
     assert post(proxy.url + "/api/orders", {"order": 1, "note": "leave at the door"})[0] == 200  # not LLM-like
+
+
+def test_row7_a_provider_json_inside_a_form_body_is_recorded(start_proxy, upstream: FakeUpstream) -> None:
+    """No LLM API reads its prompt from a form field, but a custom gateway could: a form body
+    whose fields carry a provider's JSON (percent-encoded or in a multipart part) is recorded
+    as unrecognised, passed by ``auto`` and refused by ``block``; an ordinary form is left alone."""
+    payload = chat(UNSAFE).decode()
+    encoded = ("payload=" + quote_plus(payload) + "&submit=1").encode()
+    multipart = (
+        '--XyZ\r\nContent-Disposition: form-data; name="payload"\r\nContent-Type: application/json\r\n\r\n'
+        + payload
+        + "\r\n--XyZ--\r\n"
+    ).encode()
+    forms = [
+        (encoded, "application/x-www-form-urlencoded"),
+        (multipart, "multipart/form-data; boundary=XyZ"),
+        (encoded, "Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+    ]
+    proxy = start_proxy()
+    for raw, ctype in forms:
+        assert post(proxy.url + CHAT, raw, {"content-type": ctype})[0] == 200
+        assert upstream.received[-1].body == raw
+    assert [e["status"] for e in events(proxy, 3)] == [UNRECOGNISED] * 3
+    proxy = start_proxy(llmwall_on_unparsed="block")
+    for raw, ctype in forms:
+        assert post(proxy.url + CHAT, raw, {"content-type": ctype})[0] == 403
+    ordinary = b"name=Jane&comment=Lovely+bakery%21"
+    assert post(proxy.url + "/contact", ordinary, {"content-type": "application/x-www-form-urlencoded"})[0] == 200
+    assert upstream.received[-1].body == ordinary
+    time.sleep(0.5)
+    assert len(events(proxy, 3)) == 3  # the ordinary form was not recorded

@@ -19,6 +19,7 @@ from llmwall.providers.base import (
     joined,
     messages,
     role_key,
+    strings,
     text_at,
 )
 
@@ -53,7 +54,7 @@ _TOOL_CALLS: Final = ("tool_use", "server_tool_use")
 
 
 def anthropic_content(content: object, path: Path, role: str) -> Turn:
-    """Text blocks, plain-text documents, and tool_result blocks (as role tool)."""
+    """Text blocks, plain-text documents, tool_result blocks (as role tool) and tool_use inputs."""
     if isinstance(content, str):
         return [(path, content, role)]
     out: Turn = []
@@ -73,6 +74,8 @@ def anthropic_content(content: object, path: Path, role: str) -> Turn:
                 out += anthropic_content(source.get("content"), here + ("source", "content"), role)
         elif kind == "tool_result":
             out += anthropic_content(block.get("content"), here + ("content",), "tool")
+        elif kind in _TOOL_CALLS:  # an earlier call the client resends: the model reads its input
+            out += [(p, s, role) for p, s in strings(block.get("input"), here + ("input",))]
     return out
 
 

@@ -72,7 +72,7 @@ _EVENTS: Final = frozenset(
 
 
 def bedrock_content(content: object, path: Path, role: str) -> Turn:
-    """Converse blocks: {"text"}, {"guardContent": {"text": {"text"}}}, {"toolResult"}."""
+    """Converse blocks: {"text"}, {"guardContent": {"text": {"text"}}}, {"toolUse"} inputs, {"toolResult"}."""
     out: Turn = []
     if not isinstance(content, list):
         return out
@@ -85,6 +85,8 @@ def bedrock_content(content: object, path: Path, role: str) -> Turn:
         elif isinstance(block.get("guardContent"), dict):
             inner = block["guardContent"].get("text")
             out += text_at(inner, "text", here + ("guardContent", "text"), role)
+        elif isinstance(block.get("toolUse"), dict):  # an earlier call the client resends
+            out += [(p, s, role) for p, s in strings(block["toolUse"].get("input"), here + ("toolUse", "input"))]
         elif isinstance(block.get("toolResult"), dict):
             results = block["toolResult"].get("content")
             rpath = here + ("toolResult", "content")

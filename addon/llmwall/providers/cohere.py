@@ -24,6 +24,7 @@ from llmwall.providers.base import (
     text_at,
     usage_of,
 )
+from llmwall.providers.openai import assistant_extras
 
 _KEYS: Final = frozenset(
     {
@@ -93,6 +94,8 @@ class Chat(Provider):
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
         turns = messages(data.get("messages"), ("messages",), role_key, "content", cohere_content, latest_only)
+        if not latest_only:
+            turns += assistant_extras(data.get("messages"))
         docs = data.get("documents")
         if isinstance(docs, list) and not latest_only:  # RAG documents: untrusted, like tool results
             turns.insert(

@@ -29,7 +29,8 @@ _ROLES: Final = ("user", "model", "function", "tool", "")
 
 
 def gemini_parts(parts: object, path: Path, role: str) -> Turn:
-    """Text parts (not model thoughts); functionResponse payload strings as role tool."""
+    """Text parts (not model thoughts), functionCall argument strings; functionResponse payload
+    strings as role tool."""
     out: Turn = []
     for i, part in enumerate(parts if isinstance(parts, list) else []):
         if not isinstance(part, dict) or part.get("thought") is True:
@@ -37,6 +38,10 @@ def gemini_parts(parts: object, path: Path, role: str) -> Turn:
         here = path + (i,)
         if "text" in part:
             out += text_at(part, "text", here, role)
+        for key in ("functionCall", "function_call"):  # earlier calls the client resends
+            call = part.get(key)
+            if isinstance(call, dict):
+                out += [(p, s, role) for p, s in strings(call.get("args"), here + (key, "args"))]
         for key in ("functionResponse", "function_response"):
             response = part.get(key)
             if isinstance(response, dict) and "response" in response:

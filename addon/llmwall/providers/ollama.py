@@ -23,7 +23,7 @@ from llmwall.providers.base import (
     role_key,
     usage_of,
 )
-from llmwall.providers.openai import openai_content
+from llmwall.providers.openai import assistant_extras, openai_content
 
 _CHAT_KEYS: Final = frozenset({"options", "keep_alive", "format", "think"})
 _GENERATE_KEYS: Final = frozenset(
@@ -66,7 +66,8 @@ class Chat(_Ollama):
     )
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
-        return messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)
+        turns = messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)
+        return turns if latest_only else turns + assistant_extras(data.get("messages"))
 
     def response_shape(self, data: dict) -> bool:
         return isinstance(data.get("message"), dict) and "done" in data
@@ -88,7 +89,9 @@ class Chat(_Ollama):
 class Generate(_Ollama):
     name = "ollama.generate"
     description = "Ollama /api/generate"
-    system_keys = ("system",)
+    # ``template`` replaces the model's prompt template: its text (around the {{ .Prompt }}
+    # placeholders) is what the model reads first, so it is screened like a system prompt.
+    system_keys = ("system", "template")
     completion: ClassVar[CompletionEvidence | None] = CompletionEvidence(
         keys=_GENERATE_KEYS,
         params=_GENERATE_PARAMS,

@@ -22,6 +22,7 @@ from llmwall.providers.base import (
     arguments_text,
     as_str,
     dicts,
+    dig,
     first_choice,
     joined,
     messages,
@@ -29,6 +30,7 @@ from llmwall.providers.base import (
     role,
     role_key,
     sample,
+    strings,
     text_at,
     usage_of,
 )
@@ -149,6 +151,29 @@ def openai_content(content: object, path: Path, role: str) -> Turn:
     return out
 
 
+#: Responses input items that are earlier tool calls, and the key of their text.
+_TOOL_CALL_ITEMS: Final = {"function_call": "arguments", "custom_tool_call": "input"}
+
+
+def assistant_extras(items: object) -> list[Turn]:
+    """Text of earlier assistant messages outside ``content``: ``refusal`` and the arguments of
+    ``tool_calls``. The client writes the history it resends, and the model reads these as
+    its own earlier words, so an instruction planted there reaches it like any other turn.
+    Arguments are a JSON string (OpenAI) or an object (Ollama): every string in it counts."""
+    out: list[Turn] = []
+    for i, msg in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(msg, dict) or role_key(msg) != "assistant":
+            continue
+        turn = text_at(msg, "refusal", ("messages", i), "assistant")
+        calls = msg.get("tool_calls")
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            here: Path = ("messages", i, "tool_calls", j, "function", "arguments")
+            turn += [(p, s, "assistant") for p, s in strings(dig(call, "function", "arguments"), here)]
+        if turn:
+            out.append(turn)
+    return out
+
+
 def _content_text(content: object) -> list[str]:
     """Response-side text of a message content: a string, or text/refusal parts."""
     if isinstance(content, str):
@@ -195,7 +220,8 @@ class ChatCompletions(Provider):
     )
 
     def turns(self, data: dict, latest_only: bool) -> list[Turn]:
-        return messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)
+        turns = messages(data.get("messages"), ("messages",), role_key, "content", openai_content, latest_only)
+        return turns if latest_only else turns + assistant_extras(data.get("messages"))
 
     def response_shape(self, data: dict) -> bool:
         return data.get("object") == "chat.completion" or isinstance(first_choice(data).get("message"), dict)
@@ -310,6 +336,8 @@ class Responses(Provider):
                     turns.append([(("input", i, "output"), output, "tool")])
                 else:
                     turns.append([(p, t, "tool") for p, t, _ in openai_content(output, ("input", i, "output"), "tool")])
+            elif kind in _TOOL_CALL_ITEMS:  # earlier calls the client resends: the model reads them
+                turns.append(text_at(item, _TOOL_CALL_ITEMS[kind], ("input", i), "assistant"))
             elif kind in (None, "message"):
                 kept = role(item.get("role"))
                 if kept is not None:

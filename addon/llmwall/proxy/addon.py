@@ -362,6 +362,7 @@ class LLMWall:
 
     # ------------------------------------------------------------------ hooks
     async def request(self, flow: http.HTTPFlow) -> None:
+        _announce_length(flow.request)
         try:
             await self._request(flow)
         except Exception as exc:
@@ -410,7 +411,12 @@ class LLMWall:
             return
         if not req.raw_content:
             return
-        if not forced and not req.headers.get("content-encoding") and not body.needs_full_look(req.raw_content):
+        if (
+            not forced
+            and not req.headers.get("content-encoding")
+            and not body.needs_full_look(req.raw_content)
+            and not (body.is_form(req.headers.get("content-type")) and body.form_looks_llm(req.raw_content))
+        ):
             return  # fast path for ordinary APIs: no thread hop, no JSON parse
         if body.parse_inline(req.raw_content, req.headers):
             analysis = self._analyse(flow, forced)
@@ -452,6 +458,10 @@ class LLMWall:
             pruned = body.prune_deep(text.decode("utf-8"), MAX_DEPTH).encode("utf-8")
             parsed = discovery.parse_body(pruned, ctype, max_depth=MAX_DEPTH, max_bytes=limit)
         if parsed.error is not None and not (parsed.error in discovery.SUSPICIOUS and parsed.data is not None):
+            if not forced and body.is_form(ctype) and body.form_looks_llm(text):
+                # A provider's JSON inside a form field: only a custom gateway reads that, so it
+                # is recorded (and blocked with llmwall_on_unparsed=block), not screened.
+                return Analysis(UNRECOGNISED, error="prompt-like JSON inside a form body")
             # Unreadable: recorded (and handled by llmwall_on_unparsed) when it looks like LLM traffic.
             return Analysis("parse_error" if forced or body.looks_llm(text) else "not_llm", error=parsed.error)
         # Duplicate keys and lone surrogates are valid JSON that providers accept: screen them
@@ -553,11 +563,11 @@ class LLMWall:
         flow before the upstream has the whole request, or pass, by policy; recorded either way."""
         flow.metadata[STREAMED_KEY] = True
         req = flow.request
-        ctype = req.headers.get("content-type", "")
-        json_like = not ctype or "json" in ctype.lower()
         forced = _matches(_target(flow), ctx.options.llmwall_include)
-        action = "block" if _fails_closed("streamed") and (json_like or forced) else None
+        action = "block" if _fails_closed("streamed") and (_may_carry_json(req) or forced) else None
         if action == "block" and flow.killable:
+            if req.stream:
+                _withhold_end(req)
             flow.kill()
         template = sanitize.path(discovery.path_template(req.path))
         self._unscreened(flow, "streamed", action, template, start, "stream_large_bodies")
@@ -619,6 +629,56 @@ def _pii_extras(ruleset: RuleSet) -> frozenset[str]:
 
 #: flow.metadata key set once a streamed body has been handled (in requestheaders or request).
 STREAMED_KEY = "llmwall_streamed"
+
+
+#: Content types whose bodies llmwall reads as JSON when buffered (parse_body tries JSON whatever
+#: the declared type for these), so a streamed one must be refused like a JSON one.
+_JSON_READ_TYPES = ("json", "text/", "application/x-www-form-urlencoded")
+
+
+def _may_carry_json(req: http.Request) -> bool:
+    """Whether a body llmwall cannot see could be JSON an upstream reads: no Content-Type, a JSON
+    one, or one that JSON is commonly sent as (``curl -d``, text/plain); not multipart or media."""
+    ctype = req.headers.get("content-type", "").lower()
+    return not ctype.strip() or any(t in ctype for t in _JSON_READ_TYPES)
+
+
+def _withhold_end(req: http.Request) -> None:
+    """Keep the end of a streamed request body from the upstream, so it never has a whole request.
+
+    When llmwall first sees a chunked body that mitmproxy switched to streaming, its data
+    has already gone upstream, and mitmproxy sends the end of the message after the request
+    hook even for a killed flow (a flow in transit cannot be killed: mitmproxy issue 4711).
+    Its HTTP/1 client frames that end from the request's headers at that moment: with
+    ``chunked`` it sends the last chunk, which completes the request upstream. A body framed
+    "until the connection closes" instead makes it half-close the connection, so the
+    upstream reads a chunked body cut off before its end. The headers went out long ago;
+    this only changes how mitmproxy ends the message. (An HTTP/2 upstream connection ends
+    the stream regardless: see the threat model in docs/architecture.md.)
+    """
+    if "chunked" in req.headers.get("transfer-encoding", "").lower():
+        req.headers["transfer-encoding"] = "gzip"  # no Content-Length: "read until close"
+
+
+def _announce_length(req: http.Request) -> None:
+    """Give an HTTP/2 or HTTP/3 body of unannounced length a Content-Length before it goes upstream.
+
+    Such a body is legal (its frames carry the length), but mitmproxy 12 forwards it to an
+    HTTP/1 upstream with neither Content-Length nor chunked framing: the upstream reads an
+    empty body and takes the bytes after it as a request of its own, which llmwall screened
+    as a body, not as a prompt (request smuggling: a complete HTTP/1.1 request with an unsafe
+    prompt inside the body reached the upstream unscreened). Announcing the length makes
+    the upstream read exactly the body llmwall screened; over HTTP/2 it is merely redundant.
+    Streamed bodies (``stream_large_bodies``) have left by now and cannot be fixed here.
+    """
+    if (
+        (req.is_http2 or req.is_http3)
+        and not req.stream
+        and req.raw_content
+        and "content-length" not in req.headers
+        and "transfer-encoding" not in req.headers
+    ):
+        req.headers["content-length"] = str(len(req.raw_content))
 
 
 def _fails_closed(status: str) -> bool:

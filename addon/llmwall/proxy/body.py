@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 import brotli  # typed or not depending on the version: see [[tool.mypy.overrides]] in pyproject.toml
 from backports import zstd
@@ -262,6 +263,22 @@ def needs_full_look(raw: bytes) -> bool:
 def looks_llm(data: bytes) -> bool:
     """Whether UTF-8 bytes name a prompt key anywhere (a padded body cannot push it out of view)."""
     return _LLM_KEY.search(data) is not None
+
+
+#: Form bodies: no LLM API reads its prompt from one, but a custom gateway can carry a provider's
+#: JSON in a field, so a form whose decoded fields name a prompt key is recorded (``unrecognised``).
+_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def is_form(content_type: str | None) -> bool:
+    """Whether a Content-Type names a form body (any case, any parameters)."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    return mime in _FORM_TYPES
+
+
+def form_looks_llm(data: bytes) -> bool:
+    """Whether a form body names a prompt key, in the clear (multipart) or percent-encoded."""
+    return looks_llm(data) or looks_llm(unquote_to_bytes(data.replace(b"+", b" ")))
 
 
 def looks_json(data: bytes) -> bool:
