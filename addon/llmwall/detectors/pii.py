@@ -819,6 +819,8 @@ class FastAnalyzer:
             if not recognizer.is_loaded:
                 recognizer.load()
                 recognizer.is_loaded = True
+        if not isinstance(engine.nlp_engine, OfflineNlpEngine):
+            raise TypeError("FastAnalyzer reads the digit windows OfflineNlpEngine computes")
         self._plan = [(r, _pattern_scan(r)) for r in self.recognizers]
         self._order = {r.id: i for i, r in enumerate(self.recognizers)}
         # Presidio asks each recognizer to enhance its own results first; the base class
@@ -828,23 +830,40 @@ class FastAnalyzer:
         )
 
     def analyze(self, text: str, score_threshold: float) -> list[RecognizerResult]:
-        """Presidio's results for ``text``, de-duplicated, decision process kept."""
+        """Presidio's results for ``text``, de-duplicated, decision process kept.
+
+        The NLP artifacts (words, lemmas, keywords) are made only when something reads
+        them: a recognizer with its own ``analyze`` that can find anything here, or the
+        context enhancer when there are results.  Prose without digits needs neither.
+        """
         engine = self.engine
-        artifacts = engine.nlp_engine.process_text(text, "en")
+        made: list[NlpArtifacts] = []
+
+        def artifacts() -> NlpArtifacts:
+            if not made:
+                made.append(engine.nlp_engine.process_text(text, "en"))
+            return made[0]
+
+        # what OfflineNlpEngine puts on the artifacts, computed here without tokenizing
+        digit_spans = digit_windows(text, _DIGIT_MARGIN)
         pieces: dict[str, list[_Piece]] = {}
         results: list[RecognizerResult] = []
         for recognizer, scan in self._plan:
             if scan is None:
-                found = recognizer.analyze(text=text, entities=self.entities, nlp_artifacts=artifacts)
+                if not _may_find(recognizer, text, digit_spans):
+                    continue
+                found = recognizer.analyze(text=text, entities=self.entities, nlp_artifacts=artifacts())
                 if found:
                     _with_recognizer_id(found, recognizer)
                     results.extend(found)
                 continue
             if scan.windows not in pieces:
-                pieces[scan.windows] = self._pieces(scan.windows, text, artifacts)
+                pieces[scan.windows] = self._pieces(scan.windows, text, digit_spans)
             results.extend(scan.analyze(pieces[scan.windows]))
+        if not results:
+            return []  # what the enhancer, the score filter and de-duplication make of none
         if self._recognizers_enhance:
-            results = engine._enhance_using_context(text, results, artifacts, self.recognizers, None)
+            results = engine._enhance_using_context(text, results, artifacts(), self.recognizers, None)
         else:
             order = self._order
             key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
@@ -854,20 +873,30 @@ class FastAnalyzer:
                 key=lambda r: order[r.recognition_metadata[key]],
             )
             results = engine.context_aware_enhancer.enhance_using_context(
-                text=text, raw_results=results, nlp_artifacts=artifacts, recognizers=self.recognizers, context=None
+                text=text, raw_results=results, nlp_artifacts=artifacts(), recognizers=self.recognizers, context=None
             )
         return EntityRecognizer.remove_duplicates([r for r in results if r.score >= score_threshold])
 
     @staticmethod
-    def _pieces(windows: str, text: str, artifacts: NlpArtifacts) -> list[_Piece]:
+    def _pieces(windows: str, text: str, digit_spans: list[tuple[int, int]]) -> list[_Piece]:
         """The pieces a recognizer of this window kind scans, as its ``analyze`` would."""
-        spans: list[tuple[int, int]] = [(0, len(text))]
-        digit_windows: list[tuple[int, int]] | None = getattr(artifacts, "digit_windows", None)
-        if windows == "digits" and digit_windows is not None:  # without them, DigitWindowed scans it all
-            spans = digit_windows
+        spans = [(0, len(text))]
+        if windows == "digits":
+            spans = digit_spans
         elif windows == "at":
             spans = _at_windows(text)
         return [_Piece(lo, text[lo:hi]) for lo, hi in spans]
+
+
+def _may_find(recognizer: EntityRecognizer, text: str, digit_spans: list[tuple[int, int]]) -> bool:
+    """False where a recognizer with its own ``analyze`` provably returns nothing: the
+    phone recognizer without a phone-number candidate (it looks only around them), a
+    digit-windowed one (IBAN) without digit windows."""
+    if isinstance(recognizer, WindowedPhoneRecognizer):
+        return _PHONE_CANDIDATE.search(text) is not None
+    if isinstance(recognizer, DigitWindowed):
+        return bool(digit_spans)
+    return True
 
 
 @functools.cache
