@@ -414,8 +414,8 @@ class OfflineNlpEngine(NlpEngine):
         entities: list[NerEntity] = []
         if self._nlp is None:
             matches = list(_WORD.finditer(text))
-            tokens = [m.group() for m in matches]
-            indices = [m.start() for m in matches]
+            tokens = list(map(re.Match.group, matches))  # map over the methods: no Python loop
+            indices = list(map(re.Match.start, matches))
             # only words ending in "s" have a plural to fold: skip the call for the rest
             lemmas = [_lemma(w) if w[-1] == "s" else w for w in map(str.lower, tokens)]
         else:
