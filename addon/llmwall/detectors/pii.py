@@ -13,8 +13,9 @@ List over HTTP on first use.  Both are avoided here:
   and no cache directory, i.e. only tldextract's bundled snapshot.
 
 Everything else is Presidio's own pattern recognizers (regexes, checksums, context
-words).  llmwall's changes on top (speed and false positives) are listed and
-justified in ``docs/pii.md``.
+words), run through ``FastAnalyzer``: the results of ``AnalyzerEngine.analyze`` without
+its per-call overhead.  llmwall's changes on top (speed and false positives) are listed
+and justified in ``docs/pii.md``.
 """
 
 from __future__ import annotations
@@ -804,7 +805,7 @@ class FastAnalyzer:
     set is built in the same order from the same objects), pattern recognizers run
     through ``_PatternScan``, and the enhancer gets the results in the order Presidio
     gives them.  Digit windows, "@" windows and their longest digit runs are computed
-    once per text and shared by all recognizers.
+    once per text and shared by all recognizers; the NLP artifacts only when read.
 
     ``tests/test_pii_fast.py`` compares both paths on a large varied corpus.
     """
