@@ -9,6 +9,9 @@ whole prompt after a warm-up; the process is pinned to one CPU.
 
     .venv/bin/python scripts/bench_pii.py            # markdown table
     .venv/bin/python scripts/bench_pii.py --json     # machine-readable
+    .venv/bin/python scripts/bench_pii.py --compare  # PII only: Presidio's AnalyzerEngine path
+                                                     # vs llmwall's FastAnalyzer, interleaved call
+                                                     # by call, on response-window and prompt sizes
     .venv/bin/python scripts/bench_pii.py --scan .venv/lib/python3.12/site-packages --glob '*.py'
                                                      # findings per category in real files
 """
@@ -56,6 +59,8 @@ PROSE = [
     "Attendees asked for clearer guidance on procurement rules and on travel reimbursement policy.",
 ]
 SIZES = (50, 100, 500, 5000)
+#: Characters: the windows response screening runs the detector on (issue 13).
+WINDOWS = (64, 256, 1024)
 
 
 def make_prompt(tokens: int, pool: list[str] = POOL) -> str:
@@ -100,6 +105,68 @@ def measure(detector, text: str, runs: int) -> dict[str, float]:
     }
 
 
+def compare(text: str, runs: int) -> dict[str, float]:
+    """CPU milliseconds per ``detect`` call of the stock path (Presidio's
+    ``AnalyzerEngine.analyze``) and of the fast path, alternating call by call so that
+    a change in machine load hits both alike; the two must give the same detection."""
+    stock = pii.PiiDetector(stock_engine=True)
+    fast = pii.PiiDetector()
+    req = _request(text)
+    if stock.detect(req) != fast.detect(req):
+        raise SystemExit("the fast path and the stock path disagree")
+    for _ in range(5):
+        stock.detect(req)
+        fast.detect(req)
+    times: dict[str, list[float]] = {"stock": [], "fast": []}
+    for _ in range(runs):
+        for name, det in (("stock", stock), ("fast", fast)):
+            c0 = time.thread_time()
+            det.detect(req)
+            times[name].append((time.thread_time() - c0) * 1000)
+    out: dict[str, float] = {"runs": runs}
+    for name, samples in times.items():
+        out[f"{name}_cpu_p50_ms"] = statistics.median(samples)
+        out[f"{name}_cpu_p99_ms"] = _pct(samples, 0.99)
+    out["speedup"] = out["stock_cpu_p50_ms"] / out["fast_cpu_p50_ms"]
+    return out
+
+
+def _printed_json(args: argparse.Namespace, meta: dict[str, object], rows: list[dict[str, object]]) -> bool:
+    """Print the results as JSON when ``--json`` was given; say whether it was."""
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return bool(args.json)
+
+
+def compare_table(args: argparse.Namespace) -> int:
+    """Stock vs fast PII path on windows of 64-1024 characters and on prompts."""
+    texts = []
+    for kind, pool in (("mixed", POOL), ("prose", PROSE)):
+        texts += [(kind, f"{n} chars", make_prompt(n // 4 + 1, pool)[:n]) for n in WINDOWS]
+        texts += [(kind, f"{n} tokens", make_prompt(n, pool)) for n in SIZES]
+    load_before = os.getloadavg()
+    rows = []
+    for kind, size, text in texts:
+        runs = max(30, args.runs * 256 // max(len(text), 256))
+        rows.append({"prompt": kind, "size": size, "chars": len(text)} | compare(text, runs))
+    meta = {"load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
+    if _printed_json(args, meta, rows):
+        return 0
+    print(
+        f"PII detect() CPU per call, one core pinned, stock and fast alternating; load average "
+        f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
+        f"{meta['load_average_after'][0]:.1f} after, on {os.cpu_count()} CPUs\n"
+    )
+    print("| text | size | chars | stock CPU p50 ms | fast CPU p50 ms | stock / fast | stock p99 | fast p99 | runs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['prompt']} | {r['size']} | {r['chars']} | {r['stock_cpu_p50_ms']:.3f} | {r['fast_cpu_p50_ms']:.3f} "
+            f"| {r['speedup']:.2f}x | {r['stock_cpu_p99_ms']:.3f} | {r['fast_cpu_p99_ms']:.3f} | {r['runs']} |"
+        )
+    return 0
+
+
 def scan(root: Path, pattern: str, limit: int, seed: int) -> dict[str, object]:
     """Findings per category over a random sample of files (only counts are reported:
     the files are a stand-in for developer traffic, where most findings are false)."""
@@ -123,6 +190,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     parser.add_argument("--runs", type=int, default=300, help="timed runs for the smallest prompt")
+    parser.add_argument("--compare", action="store_true", help="PII stock vs fast path, interleaved")
     parser.add_argument("--scan", type=Path, help="instead: count findings in files under this folder")
     parser.add_argument("--glob", default="*.py", help="file pattern for --scan")
     parser.add_argument("--limit", type=int, default=400, help="files sampled for --scan")
@@ -141,6 +209,8 @@ def main() -> int:
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    if args.compare:
+        return compare_table(args)
     start = time.perf_counter()
     pii_det = pii.create(DetectorConfig())
     build_s = time.perf_counter() - start
@@ -163,8 +233,7 @@ def main() -> int:
         "pii_build_s": round(build_s, 3),
         "pii_categories": len(pii_det.categories),
     }
-    if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    if _printed_json(args, meta, rows):
         return 0
     print(
         f"PII engine build: {build_s:.2f} s, {len(pii_det.categories)} categories; one core pinned; "

@@ -13,8 +13,9 @@ List over HTTP on first use.  Both are avoided here:
   and no cache directory, i.e. only tldextract's bundled snapshot.
 
 Everything else is Presidio's own pattern recognizers (regexes, checksums, context
-words).  llmwall's changes on top (speed and false positives) are listed and
-justified in ``docs/pii.md``.
+words), run through ``FastAnalyzer``: the results of ``AnalyzerEngine.analyze`` without
+its per-call overhead.  llmwall's changes on top (speed and false positives) are listed
+and justified in ``docs/pii.md``.
 """
 
 from __future__ import annotations
@@ -33,17 +34,27 @@ from pathlib import Path
 from typing import Final, cast
 
 import phonenumbers
+import regex
 import spacy
 import tldextract
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
 from presidio_analyzer import predefined_recognizers as pr
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.language import Language
 
 from llmwall import fields
 from llmwall.categories import PII_CATEGORIES as CLOUDFLARE_PII_CATEGORIES
+from llmwall.detectors import pattern_needs
 from llmwall.detectors.base import PYTHON_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest, Span
 from llmwall.fields import PII_CATEGORIES, PII_DETECTED
 
@@ -404,9 +415,10 @@ class OfflineNlpEngine(NlpEngine):
         entities: list[NerEntity] = []
         if self._nlp is None:
             matches = list(_WORD.finditer(text))
-            tokens = [m.group() for m in matches]
-            indices = [m.start() for m in matches]
-            lemmas = [_lemma(t.lower()) for t in tokens]
+            tokens = list(map(re.Match.group, matches))  # map over the methods: no Python loop
+            indices = list(map(re.Match.start, matches))
+            # only words ending in "s" have a plural to fold: skip the call for the rest
+            lemmas = [_lemma(w) if w[-1] == "s" else w for w in map(str.lower, tokens)]
         else:
             with self._lock, self._nlp.memory_zone():
                 doc = self._nlp(text)
@@ -640,6 +652,260 @@ _WARM_UP: Final = (
 )
 
 
+_DIGIT_RUN: Final = regex.compile(r"\d+")  # the regex module's classes: what Presidio's patterns use
+_WORD_RUN: Final = regex.compile(r"\w+")
+
+
+class _Piece:
+    r"""A piece of a text that a pattern recognizer scans (a digit window, the words
+    around an "@", or the whole text), with what the pattern gates read: its longest
+    runs of ``\d`` and (on demand) ``\w``."""
+
+    __slots__ = ("_longest_word", "lo", "longest_digits", "text")
+
+    def __init__(self, lo: int, text: str) -> None:
+        self.lo = lo
+        self.text = text
+        self.longest_digits: int = max(map(len, _DIGIT_RUN.findall(text)), default=0)
+        self._longest_word: int | None = None
+
+    @property
+    def longest_word(self) -> int:
+        if self._longest_word is None:
+            self._longest_word = max(map(len, _WORD_RUN.findall(self.text)), default=0)
+        return self._longest_word
+
+
+class _PatternScan:
+    r"""``PatternRecognizer.analyze`` of one recognizer, result for result, without
+    Presidio's per-pattern bookkeeping (two clock reads and a debug log call per
+    pattern and piece) and without running a pattern on a piece that provably holds
+    no match of it (``pattern_needs``): one whose longest digit run, longest word run
+    or punctuation falls short of what every match holds (``\b\d{9}\b`` on a piece
+    whose longest digit run is 4, an IPv6 pattern on a piece without ":").
+
+    ``windows`` names the pieces the recognizer's own ``analyze`` would scan:
+    ``"digits"`` (``DigitWindowed``), ``"at"`` (``OfflineEmailRecognizer``) or
+    ``"whole"``; each piece's matches are de-duplicated on their own, as there.
+    """
+
+    def __init__(self, recognizer: PatternRecognizer, windows: str) -> None:
+        self.recognizer = recognizer
+        self.windows = windows
+        self.entity: str = recognizer.supported_entities[0]
+        self.name: str = recognizer.name  # type: ignore[has-type]  # Presidio sets it untyped in __init__
+        self.flags = cast("int", recognizer.global_regex_flags)
+        source: list[Pattern] = recognizer.patterns  # type: ignore[has-type]  # as ``name``
+        self.patterns = [
+            (p, regex.compile(p.regex, flags=self.flags), pattern_needs.needs(p.regex, self.flags)) for p in source
+        ]
+
+    def analyze(self, pieces: list[_Piece]) -> list[RecognizerResult]:
+        out: list[RecognizerResult] = []
+        for piece in pieces:
+            found = self._matches(piece)
+            if not found:
+                continue
+            for result in EntityRecognizer.remove_duplicates(found):
+                result.start += piece.lo
+                result.end += piece.lo
+                out.append(result)
+        return out
+
+    def _matches(self, piece: _Piece) -> list[RecognizerResult]:
+        """Presidio's scoring of each match: the pattern's score, 1.0 or dropped by the
+        validator, dropped by the invalidator; an explanation as Presidio writes it."""
+        rec, flags, text = self.recognizer, self.flags, piece.text
+        results: list[RecognizerResult] = []
+        for pattern, compiled, needs in self.patterns:
+            if needs.digit_run > piece.longest_digits or (needs.word_run and needs.word_run > piece.longest_word):
+                continue
+            if needs.chars and not all(c in text for c in needs.chars):
+                continue
+            try:
+                for match in compiled.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
+                    start, end = match.span()
+                    if start == end:
+                        continue
+                    value = text[start:end]
+                    validation = rec.validate_result(value)
+                    explanation = rec.build_regex_explanation(
+                        self.name,
+                        pattern.name,
+                        pattern.regex,
+                        pattern.score,
+                        validation,  # type: ignore[arg-type]  # None as Presidio passes it: not validated
+                        flags,
+                    )
+                    result = RecognizerResult(
+                        entity_type=self.entity,
+                        start=start,
+                        end=end,
+                        score=pattern.score,
+                        analysis_explanation=explanation,
+                        recognition_metadata={
+                            RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id,
+                        },
+                    )
+                    if validation is not None:
+                        result.score = EntityRecognizer.MAX_SCORE if validation else EntityRecognizer.MIN_SCORE
+                    if rec.invalidate_result(value):
+                        result.score = EntityRecognizer.MIN_SCORE
+                    if result.score > EntityRecognizer.MIN_SCORE:
+                        results.append(result)
+                    explanation.score = result.score
+            except TimeoutError:  # Presidio's regex time limit: the pattern is skipped, as there
+                log.warning("PII pattern %r timed out after %s s; skipped", pattern.name, REGEX_TIMEOUT_SECONDS)
+        return results
+
+
+def _pattern_scan(recognizer: EntityRecognizer) -> _PatternScan | None:
+    """A fast scan for a recognizer whose analysis is Presidio's pattern loop (behind
+    llmwall's window wrappers); None for the others (IBAN's own loop, phone numbers,
+    NER), which run as they are."""
+    if not isinstance(recognizer, PatternRecognizer):
+        return None
+    wrapper: type | None = None
+    windows = "whole"
+    if isinstance(recognizer, DigitWindowed):
+        wrapper, windows = DigitWindowed, "digits"
+    elif isinstance(recognizer, OfflineEmailRecognizer):
+        wrapper, windows = OfflineEmailRecognizer, "at"
+    mro = type(recognizer).__mro__
+    analyzers = [k for k in mro if "analyze" in vars(k)]
+    expected = [wrapper, PatternRecognizer] if wrapper else [PatternRecognizer]
+    if analyzers[: len(expected)] != expected:
+        return None
+    return _PatternScan(recognizer, windows)
+
+
+def _with_recognizer_id(results: list[RecognizerResult], recognizer: EntityRecognizer) -> None:
+    """Tag results with their recognizer, as the engine does before context enhancement."""
+    name: str = recognizer.name  # type: ignore[has-type]  # Presidio sets it untyped in __init__
+    for result in results:
+        if not result.recognition_metadata:
+            result.recognition_metadata = {}
+        result.recognition_metadata.setdefault(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, recognizer.id)
+        result.recognition_metadata.setdefault(RecognizerResult.RECOGNIZER_NAME_KEY, name)
+
+
+class FastAnalyzer:
+    """``AnalyzerEngine.analyze(text, "en", entities, score_threshold=...,
+    return_decision_process=True)`` for one fixed engine and entity list, with the same
+    results, without the work Presidio repeats on every call.
+
+    Per call Presidio re-selects the recognizers (a set built from every entity, then a
+    list), re-checks that each is loaded, runs each pattern with two clock reads and a
+    debug log call, and before the context enhancer splits the results by recognizer
+    twice per recognizer (quadratic in results x recognizers) to hand each recognizer
+    its own results, which every recognizer used here returns unchanged
+    (``EntityRecognizer.enhance_using_context``).  Here the recognizer list is selected
+    once (the same list, in the same order, as every call would get: the registry's
+    set is built in the same order from the same objects), pattern recognizers run
+    through ``_PatternScan``, and the enhancer gets the results in the order Presidio
+    gives them.  Digit windows, "@" windows and their longest digit runs are computed
+    once per text and shared by all recognizers; the NLP artifacts only when read.
+
+    ``tests/test_pii_fast.py`` compares both paths on a large varied corpus.
+    """
+
+    def __init__(self, engine: AnalyzerEngine, entities: list[str]) -> None:
+        self.engine = engine
+        self.entities = list(entities)
+        self.recognizers: list[EntityRecognizer] = engine.registry.get_recognizers(
+            language="en", entities=self.entities, all_fields=not self.entities
+        )
+        for recognizer in self.recognizers:
+            if not recognizer.is_loaded:
+                recognizer.load()
+                recognizer.is_loaded = True
+        if not isinstance(engine.nlp_engine, OfflineNlpEngine):
+            raise TypeError("FastAnalyzer reads the digit windows OfflineNlpEngine computes")
+        self._plan = [(r, _pattern_scan(r)) for r in self.recognizers]
+        self._order = {r.id: i for i, r in enumerate(self.recognizers)}
+        # Presidio asks each recognizer to enhance its own results first; the base class
+        # returns them unchanged.  Should a recognizer ever override it, do as Presidio.
+        self._recognizers_enhance = any(
+            type(r).enhance_using_context is not EntityRecognizer.enhance_using_context for r in self.recognizers
+        )
+
+    def analyze(self, text: str, score_threshold: float) -> list[RecognizerResult]:
+        """Presidio's results for ``text``, de-duplicated, decision process kept.
+
+        The NLP artifacts (words, lemmas, keywords) are made only when something reads
+        them: a recognizer with its own ``analyze`` that can find anything here, or the
+        context enhancer when there are results.  Prose without digits needs neither.
+        """
+        engine = self.engine
+        made: list[NlpArtifacts] = []
+
+        def artifacts() -> NlpArtifacts:
+            if not made:
+                made.append(engine.nlp_engine.process_text(text, "en"))
+            return made[0]
+
+        # what OfflineNlpEngine puts on the artifacts, computed here without tokenizing
+        digit_spans = digit_windows(text, _DIGIT_MARGIN)
+        pieces: dict[str, list[_Piece]] = {}
+        results: list[RecognizerResult] = []
+        for recognizer, scan in self._plan:
+            if scan is None:
+                if not _may_find(recognizer, text, digit_spans):
+                    continue
+                found = recognizer.analyze(text=text, entities=self.entities, nlp_artifacts=artifacts())
+                if found:
+                    _with_recognizer_id(found, recognizer)
+                    results.extend(found)
+                continue
+            if scan.windows not in pieces:
+                pieces[scan.windows] = self._pieces(scan.windows, text, digit_spans)
+            results.extend(scan.analyze(pieces[scan.windows]))
+        if not results:
+            return []  # what the enhancer, the score filter and de-duplication make of none
+        if self._recognizers_enhance:
+            results = engine._enhance_using_context(text, results, artifacts(), self.recognizers, None)
+        else:
+            order = self._order
+            key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+            # Presidio regroups the results by recognizer (dropping any of an unknown one)
+            results = sorted(
+                (r for r in results if r.recognition_metadata[key] in order),
+                key=lambda r: order[r.recognition_metadata[key]],
+            )
+            results = engine.context_aware_enhancer.enhance_using_context(
+                text=text, raw_results=results, nlp_artifacts=artifacts(), recognizers=self.recognizers, context=None
+            )
+        return EntityRecognizer.remove_duplicates([r for r in results if r.score >= score_threshold])
+
+    @staticmethod
+    def _pieces(windows: str, text: str, digit_spans: list[tuple[int, int]]) -> list[_Piece]:
+        """The pieces a recognizer of this window kind scans, as its ``analyze`` would."""
+        spans = [(0, len(text))]
+        if windows == "digits":
+            spans = digit_spans
+        elif windows == "at":
+            spans = _at_windows(text)
+        return [_Piece(lo, text[lo:hi]) for lo, hi in spans]
+
+
+def _may_find(recognizer: EntityRecognizer, text: str, digit_spans: list[tuple[int, int]]) -> bool:
+    """False where a recognizer with its own ``analyze`` provably returns nothing: the
+    phone recognizer without a phone-number candidate (it looks only around them), a
+    digit-windowed one (IBAN) without digit windows."""
+    if isinstance(recognizer, WindowedPhoneRecognizer):
+        return _PHONE_CANDIDATE.search(text) is not None
+    if isinstance(recognizer, DigitWindowed):
+        return bool(digit_spans)
+    return True
+
+
+@functools.cache
+def _fast_analyzer(categories: frozenset[str], spacy_model: str | None, phone_needs_context: bool) -> FastAnalyzer:
+    """The fast path over the same (shared) engine; built once per configuration."""
+    return FastAnalyzer(_engine(categories, spacy_model, phone_needs_context), sorted(categories))
+
+
 _ENGINE_LOCK: Final = threading.Lock()
 
 
@@ -656,14 +922,19 @@ class PiiDetector(Detector):
         min_score: float = 0.5,
         spacy_model: str | None = None,
         extra_entities: Iterable[str] = (),
+        stock_engine: bool = False,
     ) -> None:
+        """``stock_engine`` runs Presidio's ``AnalyzerEngine.analyze`` itself instead of
+        ``FastAnalyzer`` (same results, more CPU): the reference for tests and benchmarks."""
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"pii_min_score must be within [0, 1], got {min_score}")
         self.categories, self.unavailable = resolve_categories(entities, spacy_model, extra_entities)
         self.min_score = min_score
         self.spacy_model = spacy_model
+        phone_needs_context = min_score > pr.PhoneRecognizer.SCORE
         with _ENGINE_LOCK:  # functools.cache may otherwise build the same engine twice
-            self._engine = _engine(self.categories, spacy_model, min_score > pr.PhoneRecognizer.SCORE)
+            self._engine = _engine(self.categories, spacy_model, phone_needs_context)
+            self._fast = None if stock_engine else _fast_analyzer(self.categories, spacy_model, phone_needs_context)
         self._entities = sorted(self.categories)
         if self.unavailable:
             log.warning(
@@ -683,13 +954,7 @@ class PiiDetector(Detector):
         for lo, hi, own_lo, own_hi in chunks(text) if text.strip() and self._entities else ():
             if time.monotonic() >= request.deadline:
                 raise NotScored("pii: deadline passed")
-            for r in self._engine.analyze(
-                text[lo:hi],
-                language="en",
-                entities=self._entities,
-                score_threshold=self.min_score,
-                return_decision_process=True,  # to see which context word confirmed a match
-            ):
+            for r in self._analyze(text[lo:hi]):
                 r.start += lo
                 r.end += lo
                 if own_lo <= r.start < own_hi:
@@ -699,6 +964,19 @@ class PiiDetector(Detector):
         return Detection(
             fields={PII_DETECTED: bool(categories), PII_CATEGORIES: categories},
             spans=spans,
+        )
+
+    def _analyze(self, text: str) -> list[RecognizerResult]:
+        """Presidio's results for one chunk, with the decision process (``_accepted``
+        reads which context word confirmed a match)."""
+        if self._fast is not None:
+            return self._fast.analyze(text, self.min_score)
+        return self._engine.analyze(
+            text,
+            language="en",
+            entities=self._entities,
+            score_threshold=self.min_score,
+            return_decision_process=True,
         )
 
     def describe(self) -> str:
