@@ -37,7 +37,7 @@ from tokenizers import Encoding, Tokenizer
 from llmwall import fields
 from llmwall.detectors import lexical
 from llmwall.detectors.base import LITE_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest
-from llmwall.detectors.onnx_session import make_session
+from llmwall.detectors.onnx_session import env_threads, make_session
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ FORMAT = "llmwall-lite/1"
 _CACHE_SIZE = 256  # prompts whose classifier outputs are kept (in memory only)
 _TOPIC_SETS = 16  # custom-topic mappings whose embeddings are kept
 MAX_CUSTOM_TOPICS = 20
+LITE_THREADS = 1  # onnxruntime intra-op threads per lite session (see LiteModels.__init__)
 CHUNK_TOKENS = 64  # short windows of a long prompt (see LiteModels.windows)
 MAX_CHUNKS = 8  # bounds a long prompt's cost: 1 x 128 + 8 x 64 tokens
 SENTENCE_TOKENS = 48  # a sentence window is cut to this many word pieces
@@ -83,15 +84,14 @@ class LiteModels:
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.classifier, self.device = make_session(directory / "classifier.onnx", device)
-        # A run that starts while another is in flight takes a one-thread session: two runs
-        # already keep two cores busy, and splitting each over threads only adds hand-offs
-        # (measured: 15-19 -> 12-15 ms of CPU per screened request at 8 connections,
-        # docs/benchmarks.md "Where the time goes"). Alone, a run gets every core.
-        self._single = (
-            make_session(directory / "classifier.onnx", device, threads=1)[0] if self.device == "cpu" else None
+        # One intra-op thread unless LLMWALL_ORT_THREADS says otherwise: this model's runs are
+        # too short to split (measured, 2 vCPU: one run of a chat prompt 5.6 ms on one thread,
+        # 6.2 ms on two that sleep between parallel sections, 4.6 ms on two that spin, burning
+        # the CPU the other detectors and the event loop need; docs/benchmarks.md "Where the
+        # time goes"), and concurrent requests use the other cores.
+        self.classifier, self.device = make_session(
+            directory / "classifier.onnx", device, threads=env_threads() or LITE_THREADS
         )
-        self._running = 0
         self._encoder = None
         self._encoder_path = directory / "encoder.onnx"
         self._device_pref = device
@@ -174,14 +174,7 @@ class LiteModels:
         return self._pack(pieces)
 
     def _probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with self._lock:
-            session = self._single if self._running and self._single is not None else self.classifier
-            self._running += 1
-        try:
-            logits = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        finally:
-            with self._lock:
-                self._running -= 1
+        logits = self.classifier.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         z = np.clip(logits * self.cal_a + self.cal_b, -40.0, 40.0)
         return (1.0 / (1.0 + np.exp(-z))).max(axis=0)
 

@@ -62,14 +62,19 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def env_threads() -> int | None:
+    """The thread cap set in ``LLMWALL_ORT_THREADS``, or None."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Session options shared by all detectors: full graph optimisation, quiet logs."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only: shape-inference warnings are noise here
     if threads is None:
-        env = os.environ.get(THREADS_ENV, "").strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else None
+        threads = env_threads()
     if threads:
         opts.intra_op_num_threads = threads
     # onnxruntime's idle pool threads spin-wait for the next parallel section by default:
