@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fnmatch
+import gc
 import logging
 import posixpath
 import time
@@ -287,6 +288,7 @@ class LLMWall:
             det.close()
         for det in self.detectors:
             log.info("llmwall: detector %s; loaded in %.0f ms", det.describe(), det.load_ms)
+        _freeze_heap()
         provided = set().union(*(d.provides for d in self.detectors)) if self.detectors else set()
         if F.UNSAFE_TOPIC_DETECTED not in provided:
             log.warning(
@@ -697,6 +699,19 @@ def _target(flow: http.HTTPFlow) -> str:
     """host+path of the real destination for include/exclude: ``request.host`` is where
     mitmproxy connects, never the client's Host header (which ``pretty_host`` prefers)."""
     return flow.request.host + _route(flow.request.path)
+
+
+def _freeze_heap() -> None:
+    """Keep the models' objects out of Python's cyclic garbage collector from now on.
+
+    The loaded detectors are ~200,000 long-lived objects (Presidio's recognizers, the
+    tokenizers' vocabularies), and a full collection walks all of them while holding the
+    GIL: 140 ms measured, a stall of every request and stream in flight, due every few
+    tens of thousands of surviving allocations. Frozen, a full collection takes 1.5-3 ms.
+    The freed garbage is collected first, so nothing unreachable is frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _matches(target: str, patterns: Sequence[str]) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 #: The flow metadata key that carries the event (also shown by mitmweb).
 METADATA_KEY = "llmwall"
@@ -51,8 +52,12 @@ class Event:
     redacted: list[str] = field(default_factory=list)  # categories redacted, never values
 
     def to_dict(self) -> dict[str, object]:
-        """The metadata/store form; ``redacted`` only when something was."""
-        out = dataclasses.asdict(self)
+        """The metadata/store form (copies of the lists and maps); ``redacted`` only when something was.
+
+        Built by hand: ``dataclasses.asdict`` deep-copies through ``copy.deepcopy`` and took
+        11 % of the event loop's GIL time under overload (docs/benchmarks.md, "Overload").
+        """
+        out = {name: _plain(getattr(self, name)) for name in _FIELD_ORDER}
         if not self.redacted:
             del out["redacted"]
         return out
@@ -62,10 +67,23 @@ class Event:
         """The event in ``data`` (a :meth:`to_dict` result), or None when it is not one."""
         if not isinstance(data, Mapping):
             return None
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not set(data) <= names or not {"ts", "host", "method", "path_template"} <= set(data):
+        if not set(data) <= _FIELD_NAMES or not {"ts", "host", "method", "path_template"} <= set(data):
             return None
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**{k: v for k, v in data.items() if k in _FIELD_NAMES})
         except TypeError:
             return None
+
+
+#: The names of the event's fields, in order (and as a set).
+_FIELD_ORDER: Final = tuple(f.name for f in dataclasses.fields(Event))
+_FIELD_NAMES: Final = frozenset(_FIELD_ORDER)
+
+
+def _plain(value: object) -> object:
+    """A copy of a JSON-like value: lists and maps copied all the way down, other values as they are."""
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
