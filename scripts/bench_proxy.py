@@ -454,6 +454,8 @@ def overload(args: argparse.Namespace) -> int:
         "--set",
         f"llmwall_deadline_ms={args.deadline_ms}",
     ]
+    if args.plain:  # the same load against plain mitmdump: what the machine alone adds
+        cmd = [str(BIN / "mitmdump"), *cmd[2:8], "-q"]
     proc = start_proxy(cmd, port, tmp / "llmwall.log")
     serial = iter(range(10**9))
     try:
@@ -491,9 +493,10 @@ def overload(args: argparse.Namespace) -> int:
         upstream.shutdown()
     lat = sorted(r[0] for r in records)
     budget = (args.deadline_ms + 100) / 1000.0
-    held = proxy_hold_ms(tmp / "overload.sqlite")
+    held = [] if args.plain else proxy_hold_ms(tmp / "overload.sqlite")
     unsafe = [r for r in records if r[3]]
     summary = {
+        "proxy": "plain mitmdump" if args.plain else "llmwall",
         "cpus": os.cpu_count(),
         "deadline_ms": args.deadline_ms,
         "sustainable_rps": round(sustainable, 1),
@@ -547,11 +550,16 @@ def main() -> int:
     ap.add_argument("--deadline-ms", type=int, default=2000, help="--overload: llmwall_deadline_ms")
     ap.add_argument("--rate", type=float, help="--overload: offer this many req/s instead of FACTOR x measured")
     ap.add_argument(
+        "--plain", action="store_true", help="--overload: send the same load to plain mitmdump (needs --rate)"
+    )
+    ap.add_argument(
         "--instances",
         type=int,
         help="measure HAProxy in front of this many llmwall instances against one (needs haproxy)",
     )
     args = ap.parse_args()
+    if args.plain and not (args.overload and args.rate):
+        ap.error("--plain needs --overload and --rate (plain mitmdump's own rate is not llmwall's)")
     if args.overload:
         return overload(args)
     if args.rate_limit or args.instances:
