@@ -316,3 +316,28 @@ def test_detector_threads_run_at_a_lower_priority_than_the_event_loop() -> None:
     loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert result.fields["x.nice"] == min(19, loop_nice + orchestrator.WORKER_NICE)
     orch.close()
+
+
+def test_a_lane_too_slow_as_a_whole_refuses_only_the_detector_that_overruns() -> None:
+    """Costs add up in a lane: the detector that would end past the deadline is refused alone."""
+    log: list[tuple[str, int, float, float]] = []
+    first, second, other = LaneSleeper("first", 0.0, log), LaneSleeper("second", 0.0, log), Sleeper("other", 0.0)
+    orch = Orchestrator(workers=2)
+    orch._cost.update({"first": 0.3, "second": 0.3, "other": 0.01})  # measured costs per turn
+    result = asyncio.run(orch.screen(request(0.8), [first, second, other]))
+    # first alone fits (0.45 s with the margin); first + second (0.9 s) does not, whatever the queue
+    assert result.shed == ["second"]
+    assert sorted(result.timings_ms) == ["first", "other"]
+    orch.close()
+
+
+def test_not_busy_once_every_job_is_done_whatever_the_float_rounding() -> None:
+    """0.1 + 0.2 - 0.1 - 0.2 is not 0.0 in floats: a residue once kept the pool "busy" for good,
+    and with a late event loop every later request was refused unscored."""
+    orch = Orchestrator(workers=2)
+    orch._cost.update({"a": 0.1, "b": 0.2})
+    result = asyncio.run(orch.screen(request(20), [Sleeper("a", 0.0), Sleeper("b", 0.0)]))
+    assert sorted(result.timings_ms) == ["a", "b"]
+    time.sleep(0.05)  # the jobs release their reservations in their worker threads
+    assert not orch.busy
+    orch.close()

@@ -168,13 +168,14 @@ class Orchestrator:
         self._lock = threading.Lock()
         self._cost: dict[str, float] = {}  # detector name -> seconds per turn (moving average)
         self._backlog = 0.0  # estimated seconds of work queued or running, all detectors
+        self._jobs = 0  # lane jobs queued or running
         self.cache = TurnCache()
 
     @property
     def busy(self) -> bool:
         """Whether detector work is queued or running right now."""
         with self._lock:
-            return self._backlog > 0.0
+            return self._jobs > 0
 
     def _admit(
         self, lanes: Sequence[Sequence[tuple[Detector, int]]], deadline: float
@@ -182,9 +183,10 @@ class Orchestrator:
         """Reserve room for a request's lanes (each: detectors with their turns to screen, run
         one after the other): (admitted lanes with their reservations, names refused).
 
-        A detector too slow for the deadline even on an idle pool is refused alone. When
-        the queue is what makes the jobs late, the whole request is refused: its cheap
-        jobs would otherwise wait in line behind the backlog and hold it to the deadline.
+        A detector too slow for the deadline even on an idle pool, after the detectors
+        before it in its lane, is refused alone (the others still run). When the queue is
+        what makes the jobs late, the whole request is refused: its cheap jobs would
+        otherwise wait in line behind the backlog and hold it to the deadline.
         """
         now = time.monotonic()
         admitted: list[tuple[list[Detector], float]] = []
@@ -195,7 +197,7 @@ class Orchestrator:
                 for det, count in lane:
                     per_turn = self._cost.get(det.name, FIRST_COST_S)
                     cost = per_turn * count
-                    if now + cost * COST_MARGIN > deadline:
+                    if now + (total + cost) * COST_MARGIN > deadline:  # after those before it in its lane
                         # Let the estimate decay, or a one-off slow job would keep the
                         # detector from ever being measured again.
                         self._cost[det.name] = per_turn * SHED_DECAY
@@ -210,11 +212,15 @@ class Orchestrator:
             if admitted and now + wait + slowest * COST_MARGIN > deadline:
                 return [], refused + [det.name for lane_dets, _ in admitted for det in lane_dets]
             self._backlog += sum(cost for _, cost in admitted)
+            self._jobs += len(admitted)
         return admitted, refused
 
     def _release(self, reserved: float) -> None:
         with self._lock:
-            self._backlog = max(0.0, self._backlog - reserved)
+            self._jobs -= 1
+            # With no job left the backlog is zero, whatever rounding the float sums left behind
+            # (a residue of 1e-17 once kept ``busy`` true for good).
+            self._backlog = max(0.0, self._backlog - reserved) if self._jobs else 0.0
 
     def _measured(self, det: Detector, per_turn: float) -> None:
         with self._lock:
