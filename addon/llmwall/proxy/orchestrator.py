@@ -118,6 +118,10 @@ def turns(prompt: Prompt) -> list[Turn]:
     return out
 
 
+#: One detector of a lane: its position among the request's detectors, and its turns to screen.
+LaneItem = tuple[int, Detector, list[tuple[int, Turn]]]
+
+
 class TurnCache:
     """Least-recently-used detections per (detector, turn digest, what the rules asked)."""
 
@@ -178,8 +182,8 @@ class Orchestrator:
             return self._jobs > 0
 
     def _admit(
-        self, lanes: Sequence[Sequence[tuple[Detector, int]]], deadline: float
-    ) -> tuple[list[tuple[list[Detector], float]], list[str]]:
+        self, lanes: Sequence[Sequence[LaneItem]], deadline: float
+    ) -> tuple[list[tuple[list[LaneItem], float]], list[str]]:
         """Reserve room for a request's lanes (each: detectors with their turns to screen, run
         one after the other): (admitted lanes with their reservations, names refused).
 
@@ -189,28 +193,30 @@ class Orchestrator:
         otherwise wait in line behind the backlog and hold it to the deadline.
         """
         now = time.monotonic()
-        admitted: list[tuple[list[Detector], float]] = []
+        admitted: list[tuple[list[LaneItem], float]] = []
         refused: list[str] = []
         with self._lock:
             for lane in lanes:
-                kept, total = [], 0.0
-                for det, count in lane:
+                kept: list[LaneItem] = []
+                total = 0.0
+                for item in lane:
+                    det, todo = item[1], item[2]
                     per_turn = self._cost.get(det.name, FIRST_COST_S)
-                    cost = per_turn * count
+                    cost = per_turn * len(todo)
                     if now + (total + cost) * COST_MARGIN > deadline:  # after those before it in its lane
                         # Let the estimate decay, or a one-off slow job would keep the
                         # detector from ever being measured again.
                         self._cost[det.name] = per_turn * SHED_DECAY
                         refused.append(det.name)
                     else:
-                        kept.append(det)
+                        kept.append(item)
                         total += cost
                 if kept:
                     admitted.append((kept, total))
             wait = self._backlog / self._parallel
             slowest = max((cost for _, cost in admitted), default=0.0)
             if admitted and now + wait + slowest * COST_MARGIN > deadline:
-                return [], refused + [det.name for lane_dets, _ in admitted for det in lane_dets]
+                return [], refused + [det.name for lane, _ in admitted for _, det, _ in lane]
             self._backlog += sum(cost for _, cost in admitted)
             self._jobs += len(admitted)
         return admitted, refused
@@ -229,7 +235,7 @@ class Orchestrator:
 
     def _submit(
         self,
-        lane: list[tuple[int, Detector, list[tuple[int, Turn]]]],
+        lane: list[LaneItem],
         request: ScreenRequest,
         key: tuple[object, ...],
         reserved: float,
@@ -286,7 +292,7 @@ class Orchestrator:
         key = (request.wanted, tuple(sorted(request.custom_topics.items())), _digest(request.reply_to))
         per_det: list[dict[int, Detection]] = [{} for _ in detectors]
         todo: list[list[tuple[int, Turn]]] = [[] for _ in detectors]
-        lanes: dict[object, list[int]] = {}  # lane -> positions of its detectors with work to do
+        lanes: dict[object, list[LaneItem]] = {}  # lane -> its detectors with work to do
         for d, det in enumerate(detectors):
             for index, turn in enumerate(prompt_turns):
                 hit = self.cache.get((det.name, id(det), turn.digest, *key))
@@ -296,23 +302,16 @@ class Orchestrator:
                     per_det[d][index] = hit
                     result.cached_turns += 1
             if todo[d]:
-                lanes.setdefault(det.lane or d, []).append(d)
-        position = {id(det): d for d, det in enumerate(detectors)}
-        admitted: list[tuple[list[Detector], float]]
+                lanes.setdefault(det.lane or d, []).append((d, det, todo[d]))
+        admitted: list[tuple[list[LaneItem], float]]
         if overloaded:
-            admitted, refused = [], [detectors[d].name for lane in lanes.values() for d in lane]
+            admitted, refused = [], [det.name for lane in lanes.values() for _, det, _ in lane]
         else:
-            admitted, refused = self._admit(
-                [[(detectors[d], len(todo[d])) for d in lane] for lane in lanes.values()], request.deadline
-            )
+            admitted, refused = self._admit(list(lanes.values()), request.deadline)
         result.not_scored += refused
         result.shed += refused
         outcomes: dict[int, tuple[dict[int, Detection], float] | BaseException] = {}
-        queued = [[(position[id(det)], det, todo[position[id(det)]]) for det in lane_dets] for lane_dets, _ in admitted]
-        futures = [
-            self._submit(lane, request, key, reserved, outcomes)
-            for lane, (_, reserved) in zip(queued, admitted, strict=True)
-        ]
+        futures = [self._submit(lane, request, key, reserved, outcomes) for lane, reserved in admitted]
         if futures:
             timeout = max(0.0, request.deadline - time.monotonic())
             _, pending = await asyncio.wait(futures, timeout=timeout)
@@ -320,7 +319,7 @@ class Orchestrator:
                 fut.cancel()  # a queued job is dropped; a running one finishes and is ignored
         finished = dict(outcomes)  # one copy: a lane still running may add to outcomes later
         scored = [d for d in range(len(detectors)) if not todo[d]]  # every turn from the cache
-        for lane in queued:
+        for lane, _ in admitted:
             for d, det, _ in lane:
                 outcome = finished.get(d)
                 if outcome is None:
