@@ -99,16 +99,15 @@ def main() -> int:
         sizes = [len(tokenizer.encode(t).ids) for t in texts]
         if min(sizes) < 0.9 * args.tokens:  # guards the benchmark against measuring empty prompts
             raise SystemExit(f"prompt builder produced {min(sizes)} tokens, wanted {args.tokens}")
-    if models.stage2:  # the cascade's extra cost for a prompt inside its band (a few % of prompts)
-        band_p = sum(models.stage2["band"]) / 2
+    for output, stage in models.stages.items():  # a cascade's extra cost inside its band (a few % of prompts)
         texts = [prompt_of(args.tokens, 20_000 + s, tokenizer, False) for s in range(args.runs // 4 + 3)]
         times = []
         for t in texts:
             window = models.windows(t)[0]
             start = time.perf_counter()
-            models.stage2_probability(t, band_p, window)
+            stage.probability((stage.low + stage.high) / 2, t, lambda w=window: models.embed(*w))
             times.append((time.perf_counter() - start) * 1000)
-        results["second stage, when it fires (extra)"] = times[3:]
+        results[f"{output} second stage, when it fires (extra)"] = times[3:]
     texts = [prompt_of(args.tokens, 10_000 + s, tokenizer, False) for s in range(args.runs // 4 + 3)]
     models.topic_scores(texts[0], TOPICS)  # embeds the topics once, as the proxy does
     times = []

@@ -110,7 +110,7 @@ def score(models, texts: list[str]) -> tuple[np.ndarray, list[list[str]], np.nda
         detected, c = models.unsafe_fields(probs)
         unsafe.append(detected)
         cats.append(c)
-        inj.append(models.injection_score(probs["injection"]))
+        inj.append(models.injection_score(probs))
     return np.array(unsafe), cats, np.array(inj)
 
 

