@@ -926,26 +926,30 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return beta
 
 
-def fit_stage2(val_logits: np.ndarray, rows: list[Row], cal: dict, output: str, st: dict, band_low: float) -> dict:
+def fit_stage2(
+    val_logits: np.ndarray, rows: list[Row], cal: dict, output: str, st: dict, band_low: float, band_high: float
+) -> dict:
     """Combination and threshold of ``output``'s second stage, both on the validation split.
 
-    ``st`` holds the features' parts (lexical weights, neighbour banks). The combination is
-    fitted on the validation rows in the band; the threshold is the lowest one (never below
-    0.5) at which the whole cascade (neural threshold OR second stage) still meets
-    ``FPR_BUDGET[output]`` and adds at most ``STAGE2_HARD_EXTRA`` hard-negative flags.
+    ``st`` holds the features' parts (lexical weights, neighbour banks). The band is
+    [band_low, max(band_high, the neural threshold)): inside it the stage decides. The
+    combination is fitted on the validation rows in the band; the threshold is the lowest
+    one (never below 0.5) at which the whole cascade still meets ``FPR_BUDGET[output]`` and
+    flags at most ``STAGE2_HARD_EXTRA`` more hard negatives than the neural threshold alone.
     """
     k = OUTPUTS.index(output)
     y, m = targets(rows)
     sel = m[:, k] > 0
     t_n = cal[output]["threshold"]
+    high = max(band_high, t_n)
     p = sigmoid(cal[output]["a"] * val_logits[:, k] + cal[output]["b"])
-    band = sel & (p >= band_low) & (p < t_n)
+    band = sel & (p >= band_low) & (p < high)
     idx = np.flatnonzero(band)
     x = stage2_features(rows, idx, p, st)
-    st = {**st, "band": [band_low, t_n], "coef": [float(c) for c in fit_logistic(x, y[idx, k])]}
+    st = {**st, "band": [band_low, high], "coef": [float(c) for c in fit_logistic(x, y[idx, k])]}
     p2 = np.zeros(len(rows))
     p2[idx] = stage2.combine(x, np.array(st["coef"]))
-    score = np.where(p >= t_n, 2.0, np.where(band, p2, -1.0))
+    score = np.where(p >= high, 2.0, np.where(band, p2, -1.0))
     hard = np.array([r.hard_negative for r in rows])
     sources = np.array([r.source for r in rows])
     # As in calibrate(): injection budgets count safe requests only, unsafe ones are not budgeted.
@@ -1009,8 +1013,10 @@ def output_probs(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, np
 def detected(probs: dict[str, np.ndarray], cal: dict) -> np.ndarray:
     """The runtime's unsafe verdict: the neural threshold, or the second stage's in its band."""
     out = probs["unsafe"] >= cal["unsafe"]["threshold"]
-    if "unsafe_stage2" in probs:
-        out |= probs["unsafe_stage2"] >= cal["stage2"]["unsafe"]["threshold"]
+    if "unsafe_stage2" in probs:  # inside its band the stage decides
+        st = cal["stage2"]["unsafe"]
+        band = (probs["unsafe"] >= st["band"][0]) & (probs["unsafe"] < st["band"][1])
+        out = np.where(band, probs["unsafe_stage2"] >= st["threshold"], out)
     return out
 
 
@@ -1402,7 +1408,13 @@ def main(argv: list[str] | None = None) -> int:
         "--band-low",
         type=float,
         default=STAGE2_BAND_LOW,
-        help="lowest first-stage probability that a second stage reads",
+        help="lowest first-stage P(unsafe) that the unsafe second stage reads",
+    )
+    ap.add_argument(
+        "--band-high",
+        type=float,
+        default=0.0,
+        help="the unsafe stage also decides for first-stage P up to this (default: its threshold)",
     )
     ap.add_argument(
         "--recalibrate",
@@ -1548,7 +1560,9 @@ def finish(
                 "k": NEIGHBOURS_K,
                 "scale": NEIGHBOURS_SCALE,
             }
-        stages[output] = fit_stage2(val_logits, splits["val"], cal, output, parts, args.band_low)
+        # The band options shape the unsafe stage; the injection band is [0.5, its threshold).
+        low, high = (args.band_low, args.band_high) if output == "unsafe" else (STAGE2_BAND_LOW, 0.0)
+        stages[output] = fit_stage2(val_logits, splits["val"], cal, output, parts, low, high)
         log(f"{output} second stage: {json.dumps(stage2_manifest(output, stages[output]))}")
     if stages:
         cal["stage2"] = stages

@@ -248,14 +248,18 @@ class LiteModels:
     def unsafe_fields(self, probs: Mapping[str, float]) -> tuple[bool, list[str]]:
         """(detected, categories): categories above their thresholds when the unsafe head fires.
 
-        The prompt is unsafe when the unsafe head reaches its threshold, or when the
-        second stage (uncertain band only) reaches its own. As in Cloudflare, detected is
+        Inside the second stage's band the stage's own threshold decides (the band can reach
+        above the head's threshold, so the stage can also clear a weak first-stage flag);
+        outside it, the unsafe head's threshold. As in Cloudflare, detected is
         true exactly when the category list is non-empty: when no category passes its own
         threshold, the most likely category is reported.
         """
         stage = self.stages.get("unsafe")
-        second = stage is not None and stage.fired(probs["unsafe_stage2"])
-        if probs["unsafe"] < self.thresholds["unsafe"] and not second:
+        if stage is not None and stage.in_band(probs["unsafe"]):
+            detected = stage.fired(probs["unsafe_stage2"])  # inside its band the stage decides
+        else:
+            detected = probs["unsafe"] >= self.thresholds["unsafe"]
+        if not detected:
             return False, []
         cats = [c for c in self.outputs[1:15] if probs[c] >= self.thresholds[c]]
         if not cats:

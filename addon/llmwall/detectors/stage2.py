@@ -85,7 +85,9 @@ def combine(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
 class SecondStage:
     """One output's second stage, loaded from its ``lite.json`` entry and files.
 
-    Entry: ``band`` [low, the output's threshold], ``coef`` (neural, then lexical and/or
+    Entry: ``band`` [low, high) (high at or above the output's threshold; inside the band
+    the stage decides: for "unsafe" it can add or clear a flag, for "injection" high is the
+    threshold, so it only adds), ``coef`` (neural, then lexical and/or
     neighbours, then bias), ``threshold``, optional ``lexical`` (file of weights) and
     ``neighbours`` ({file, k, scale}; the file holds ``positive`` and ``negative`` banks).
     """
