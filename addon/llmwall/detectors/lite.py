@@ -6,8 +6,10 @@ with no GPU, no network and no exported Llama Guard:
 * ``classifier.onnx``: the first layers of all-MiniLM-L6-v2, fine-tuned with one
   multi-label head (unsafe, S1..S14, injection), int8. One run serves both the topics
   and the injection detector: results are shared through a small in-memory cache.
-* ``encoder.onnx``: the unmodified all-MiniLM-L6-v2 sentence encoder, int8, used only
-  for zero-shot custom topics.
+* ``encoder.onnx``: the unmodified all-MiniLM-L6-v2 sentence encoder, int8, for zero-shot
+  custom topics and for the second stages' neighbour feature.
+* ``lexical.npy``, ``neighbours_*.npz``: the second stages (``stage2.py``), which score again
+  only the prompts whose unsafe or injection probability falls in an uncertain band.
 * ``lite.json``: calibration (Platt scaling per output), thresholds and the score
   mappings, all chosen on the validation split by ``scripts/train_lite.py``.
 
