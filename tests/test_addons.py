@@ -211,6 +211,43 @@ def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
     run(test)
 
 
+def test_a_confirmed_endpoint_is_not_reparsed_until_its_confirmation_is_due_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirmation is sticky in the store, so while a written one is fresh the answers of that
+    endpoint are not parsed on the event loop; once it is due again they are."""
+    db = tmp_path / "s.sqlite"
+    clock = [time.time()]
+    monkeypatch.setattr(analytics_addon.time, "time", lambda: clock[0])
+    parsed: list[str] = []
+    real_confirm = analytics_addon.confirm
+
+    def counting_confirm(fmt: str, resp: object, limit: int) -> bool:
+        parsed.append(fmt)
+        return real_confirm(fmt, resp, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analytics_addon, "confirm", counting_confirm)
+
+    async def test() -> None:
+        analytics = Analytics()
+        with taddons.context(options=opts(llmwall_db=db)) as tctx:
+            load(tctx, analytics)
+            await answered_chat(analytics)
+            await answered_chat(analytics)
+            assert parsed == ["openai.chat"]
+            clock[0] += analytics_addon.CONFIRM_REFRESH_S + 1
+            await answered_chat(analytics)
+            assert parsed == ["openai.chat", "openai.chat"]
+            analytics.done()
+        store = Store(db)
+        try:
+            assert [(e["confirmed"], e["request_count"]) for e in store.endpoints()] == [(True, 3)]
+        finally:
+            store.close()
+
+    run(test)
+
+
 def test_analytics_confirms_an_endpoint_from_its_response(tmp_path: Path) -> None:
     db = tmp_path / "c.sqlite"
 
