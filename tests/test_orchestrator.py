@@ -341,33 +341,3 @@ def test_not_busy_once_every_job_is_done_whatever_the_float_rounding() -> None:
     time.sleep(0.05)  # the jobs release their reservations in their worker threads
     assert not orch.busy
     orch.close()
-
-
-class Recorder(Detector):
-    """A detector in a lane of its own that notes when it ran and takes ``seconds``."""
-
-    provides = frozenset({"cf.llm.prompt.token_count"})
-
-    def __init__(self, name: str, seconds: float, log: list[str]) -> None:
-        self.name, self.lane, self.seconds, self.log = name, name, seconds, log
-
-    def detect(self, req: ScreenRequest) -> Detection:
-        self.log.append(self.name)
-        time.sleep(self.seconds)
-        return Detection(fields={f"x.{self.name}": True})
-
-
-def test_the_costliest_lane_is_started_first() -> None:
-    """The slowest lane is the request's critical path: it must not queue behind cheaper ones.
-
-    One worker thread runs the lanes in the order they were handed over; the cheap detector
-    comes first in the detector list, so only an order by measured cost puts the slow one first.
-    """
-    log: list[str] = []
-    dets = [Recorder("cheap", 0.001, log), Recorder("costly", 0.05, log)]
-    orch = Orchestrator(workers=1)
-    asyncio.run(orch.screen(request(20, "first prompt"), dets))  # both measured once
-    log.clear()
-    asyncio.run(orch.screen(request(20, "second prompt"), dets))
-    assert log == ["costly", "cheap"]
-    orch.close()

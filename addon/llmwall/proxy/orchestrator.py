@@ -311,11 +311,7 @@ class Orchestrator:
         result.not_scored += refused
         result.shed += refused
         outcomes: dict[int, tuple[dict[int, Detection], float] | BaseException] = {}
-        # The costliest lane first: it is the request's critical path, and a worker woken
-        # later waits for the GIL behind the lanes already running (measured: the lite lane
-        # queued behind the pure-Python lane started 1-1.6 ms later; docs/benchmarks.md).
-        by_cost = sorted(admitted, key=lambda lane_cost: lane_cost[1], reverse=True)
-        futures = [self._submit(lane, request, key, reserved, outcomes) for lane, reserved in by_cost]
+        futures = [self._submit(lane, request, key, reserved, outcomes) for lane, reserved in admitted]
         if futures:
             timeout = max(0.0, request.deadline - time.monotonic())
             _, pending = await asyncio.wait(futures, timeout=timeout)
