@@ -4,8 +4,8 @@ It comes after ``LLMWall`` in the addon chain (``mitm_entry.py``), so by the tim
 ``request`` hook runs the flow's event is in ``flow.metadata["llmwall"]``. It owns the
 options of the SQLite store (``llmwall_db``, ``llmwall_retention_days``,
 ``llmwall_db_max_mb``), the store and the Prometheus metrics; the dashboard addon
-reads both. Counting events and writing them go to one recording thread (in order),
-response parsing to others, so the event loop never waits on either.
+reads both. Database writes go to one worker thread, response parsing to others, so
+the event loop never waits on either.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from llmwall.analytics.store import DEFAULT_DB, Store
 from llmwall.providers import discovery
 from llmwall.proxy import body
 from llmwall.proxy.event import METADATA_KEY, RESPONSE_METADATA_KEY, Event
-from llmwall.proxy.orchestrator import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ STREAM_PREFIX = 65536
 CONFIRM_REFRESH_S = 60.0
 #: Endpoints whose last written confirmation is remembered (bounded memory).
 CONFIRMATIONS_KEPT = 4096
+#: A store write: the store method and its arguments.
+Write = tuple[Callable[..., object], tuple[object, ...]]
 
 
 class Analytics:
@@ -55,9 +56,7 @@ class Analytics:
         self._listeners: list[Callable[[], None]] = []
         #: (host, method, path template, format) -> (confirmed, when written): see response().
         self._confirmations: OrderedDict[tuple[str, str, str, str], tuple[object, float]] = OrderedDict()
-        # The recording thread: counts events and writes the store, in order, at the detector
-        # threads' lower priority (forwarding comes first when the CPU is short).
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store", initializer=lower_priority)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmwall-store")
         self._parse = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmwall-confirm")
 
     def on_store_change(self, callback: Callable[[], None]) -> None:
@@ -112,40 +111,27 @@ class Analytics:
         self.request(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        """Record the event the screening addon left on the flow, if any, once.
-
-        The event loop only claims the event and copies it; bounding its labels, counting it
-        and storing it happen in the recording thread, after the request has gone upstream
-        (on the event loop they cost every request about 0.15 ms before it could leave).
-        """
+        """Record the event the screening addon left on the flow, if any, once."""
         event = Event.from_dict(flow.metadata.get(METADATA_KEY))
         if event is None or flow.metadata.get(RECORDED_KEY):
             return
         flow.metadata[RECORDED_KEY] = True
-        self._io.submit(_logged, self._record_request, event.to_dict())
-
-    def _record_request(self, event: dict[str, Any]) -> None:
-        """Bound, count and store one request event (recording thread)."""
-        record = sanitize.event(event)  # bounded labels only; an odd value never costs the event
+        record = sanitize.event(event.to_dict())  # bounded labels only; an odd value never costs the event
         self.metrics.observe(record)
-        store = self.store
-        if store is None:
+        if not self.store:
             return
-        if event["status"] == "screened" and event["format"]:
+        writes: list[Write] = []
+        if event.status == "screened" and event.format:
             host, template = record["host"], record["path_template"]
-            _logged(store.upsert_endpoint, host, event["method"], template, event["format"], event["ts"])
-        _logged(store.record_event, record)
+            writes.append((self.store.upsert_endpoint, (host, event.method, template, event.format, event.ts)))
+        writes.append((self.store.record_event, (record,)))
+        self._submit(*writes)  # one hand-off per request: each costs the event loop more than the write
 
     def record(self, record: dict[str, Any]) -> None:
-        """Count and store one event record (response events from ``llmwall.responses``), in the
-        recording thread like request events."""
-        self._io.submit(_logged, self._count_and_store, record)
-
-    def _count_and_store(self, record: dict[str, Any]) -> None:
+        """Count and store one event record (response events from ``llmwall.responses``)."""
         self.metrics.observe(record)
-        store = self.store
-        if store is not None:
-            _logged(store.record_event, record)
+        if self.store:
+            self._submit((self.store.record_event, (record,)))
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Confirm a discovered endpoint from the shape of its response."""
@@ -178,16 +164,20 @@ class Analytics:
         self._confirmations.move_to_end(key)
         while len(self._confirmations) > CONFIRMATIONS_KEPT:
             self._confirmations.popitem(last=False)
-        self._io.submit(_logged, self.store.upsert_endpoint, *key, now, confirmed)
+        self._submit((self.store.upsert_endpoint, (*key, now, confirmed)))
 
+    def _submit(self, *writes: Write) -> None:
+        """Run store writes off the event loop, in order, in one job; a failure is logged
+        (never raised into a flow) and does not stop the writes after it."""
 
-def _logged(fn: Callable[..., object], *args: object) -> None:
-    """Call ``fn`` in the recording thread; a failure is logged (one failed write does not stop
-    the writes after it)."""
-    try:
-        fn(*args)
-    except Exception as exc:
-        log.error("llmwall: analytics write failed: %s", exc)
+        def run() -> None:
+            for fn, args in writes:
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    log.error("llmwall: analytics write failed: %s", exc)
+
+        self._io.submit(run)
 
 
 def confirm(fmt: str, resp: http.Response, limit: int) -> bool:
