@@ -167,6 +167,43 @@ def test_an_endpoint_pruned_from_the_inventory_is_confirmed_again(
     run(test)
 
 
+def test_a_confirmed_endpoint_is_not_reparsed_until_its_confirmation_is_due_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirmation is sticky in the store, so while a written one is fresh the answers of that
+    endpoint are not parsed on the event loop; once it is due again they are."""
+    db = tmp_path / "s.sqlite"
+    clock = [time.time()]
+    monkeypatch.setattr(analytics_addon.time, "time", lambda: clock[0])
+    parsed: list[str] = []
+    real_confirm = analytics_addon.confirm
+
+    def counting_confirm(fmt: str, resp: object, limit: int) -> bool:
+        parsed.append(fmt)
+        return real_confirm(fmt, resp, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analytics_addon, "confirm", counting_confirm)
+
+    async def test() -> None:
+        analytics = Analytics()
+        with taddons.context(options=opts(llmwall_db=db)) as tctx:
+            load(tctx, analytics)
+            await answered_chat(analytics)
+            await answered_chat(analytics)
+            assert parsed == ["openai.chat"]
+            clock[0] += analytics_addon.CONFIRM_REFRESH_S + 1
+            await answered_chat(analytics)
+            assert parsed == ["openai.chat", "openai.chat"]
+            analytics.done()
+        store = Store(db)
+        try:
+            assert [(e["confirmed"], e["request_count"]) for e in store.endpoints()] == [(True, 3)]
+        finally:
+            store.close()
+
+    run(test)
+
+
 def test_analytics_confirms_an_endpoint_from_its_response(tmp_path: Path) -> None:
     db = tmp_path / "c.sqlite"
 
@@ -301,6 +338,70 @@ def test_llmwall_unreadable_body_fails_by_option(screening_opts: options.Options
             wall.running()  # a live change is refused (at start-up the error is logged instead)
             with pytest.raises(exceptions.OptionsError, match="must be one of auto, pass, block"):
                 tctx.configure(wall, llmwall_on_unparsed="maybe")
+            wall.done()
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("http.host", "api.openai.com"),
+        ("http.request.method", "POST"),
+        ("http.request.uri", "/v1/chat/completions?trace=1"),
+        ("http.request.uri.path", "/v1/chat/completions"),
+        ("http.request.uri.query", "trace=1"),
+        ("http.request.full_uri", "http://api.openai.com:22/v1/chat/completions?trace=1"),
+        ("http.user_agent", "bench/1"),
+    ],
+)
+def test_a_rule_on_a_request_field_sees_it(tmp_path: Path, field: str, value: str) -> None:
+    """Request fields are computed only when a rule reads them: the one a rule reads is there."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"rules:\n  - id: on-field\n    expression: '{field} eq \"{value}\"'\n    action: block\n")
+
+    async def test() -> None:
+        wall = LLMWall()
+        with taddons.context(options=opts(llmwall_rules=rules, llmwall_models=tmp_path, llmwall_db="")) as tctx:
+            load(tctx, wall)
+            flow = chat_flow("hello")
+            flow.request.path += "?trace=1"
+            flow.request.headers["user-agent"] = "bench/1"
+            await wall.request(flow)
+            assert flow.response is not None and flow.response.status_code == 403
+            wall.done()
+
+    run(test)
+
+
+def test_llmwall_include_and_exclude_follow_live_option_changes(screening_opts: options.Options) -> None:
+    """The patterns are kept from configure (not read per request): a live change must still apply."""
+
+    async def screened(wall: LLMWall, flow: tflow.HTTPFlow) -> bool:
+        await wall.request(flow)
+        return METADATA_KEY in flow.metadata
+
+    def internal_api() -> tflow.HTTPFlow:
+        flow = tflow.tflow()
+        flow.request.host, flow.request.path, flow.request.method = "llm.internal", "/api/ask", "POST"
+        flow.request.content = b'{"question": "mail me at jane.doe@example.com"}'
+        flow.response = None
+        return flow
+
+    async def test() -> None:
+        wall = LLMWall()
+        with taddons.context(options=screening_opts) as tctx:
+            load(tctx, wall)
+            assert await screened(wall, chat_flow("hello"))
+            assert not await screened(wall, internal_api())  # no known format
+            tctx.configure(wall, llmwall_exclude=["api.openai.com/v1/*"], llmwall_include=["llm.internal/api/*"])
+            assert not await screened(wall, chat_flow("hello"))
+            forced = internal_api()
+            assert await screened(wall, forced)
+            assert forced.response is not None and forced.response.status_code == 403  # screened as custom
+            tctx.configure(wall, llmwall_exclude=[], llmwall_include=[])
+            assert await screened(wall, chat_flow("hello"))
+            assert not await screened(wall, internal_api())
             wall.done()
 
     run(test)

@@ -20,7 +20,7 @@ import gc
 import logging
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +114,10 @@ class LLMWall:
         self.loop_lag = 0.0
         #: llmwall_trusted_proxies, parsed: peers whose X-Forwarded-For says who the client is.
         self.trusted_proxies: tuple[forwarded.Network, ...] = ()
+        #: llmwall_include and llmwall_exclude, kept from configure: mitmproxy deep-copies a list
+        #: option on every read, which cost more per request than matching the patterns.
+        self._include: tuple[str, ...] = ()
+        self._exclude: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- options
     def load(self, loader: Any) -> None:
@@ -224,6 +228,10 @@ class LLMWall:
             raise exceptions.OptionsError(f"llmwall_turns must be one of {', '.join(TURN_MODES)}")
         if "llmwall_on_unparsed" in updated and opts.llmwall_on_unparsed not in UNPARSED_MODES:
             raise exceptions.OptionsError(f"llmwall_on_unparsed must be one of {', '.join(UNPARSED_MODES)}")
+        if "llmwall_include" in updated:
+            self._include = tuple(opts.llmwall_include)
+        if "llmwall_exclude" in updated:
+            self._exclude = tuple(opts.llmwall_exclude)
         if "llmwall_trusted_proxies" in updated:
             try:
                 self.trusted_proxies = forwarded.parse_trusted(opts.llmwall_trusted_proxies)
@@ -388,7 +396,7 @@ class LLMWall:
         threshold; the only safe moment is now, with the Content-Length announced.
         """
         req = flow.request
-        if req.stream and req.method in BODY_METHODS and not _matches(_target(flow), ctx.options.llmwall_exclude):
+        if req.stream and req.method in BODY_METHODS and not _matches(_target(flow), self._exclude):
             self._finish_streamed(flow, time.monotonic())
 
     async def _request(self, flow: http.HTTPFlow) -> None:
@@ -396,7 +404,7 @@ class LLMWall:
         if flow.response or req.method not in BODY_METHODS or STREAMED_KEY in flow.metadata:
             return
         target = _target(flow)
-        if _matches(target, ctx.options.llmwall_exclude):
+        if _matches(target, self._exclude):
             return
         # The deadline runs from the request's arrival (its last byte: a slow upload is not the
         # proxy's delay): time spent queued inside mitmproxy since then counts.
@@ -405,8 +413,8 @@ class LLMWall:
             waited = 0.0
         start = time.monotonic() - waited
         deadline = start + ctx.options.llmwall_deadline_ms / 1000.0
-        forced = _matches(target, ctx.options.llmwall_include) or _matches(
-            req.pretty_host + _route(req.path), ctx.options.llmwall_include
+        forced = bool(self._include) and (
+            _matches(target, self._include) or _matches(req.pretty_host + _route(req.path), self._include)
         )
         if req.stream:  # mitmproxy streamed a body of unknown length (chunked) past stream_large_bodies
             self._finish_streamed(flow, start)
@@ -504,7 +512,7 @@ class LLMWall:
         overloaded = self.loop_lag > OVERLOADED_LAG_S and self.orchestrator.busy
         result = await self.orchestrator.screen(request, detectors, overloaded=overloaded)
         values = {
-            **request_fields(flow, self.trusted_proxies),
+            **request_fields(flow, self.trusted_proxies, wanted),
             **result.fields,
             F.PROMPT_DETECTED: bool(prompt.text.strip()),
             F.REQUEST_FORMAT: analysis.fmt,
@@ -565,7 +573,7 @@ class LLMWall:
         flow before the upstream has the whole request, or pass, by policy; recorded either way."""
         flow.metadata[STREAMED_KEY] = True
         req = flow.request
-        forced = _matches(_target(flow), ctx.options.llmwall_include)
+        forced = _matches(_target(flow), self._include)
         action = "block" if _fails_closed("streamed") and (_may_carry_json(req) or forced) else None
         if action == "block" and flow.killable:
             if req.stream:
@@ -590,21 +598,27 @@ class LLMWall:
         actions.annotate(flow, event)
 
 
-def request_fields(flow: http.HTTPFlow, trusted_proxies: tuple[forwarded.Network, ...]) -> dict[str, object]:
-    """Cloudflare's ordinary request fields for a flow; ``ip.src`` read through the trusted
-    proxies (``LLMWall.trusted_proxies``), so every addon keys on the same client address."""
+#: How each of Cloudflare's ordinary request fields is read from a request (``ip.src`` aside).
+REQUEST_FIELD_READERS: dict[str, Callable[[http.Request], object]] = {
+    F.HTTP_HOST: lambda req: req.pretty_host,
+    F.HTTP_METHOD: lambda req: req.method,
+    F.HTTP_URI: lambda req: req.path,
+    F.HTTP_URI_PATH: lambda req: req.path.partition("?")[0],
+    F.HTTP_URI_QUERY: lambda req: req.path.partition("?")[2],
+    F.HTTP_FULL_URI: lambda req: req.pretty_url,
+    F.HTTP_USER_AGENT: lambda req: req.headers.get("user-agent", ""),
+}
+
+
+def request_fields(
+    flow: http.HTTPFlow, trusted_proxies: tuple[forwarded.Network, ...], wanted: frozenset[str] | None = None
+) -> dict[str, object]:
+    """Cloudflare's ordinary request fields for a flow, only those in ``wanted`` when given (the
+    fields some rule reads); ``ip.src`` read through the trusted proxies
+    (``LLMWall.trusted_proxies``), so every addon keys on the same client address."""
     req = flow.request
-    query = req.path.partition("?")[2]
-    fields: dict[str, object] = {
-        F.HTTP_HOST: req.pretty_host,
-        F.HTTP_METHOD: req.method,
-        F.HTTP_URI: req.path,
-        F.HTTP_URI_PATH: req.path.partition("?")[0],
-        F.HTTP_URI_QUERY: query,
-        F.HTTP_FULL_URI: req.pretty_url,
-        F.HTTP_USER_AGENT: req.headers.get("user-agent", ""),
-    }
-    if flow.client_conn.peername:
+    fields = {name: read(req) for name, read in REQUEST_FIELD_READERS.items() if wanted is None or name in wanted}
+    if flow.client_conn.peername and (wanted is None or F.IP_SRC in wanted):
         peer = str(flow.client_conn.peername[0])
         fields[F.IP_SRC] = forwarded.client_address(peer, req.headers.get_all(forwarded.HEADER), trusted_proxies)
     return fields
