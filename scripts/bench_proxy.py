@@ -156,9 +156,9 @@ def start_upstream() -> ThreadingHTTPServer:
     return server
 
 
-def start_proxy(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_proxy(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     end = time.monotonic() + 120
     while time.monotonic() < end:
         if proc.poll() is not None:

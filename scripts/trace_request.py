@@ -26,9 +26,7 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -155,25 +153,7 @@ def start(
         for key, value in (("llmwall_rules", rules or tree / "rules.yaml"), ("llmwall_models", tree / "models")):
             cmd += ["--set", f"{key}={value}"]
         cmd += ["--set", f"llmwall_db={tmp / name}.sqlite"]
-    log = tmp / f"{name}.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    wait_listening(proc, port, log)
-    return port, proc, out
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"proxy exited:\n{log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("proxy did not start")
+    return port, bench_proxy.start_proxy(cmd, port, tmp / f"{name}.log", env), out
 
 
 def ask(conn: http.client.HTTPConnection, body: bytes, trace_id: str) -> tuple[float, float]:
