@@ -1003,9 +1003,8 @@ def output_probs(logits: np.ndarray, rows: list[Row], cal: dict) -> dict[str, np
     if "injection_stage2" in probs:  # the runtime's injection_probability
         st = cal["stage2"]["injection"]
         fired = probs["injection_stage2"] >= st["threshold"]
-        xs, ys = zip(*cal["injection"]["score_knots"], strict=True)
-        floor = float(np.interp(-19.0, -np.array(ys), xs))  # lite.py SURE_ATTACK_SCORE
-        rescaled = floor + (1 - floor) * (probs["injection_stage2"] - st["threshold"]) / max(1 - st["threshold"], 1e-9)
+        floor = stage2.sure_attack_floor(np.array(cal["injection"]["score_knots"]))
+        rescaled = stage2.rescale(probs["injection_stage2"], st["threshold"], floor)
         probs["injection"] = np.where(fired, np.maximum(probs["injection"], rescaled), probs["injection"])
     return probs
 

@@ -51,7 +51,6 @@ MAX_CUSTOM_TOPICS = 20
 LITE_THREADS = 1  # onnxruntime intra-op threads per lite session (see LiteModels.__init__)
 CHUNK_TOKENS = 64  # short windows of a long prompt (see LiteModels.windows)
 MAX_CHUNKS = 8  # bounds a long prompt's cost: 1 x 128 + 8 x 64 tokens
-SURE_ATTACK_SCORE = 19.0  # a fired injection stage scores at most this: inside the "< 20" band
 SENTENCE_TOKENS = 48  # a sentence window is cut to this many word pieces
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MIN_SENTENCE_CHARS = 12
@@ -273,12 +272,11 @@ class LiteModels:
 
         A fired stage passed the same validation budgets as the first stage's threshold, so
         it lands where a first-stage detection does: at or above the P that scores
-        ``SURE_ATTACK_SCORE`` (the knots put nearly every first-stage detection there).
+        ``stage2.SURE_ATTACK_SCORE`` (the knots put nearly every first-stage detection there).
         """
         stage = self.stages.get("injection")
         if stage is not None and stage.fired(probs["injection_stage2"]):
-            xs, ys = self.injection_knots[:, 0], self.injection_knots[:, 1]
-            floor = float(np.interp(-SURE_ATTACK_SCORE, -ys, xs))  # the knots fall: interpolate on -score
+            floor = stage2.sure_attack_floor(self.injection_knots)
             return max(probs["injection"], stage.rescaled(probs["injection_stage2"], floor))
         return probs["injection"]
 

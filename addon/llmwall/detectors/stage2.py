@@ -33,6 +33,7 @@ import numpy as np
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 MAX_WORDS = 96  # the first and the last 96 words of a longer prompt (head+tail, as the model)
 BANK_SCALE = 127.0  # neighbour banks are stored as int8 unit vectors times this
+SURE_ATTACK_SCORE = 19.0  # a fired injection stage scores at most this: inside the "< 20" band
 
 
 def words(text: str) -> list[str]:
@@ -74,6 +75,16 @@ def neighbour_logits(
         return np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
     return scale * (top_k_mean(positive_bank) - top_k_mean(negative_bank))
+
+
+def sure_attack_floor(knots: np.ndarray) -> float:
+    """The first-stage P(injection) that the score knots map to ``SURE_ATTACK_SCORE``."""
+    return float(np.interp(-SURE_ATTACK_SCORE, -knots[:, 1], knots[:, 0]))  # scores fall as P rises
+
+
+def rescale(p2, threshold: float, floor: float):
+    """A fired stage's P (scalar or array) mapped from [``threshold``, 1] onto [``floor``, 1]."""
+    return floor + (1 - floor) * (p2 - threshold) / max(1 - threshold, 1e-9)
 
 
 def combine(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -129,6 +140,5 @@ class SecondStage:
         return p2 >= self.threshold
 
     def rescaled(self, p2: float, floor: float) -> float:
-        """A fired stage's P mapped from [its threshold, 1] onto [``floor``, 1], where ``floor``
-        is the first-stage probability that a score mapping treats as a sure detection."""
-        return floor + (1 - floor) * (p2 - self.threshold) / max(1 - self.threshold, 1e-9)
+        """A fired stage's P mapped onto [``floor``, 1] (``sure_attack_floor`` of the knots)."""
+        return float(rescale(p2, self.threshold, floor))
